@@ -1,0 +1,27 @@
+//! The ZStack adapter: [`ZStackCloud`] implements [`crate::Cloud`] on the ZStack REST API
+//! (`/zstack/v1`), as described in `docs/providers/zstack-api.md`; user documentation is in
+//! `docs/providers/zstack.md`.
+//!
+//! Submodules:
+//! * [`config`]: [`ZStackConfig`], [`ZStackCredentials`] (env / file), [`Secret`], [`GpuAttach`];
+//! * [`client`]: HTTP, login / AccessKey signing, async jobs, paged queries;
+//! * [`query`]: `q=` condition building and encoding;
+//! * [`errors`]: error-body classification into [`crate::CloudError`];
+//! * [`model`]: serde types of ZStack inventories;
+//! * [`tags`]: how kprov tags map to ZStack user tags;
+//! * [`cloud`]: the [`crate::Cloud`] implementation.
+
+pub mod client;
+pub mod cloud;
+pub mod config;
+pub mod errors;
+pub mod model;
+pub mod query;
+pub mod tags;
+
+pub use client::ApiStats;
+pub use cloud::ZStackCloud;
+pub use config::{GpuAttach, Secret, ZStackConfig, ZStackCredentials};
+
+/// Provider name used in errors and by [`crate::Cloud::name`].
+pub const PROVIDER: &str = "zstack";

@@ -1,0 +1,1 @@
+//! ZStack simulator (being written).

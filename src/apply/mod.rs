@@ -1,0 +1,336 @@
+//! The executor: runs a plan's changes as a DAG of tasks (network → instances; delete before
+//! re-create on replace) with bounded parallelism, retries with exponential backoff and jitter on
+//! retryable errors only, an overall deadline, a journal in the state store, and progress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use kprov_providers::{Cloud, CloudError, Instance, InstanceRequest, Resource, ResourceKind};
+use tokio::sync::Semaphore;
+
+use crate::plan::{Change, Plan};
+
+pub mod journal;
+pub mod progress;
+pub mod retry;
+
+pub use journal::Journal;
+pub use progress::Progress;
+pub use retry::RetryPolicy;
+
+/// Renders the user-data of an instance right before it is created.
+pub trait UserData: Send + Sync {
+    /// User-data for `req` (given the network it joins).
+    fn render(&self, req: &InstanceRequest) -> Result<Vec<u8>, String>;
+}
+
+impl<F: Fn(&InstanceRequest) -> Result<Vec<u8>, String> + Send + Sync> UserData for F {
+    fn render(&self, req: &InstanceRequest) -> Result<Vec<u8>, String> {
+        self(req)
+    }
+}
+
+/// Executor settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Mutating calls in flight at once.
+    pub concurrency: usize,
+    /// Retries of retryable errors.
+    pub retry: RetryPolicy,
+    /// The whole apply must finish within this.
+    pub deadline: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { concurrency: 8, retry: RetryPolicy::default(), deadline: Duration::from_secs(3600) }
+    }
+}
+
+/// Errors of an apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Some tasks failed; the others finished. Re-running resumes.
+    #[error("{failed} of {total} changes failed; the rest were applied. Fix the cause and re-run `kprov update cluster {cluster} --yes` to resume:\n{details}")]
+    Failed {
+        /// Cluster.
+        cluster: String,
+        /// Failed tasks.
+        failed: usize,
+        /// All tasks.
+        total: usize,
+        /// One line per failure.
+        details: String,
+    },
+    /// The deadline passed.
+    #[error("apply of cluster {cluster} did not finish within {deadline:?}; re-run `kprov update cluster {cluster} --yes` to resume (a longer --timeout may help)")]
+    Deadline {
+        /// Cluster.
+        cluster: String,
+        /// Deadline.
+        deadline: Duration,
+    },
+    /// Creating the network failed, so no instance was attempted.
+    #[error("could not prepare the network of cluster {cluster}: {source}")]
+    Network {
+        /// Cluster.
+        cluster: String,
+        /// Cause.
+        #[source]
+        source: CloudError,
+    },
+}
+
+/// What an apply did.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Instances created (or found already created).
+    pub created: Vec<Instance>,
+    /// Instances deleted.
+    pub deleted: usize,
+    /// Calls retried.
+    pub retries: usize,
+}
+
+/// Apply a plan.
+pub async fn apply(
+    cloud: Arc<dyn Cloud>,
+    plan: &Plan,
+    user_data: Arc<dyn UserData>,
+    settings: &Settings,
+    journal: &Journal,
+    progress: &Progress,
+) -> Result<Outcome, ApplyError> {
+    let cluster = plan.cluster.clone();
+    match tokio::time::timeout(settings.deadline, run(cloud, plan, user_data, settings, journal, progress)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApplyError::Deadline { cluster, deadline: settings.deadline }),
+    }
+}
+
+async fn run(
+    cloud: Arc<dyn Cloud>,
+    plan: &Plan,
+    user_data: Arc<dyn UserData>,
+    settings: &Settings,
+    journal: &Journal,
+    progress: &Progress,
+) -> Result<Outcome, ApplyError> {
+    let mut outcome = Outcome::default();
+    let creates: Vec<&InstanceRequest> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Create(r) | Change::Replace { new: r, .. } => Some(r),
+            _ => None,
+        })
+        .collect();
+
+    // Phase 1: network. Every instance depends on it.
+    let mut network_id = None;
+    if !creates.is_empty() {
+        let req = plan
+            .changes
+            .iter()
+            .find_map(|c| match c {
+                Change::CreateNetwork(n) => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| kprov_providers::NetworkRequest {
+                cluster: plan.cluster.clone(),
+                tags: BTreeMap::from([(kprov_providers::TAG_CLUSTER.to_string(), plan.cluster.clone())]),
+            });
+        let bar = progress.phase("network", 1);
+        journal.started("network").await;
+        let net = retry::with_retry(&settings.retry, "ensure network", || cloud.ensure_network(&req))
+            .await
+            .map_err(|(source, _)| ApplyError::Network { cluster: plan.cluster.clone(), source })?
+            .0;
+        journal.done("network").await;
+        bar.inc(1);
+        bar.finish(format!("network {} ready", net.name));
+        network_id = Some(net.id);
+    }
+
+    // Phase 2: deletes (including the old half of replaces), then creates. Replaces delete first
+    // because the new instance reuses the deterministic name.
+    let sem = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut failures: Vec<String> = Vec::new();
+    let total = plan.changes.iter().filter(|c| !matches!(c, Change::CreateNetwork(_))).count();
+
+    let deletes: Vec<(String, Instance)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete { old, .. } | Change::Replace { old, .. } => Some((format!("delete/{}", old.id), old.clone())),
+            _ => None,
+        })
+        .collect();
+    if !deletes.is_empty() {
+        let bar = progress.phase("delete instances", deletes.len() as u64);
+        let mut tasks = FuturesUnordered::new();
+        for (key, old) in deletes {
+            let (cloud, sem, policy) = (cloud.clone(), sem.clone(), settings.retry.clone());
+            tasks.push(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                let res = Resource { kind: ResourceKind::Instance, id: old.id.clone(), name: old.name.clone(), tags: old.tags.clone() };
+                let r = retry::with_retry(&policy, &format!("delete {}", old.name), || cloud.delete_resource(&res)).await;
+                (key, old.name, r)
+            });
+        }
+        while let Some((key, name, r)) = tasks.next().await {
+            bar.inc(1);
+            match r {
+                Ok(((), n)) => {
+                    outcome.retries += n;
+                    outcome.deleted += 1;
+                    journal.done(&key).await;
+                }
+                Err((e, n)) => {
+                    outcome.retries += n;
+                    failures.push(format!("  delete {name}: {e}"));
+                }
+            }
+        }
+        bar.finish(format!("{} instances deleted", outcome.deleted));
+    }
+
+    if !creates.is_empty() {
+        let bar = progress.phase("create instances", creates.len() as u64);
+        let mut tasks = FuturesUnordered::new();
+        for req in creates {
+            let mut req = req.clone();
+            req.network_id = network_id.clone();
+            let (cloud, sem, policy, ud) = (cloud.clone(), sem.clone(), settings.retry.clone(), user_data.clone());
+            let key = format!("create/{}", req.name);
+            journal.started(&key).await;
+            tasks.push(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                match ud.render(&req) {
+                    Ok(bytes) => req.user_data = bytes,
+                    Err(e) => {
+                        let err = CloudError::Fatal { provider: "kprov", code: "USERDATA".into(), message: format!("rendering user-data of {}: {e}", req.name), fix: "fix the spec and re-run".into() };
+                        return (key, req.name.clone(), Err((err, 0)));
+                    }
+                }
+                let r = retry::with_retry(&policy, &format!("create {}", req.name), || cloud.create_instance(&req)).await;
+                (key, req.name.clone(), r)
+            });
+        }
+        let started = Instant::now();
+        while let Some((key, name, r)) = tasks.next().await {
+            bar.inc(1);
+            match r {
+                Ok((inst, n)) => {
+                    outcome.retries += n;
+                    tracing::info!(instance = %name, id = %inst.id, "instance ready");
+                    outcome.created.push(inst);
+                    journal.done(&key).await;
+                }
+                Err((e, n)) => {
+                    outcome.retries += n;
+                    journal.failed(&key, &e.to_string()).await;
+                    failures.push(format!("  create {name}: {e}"));
+                }
+            }
+        }
+        bar.finish(format!("{} instances ready in {:.1}s", outcome.created.len(), started.elapsed().as_secs_f64()));
+    }
+    journal.flush().await;
+    if failures.is_empty() {
+        Ok(outcome)
+    } else {
+        failures.sort();
+        Err(ApplyError::Failed { cluster: plan.cluster.clone(), failed: failures.len(), total, details: failures.join("\n") })
+    }
+}
+
+/// Delete every resource the cluster owns, found by tag, in dependency order, in passes until
+/// nothing is left or `wait` expires. Returns the number of resources deleted.
+pub async fn delete_all(
+    cloud: Arc<dyn Cloud>,
+    cluster: &str,
+    settings: &Settings,
+    wait: Duration,
+    progress: &Progress,
+) -> Result<usize, DeleteError> {
+    let until = Instant::now() + wait;
+    let mut deleted = 0;
+    let mut last_errors: Vec<String> = Vec::new();
+    loop {
+        let found = retry::with_retry(&settings.retry, "list resources", || cloud.list_resources(cluster))
+            .await
+            .map_err(|(e, _)| DeleteError::List { cluster: cluster.into(), source: e })?
+            .0;
+        if found.is_empty() {
+            return Ok(deleted);
+        }
+        if Instant::now() >= until {
+            let left = found.iter().map(|r| format!("  {} {} ({})", r.kind, r.name, r.id)).collect::<Vec<_>>().join("\n");
+            return Err(DeleteError::Remaining { cluster: cluster.into(), left, errors: last_errors.join("\n") });
+        }
+        last_errors.clear();
+        let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
+        for r in found {
+            by_kind.entry(r.kind).or_default().push(r);
+        }
+        // One kind per pass: later kinds usually depend on earlier ones being gone.
+        let (kind, batch) = by_kind.into_iter().next().expect("non-empty");
+        let bar = progress.phase(&format!("delete {kind}s"), batch.len() as u64);
+        let sem = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let mut tasks = FuturesUnordered::new();
+        for r in batch {
+            let (cloud, sem, policy) = (cloud.clone(), sem.clone(), settings.retry.clone());
+            tasks.push(async move {
+                let _p = sem.acquire_owned().await.expect("semaphore open");
+                let out = retry::with_retry(&policy, &format!("delete {} {}", r.kind, r.name), || cloud.delete_resource(&r)).await;
+                (r, out)
+            });
+        }
+        let mut ok = 0;
+        while let Some((r, out)) = tasks.next().await {
+            bar.inc(1);
+            match out {
+                Ok(_) => {
+                    ok += 1;
+                    deleted += 1;
+                }
+                Err((e, _)) => last_errors.push(format!("  {} {}: {e}", r.kind, r.name)),
+            }
+        }
+        bar.finish(format!("{ok} {kind}s deleted"));
+        if ok == 0 {
+            // Nothing moved this pass (e.g. a dependency not gone yet): wait a little.
+            tokio::time::sleep(Duration::from_millis(500).min(until.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}
+
+/// Errors of `delete_all`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// Listing the cluster's resources failed.
+    #[error("could not list the resources of cluster {cluster}: {source}")]
+    List {
+        /// Cluster.
+        cluster: String,
+        /// Cause.
+        #[source]
+        source: CloudError,
+    },
+    /// Resources remain after the wait.
+    #[error("cluster {cluster}: these resources are still there after the wait; re-run `kprov delete cluster {cluster} --yes` (or raise --wait):\n{left}\nlast errors:\n{errors}")]
+    Remaining {
+        /// Cluster.
+        cluster: String,
+        /// Remaining resources.
+        left: String,
+        /// Last errors seen.
+        errors: String,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! `kprov get clusters|cluster NAME|instancegroups NAME|instances NAME`.
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::{current_cluster, open_store, Cli, Output};
+use crate::repo::Repo;
+
+/// Arguments of `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub what: GetWhat,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// Things `get` shows.
+#[derive(Debug, Subcommand)]
+pub enum GetWhat {
+    /// All clusters in the state store.
+    Clusters,
+    /// One cluster's spec.
+    Cluster {
+        /// Cluster (default: the current cluster).
+        cluster: Option<String>,
+    },
+    /// A cluster's instance groups.
+    #[command(alias = "ig", alias = "instancegroup")]
+    Instancegroups {
+        /// Cluster (default: the current cluster).
+        cluster: Option<String>,
+    },
+    /// A cluster's instances, as the cloud reports them (found by tag).
+    Instances {
+        /// Cluster (default: the current cluster).
+        cluster: Option<String>,
+    },
+}
+
+/// Print rows as aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn emit<T: Serialize>(out: Output, value: &T, header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table => print!("{}", table(header, &rows)),
+    }
+    Ok(())
+}
+
+/// Run `get`.
+pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
+    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+    match &a.what {
+        GetWhat::Clusters => {
+            let mut list = Vec::new();
+            for name in repo.clusters().await? {
+                if let Some(s) = repo.load(&name).await? {
+                    list.push(s);
+                }
+            }
+            #[derive(Serialize)]
+            struct Row {
+                name: String,
+                provider: String,
+                kubernetes_version: String,
+                instance_groups: usize,
+                instances: i64,
+                generation: u64,
+            }
+            let rows: Vec<Row> = list
+                .iter()
+                .map(|s| Row {
+                    name: s.config.name().to_string(),
+                    provider: s.config.cluster.spec.provider.name().to_string(),
+                    kubernetes_version: s.config.cluster.spec.kubernetes_version.clone(),
+                    instance_groups: s.config.groups.len(),
+                    instances: s.config.groups.iter().map(|g| g.spec.count.max(0)).sum(),
+                    generation: s.generation,
+                })
+                .collect();
+            let table_rows = rows
+                .iter()
+                .map(|r| vec![r.name.clone(), r.provider.clone(), r.kubernetes_version.clone(), r.instance_groups.to_string(), r.instances.to_string()])
+                .collect();
+            emit(a.output, &rows, &["NAME", "PROVIDER", "KUBERNETES", "GROUPS", "INSTANCES"], table_rows)
+        }
+        GetWhat::Cluster { cluster } => {
+            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+            let s = repo.require(&name).await?;
+            match a.output {
+                Output::Table => {
+                    let c = &s.config.cluster.spec;
+                    let rows = vec![vec![
+                        name.clone(),
+                        c.provider.name().into(),
+                        c.kubernetes_version.clone(),
+                        c.networking.cni.as_str().into(),
+                        c.networking.pod_cidr.to_string(),
+                        c.networking.service_cidr.to_string(),
+                    ]];
+                    print!("{}", table(&["NAME", "PROVIDER", "KUBERNETES", "CNI", "POD CIDR", "SERVICE CIDR"], &rows));
+                    Ok(())
+                }
+                Output::Yaml => {
+                    print!("{}", s.config.to_yaml());
+                    Ok(())
+                }
+                Output::Json => {
+                    let mut docs = vec![serde_json::to_value(&s.config.cluster)?];
+                    for g in &s.config.groups {
+                        docs.push(serde_json::to_value(g)?);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&docs)?);
+                    Ok(())
+                }
+            }
+        }
+        GetWhat::Instancegroups { cluster } => {
+            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+            let s = repo.require(&name).await?;
+            let rows = s
+                .config
+                .groups
+                .iter()
+                .map(|g| {
+                    let size = match (&g.spec.flavor, &g.spec.size) {
+                        (Some(f), _) => f.clone(),
+                        (None, Some(sz)) => format!("{} vCPU / {}", sz.cpu, sz.memory),
+                        _ => "-".into(),
+                    };
+                    let gpu = g.spec.gpu.as_ref().map(|x| format!("{}x{}", x.count, x.model.clone().unwrap_or_else(|| "any".into()))).unwrap_or_else(|| "-".into());
+                    vec![g.name().to_string(), g.spec.role.to_string(), g.spec.count.to_string(), g.spec.arch.to_string(), size, gpu, g.spec.image.clone().unwrap_or_else(|| "(default)".into())]
+                })
+                .collect();
+            emit(a.output, &s.config.groups, &["NAME", "ROLE", "COUNT", "ARCH", "SIZE", "GPU", "IMAGE"], rows)
+        }
+        GetWhat::Instances { cluster } => {
+            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+            let s = repo.require(&name).await?;
+            let cloud = crate::cloud::connect(&s.config.cluster.spec).await?;
+            let mut list = cloud.list_instances(&name).await?;
+            list.sort_by(|a, b| a.name.cmp(&b.name));
+            let rows = list
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.id.clone(),
+                        i.state.clone(),
+                        i.address.clone().unwrap_or_else(|| "-".into()),
+                        i.instance_group().unwrap_or("-").to_string(),
+                        i.tags.get(kprov_providers::TAG_ROLE).cloned().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            emit(a.output, &list, &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"], rows)
+        }
+    }
+}

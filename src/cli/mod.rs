@@ -1,0 +1,179 @@
+//! The command line: one module per verb. This is the edge where errors become messages and
+//! exit codes (0 ok, 1 failure, 2 usage or validation error, 3 cluster locked).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kprov_state::StateStore;
+
+pub mod completion;
+pub mod create;
+pub mod delete;
+pub mod get;
+pub mod update;
+
+/// Exit code for usage and validation errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the cluster is locked by another run.
+pub const EXIT_LOCKED: u8 = 3;
+
+/// kprov provisions Kubernetes clusters on ZStack, AWS and libvirt, kops-style: the spec lives in
+/// a state store, `update` shows a plan and applies it with --yes, `delete` removes everything
+/// the cluster owns.
+#[derive(Debug, Parser)]
+#[command(name = "kprov", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage or validation error, 3 cluster locked by another run.\n\
+Environment: KPROV_STATE_STORE (state URL), KPROV_CLUSTER_NAME (current cluster).")]
+pub struct Cli {
+    /// State store URL: file:///PATH or s3://BUCKET[/PREFIX]. Default: a file store in your data directory.
+    #[arg(long, global = true, env = "KPROV_STATE_STORE", value_name = "URL")]
+    pub state: Option<String>,
+    /// The cluster to act on when a command takes no NAME.
+    #[arg(long, global = true, env = "KPROV_CLUSTER_NAME", value_name = "CLUSTER")]
+    pub name: Option<String>,
+    /// More logs: -v debug, -vv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a cluster or instance group in the state store (nothing is created in the cloud
+    /// until `kprov update cluster --yes`).
+    Create(create::CreateArgs),
+    /// Show clusters, instance groups and instances.
+    Get(get::GetArgs),
+    /// Show what must change to make the cloud match the spec; apply it with --yes.
+    Update(update::UpdateArgs),
+    /// Delete a cluster: every cloud resource it owns, then its state.
+    Delete(delete::DeleteArgs),
+    /// Print the version.
+    Version,
+    /// Print a shell completion script.
+    Completion(completion::CompletionArgs),
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// Locking options shared by mutating verbs.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Break the cluster's lock first (when a run died and its lease has not expired yet). Asks
+    /// for confirmation unless --yes is given.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+/// An error with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    /// Exit code.
+    pub code: u8,
+    /// Message.
+    pub message: String,
+}
+
+impl ExitError {
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> anyhow::Error {
+        ExitError { code: EXIT_USAGE, message: message.into() }.into()
+    }
+}
+
+/// The default state store: `file://$XDG_DATA_HOME/kprov/state` (or `~/.local/share/...`).
+pub fn default_state_url() -> anyhow::Result<String> {
+    let base = directories::BaseDirs::new().context("cannot find your home directory; pass --state file:///PATH")?;
+    Ok(format!("file://{}", base.data_dir().join("kprov").join("state").display()))
+}
+
+/// Open the state store named by `--state` (or the default).
+pub async fn open_store(url: Option<&str>) -> anyhow::Result<Arc<dyn StateStore>> {
+    let url = match url {
+        Some(u) => u.to_string(),
+        None => default_state_url()?,
+    };
+    crate::store::open(&url).await.map_err(|e| ExitError::usage(format!("{e}")))
+}
+
+/// Which cluster a command without NAME acts on: `--name`, else `KPROV_CLUSTER_NAME` (both via
+/// `cli.name`), else the only cluster in the store.
+pub async fn current_cluster(explicit: Option<&str>, cli_name: Option<&str>, repo: &crate::repo::Repo) -> anyhow::Result<String> {
+    if let Some(n) = explicit.or(cli_name) {
+        return Ok(n.to_string());
+    }
+    let clusters = repo.clusters().await?;
+    match clusters.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ExitError::usage(format!(
+            "no cluster in {}; create one with `kprov create cluster NAME --provider zstack|aws|libvirt`",
+            repo.store.url()
+        ))),
+        many => Err(ExitError::usage(format!(
+            "several clusters in {}: {}; name one with `--name CLUSTER` or KPROV_CLUSTER_NAME",
+            repo.store.url(),
+            many.join(", ")
+        ))),
+    }
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Create(ref a) => create::run(&cli, a).await,
+        Command::Get(ref a) => get::run(&cli, a).await,
+        Command::Update(ref a) => update::run(&cli, a).await,
+        Command::Delete(ref a) => delete::run(&cli, a).await,
+        Command::Version => {
+            println!("kprov {}", env!("CARGO_PKG_VERSION"));
+            println!("kubernetes versions: {}", crate::spec::versions::supported().join(", "));
+            println!("providers: {}", crate::cloud::compiled_providers().join(", "));
+            Ok(())
+        }
+        Command::Completion(ref a) => completion::run(a),
+    }
+}
+
+/// Map an error to its exit code.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitError>() {
+            return e.code;
+        }
+        if cause.downcast_ref::<crate::spec::SpecErrors>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(kprov_state::StateError::Locked { .. }) = cause.downcast_ref::<kprov_state::StateError>() {
+            return EXIT_LOCKED;
+        }
+    }
+    1
+}
+
+/// Ask the user to confirm on the terminal; without a terminal, refuse.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(ExitError::usage(format!("{question} — no terminal to confirm on; add --yes")));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}

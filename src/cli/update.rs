@@ -1,0 +1,148 @@
+//! `kprov update [cluster] [NAME] [--yes]`: print the plan; with --yes, lock and apply it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use kprov_state::{lease, Lease};
+
+use super::{confirm, current_cluster, open_store, Cli, ExitError, LockArgs};
+use crate::apply::{self, Journal, Progress, Settings};
+use crate::plan;
+use crate::repo::Repo;
+use crate::spec;
+
+/// Arguments of `update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// `cluster` (optional, kops-style).
+    #[arg(value_parser = ["cluster"], hide_possible_values = true)]
+    pub resource: Option<String>,
+    /// Cluster (default: --name, KPROV_CLUSTER_NAME, or the only cluster in the store).
+    pub cluster: Option<String>,
+    /// Apply the plan. Without it nothing changes anywhere.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Cloud calls in flight at once (default: the provider's).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Give up applying after this long (e.g. 30m, 2h).
+    #[arg(long, default_value = "1h")]
+    pub timeout: String,
+    /// Lock lease time-to-live in seconds (renewed every third of it while running).
+    #[arg(long, default_value_t = 60, hide = true)]
+    pub lock_ttl: u64,
+    /// Lock options.
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Take the cluster lock for a mutating command, breaking it first if asked.
+pub async fn take_lock(repo: &Repo, cluster: &str, command: &str, lock: &LockArgs, yes: bool, ttl: Duration) -> anyhow::Result<kprov_state::LeaseGuard> {
+    if lock.force_unlock {
+        if let Some(held) = lease::current(repo.store.as_ref(), cluster).await? {
+            let who = held.describe(chrono::Utc::now());
+            if !yes && !confirm(&format!("Break the lock of cluster {cluster} held by {who}?"))? {
+                return Err(ExitError::usage("lock not broken"));
+            }
+            lease::force_unlock(repo.store.as_ref(), cluster).await?;
+            eprintln!("Broke the lock of cluster {cluster} (was held by {who}).");
+        }
+    }
+    let guard = Lease { cluster: cluster.into(), command: command.into(), ttl }
+        .acquire(repo.store.clone())
+        .await
+        .map_err(|e| match e {
+            kprov_state::StateError::Locked { .. } => anyhow::Error::new(e).context(format!(
+                "another kprov run is changing cluster {cluster}; wait for it, or if it died run again with --force-unlock"
+            )),
+            e => e.into(),
+        })?;
+    if let Some(prev) = &guard.took_over_from {
+        eprintln!("Note: took over the expired lock of {} (that run died or was killed).", prev.describe(chrono::Utc::now()));
+    }
+    Ok(guard)
+}
+
+/// Run `update`.
+pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
+    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+    let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+    let deadline = spec::quantity::parse_duration(&a.timeout).map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
+    let guard = if a.yes {
+        Some(take_lock(&repo, &name, &format!("update cluster {name} --yes"), &a.lock, a.yes, Duration::from_secs(a.lock_ttl.max(1))).await?)
+    } else {
+        None
+    };
+    let result = update(cli, a, &repo, &name, deadline).await;
+    if let Some(g) = guard {
+        if g.is_lost() {
+            eprintln!("Warning: the lock of cluster {name} was broken by another run while this one worked.");
+        }
+        g.release().await?;
+    }
+    result
+}
+
+async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: Duration) -> anyhow::Result<()> {
+    let stored = repo.require(name).await?;
+    let mut loaded = repo.as_loaded(&stored);
+    spec::validate(&mut loaded)?;
+    let cfg = loaded.config;
+    let cloud = crate::cloud::connect(&cfg.cluster.spec).await?;
+    let desired = plan::desired(&cfg);
+    let observed = cloud.list_instances(name).await?;
+    let plan = plan::diff(&desired, &observed);
+
+    let creating: Vec<_> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            plan::Change::Create(r) | plan::Change::Replace { new: r, .. } => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    if !creating.is_empty() {
+        let problems = cloud.check(&creating).await?;
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("- instance group {}: {}\n  fix: {}", if p.instance_group.is_empty() { "(cluster)" } else { &p.instance_group }, p.problem, p.fix))
+                .collect();
+            return Err(ExitError::usage(format!("the {} cloud cannot hold cluster {name} as specified; nothing was changed:\n{}", cloud.name(), lines.join("\n"))));
+        }
+    }
+
+    let color = console::Term::stdout().is_term();
+    print!("{}", plan::render(&plan, color));
+    if plan.is_empty() {
+        return Ok(());
+    }
+    if !a.yes {
+        println!("\nMust specify --yes to apply changes");
+        return Ok(());
+    }
+    let (journal, previous) = Journal::begin(repo.store.clone(), name, "update --yes", stored.generation).await?;
+    if let Some(prev) = previous {
+        let done = prev.tasks.values().filter(|t| **t == apply::journal::TaskState::Done).count();
+        eprintln!("Resuming: an earlier run ({}) stopped after {done} of {} tasks; finishing what it left.", prev.run, prev.tasks.len());
+    }
+    let settings = Settings {
+        concurrency: a.concurrency.unwrap_or_else(|| cloud.default_concurrency()),
+        deadline,
+        ..Default::default()
+    };
+    let user_data = crate::bootstrap::renderer(repo, &cfg).await?;
+    let outcome = apply::apply(cloud.clone(), &plan, user_data, &settings, &journal, &Progress::auto()).await;
+    journal.flush().await;
+    let outcome = outcome?;
+    journal.finish().await?;
+    println!(
+        "\nCluster {name} is up to date: {} created, {} deleted{}.",
+        outcome.created.len(),
+        outcome.deleted,
+        if outcome.retries > 0 { format!(", {} calls retried", outcome.retries) } else { String::new() }
+    );
+    let _ = Arc::strong_count(&cloud);
+    Ok(())
+}

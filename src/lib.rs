@@ -1,0 +1,14 @@
+//! kprov: provision Kubernetes clusters on ZStack, AWS and libvirt, kops-style.
+//!
+//! The flow is spec → state store → plan (desired − observed) → apply (a task DAG against a
+//! [`kprov_providers::Cloud`]) → cloud-init on each VM. See `docs/architecture.md`.
+
+pub mod apply;
+pub mod bootstrap;
+pub mod cli;
+pub mod cloud;
+pub mod plan;
+pub mod repo;
+pub mod secrets;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,254 @@
+//! The plan: desired resources (from the spec) minus observed resources (from the cloud, found by
+//! tag) gives `Create` / `Replace` / `Delete` changes. Computing a plan changes nothing anywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use kprov_providers::{
+    instance_id, GpuRequest, Instance, InstanceRequest, MachineSize, NetworkRequest, TAG_CLUSTER, TAG_INDEX,
+    TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
+};
+
+use crate::spec::quantity::parse_mib;
+use crate::spec::{ClusterConfig, InstanceGroup};
+
+/// What the spec asks the cloud to hold.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The cluster network.
+    pub network: NetworkRequest,
+    /// One request per instance, user-data not yet rendered.
+    pub instances: Vec<InstanceRequest>,
+}
+
+/// The machine size of an instance group.
+pub fn machine_size(g: &InstanceGroup) -> MachineSize {
+    match (&g.spec.flavor, &g.spec.size) {
+        (Some(f), _) => MachineSize::Flavor(f.clone()),
+        (None, Some(s)) => MachineSize::Shape { cpus: s.cpu, memory_mib: parse_mib(&s.memory).unwrap_or(0) },
+        (None, None) => {
+            let s = crate::spec::validate::default_size(g.spec.role);
+            MachineSize::Shape { cpus: s.cpu, memory_mib: parse_mib(&s.memory).unwrap_or(0) }
+        }
+    }
+}
+
+/// Instance name for index `i` of a group.
+pub fn instance_name(cluster: &str, group: &str, i: u32) -> String {
+    format!("{cluster}-{group}-{i}")
+}
+
+/// A short hash of everything that, when changed, needs a new machine.
+fn shape_hash(req: &InstanceRequest) -> String {
+    let shape = serde_json::json!({
+        "arch": req.arch, "size": req.size, "image": req.image, "rootDisk": req.root_disk_gib,
+        "gpu": req.gpu, "role": req.role,
+    });
+    hex::encode(&Sha256::digest(shape.to_string().as_bytes())[..6])
+}
+
+/// Compute the desired resources of a (validated) cluster.
+pub fn desired(cfg: &ClusterConfig) -> Desired {
+    let cluster = cfg.name().to_string();
+    let mut instances = Vec::new();
+    for g in &cfg.groups {
+        let count = g.spec.count.max(0) as u32;
+        for i in 0..count {
+            let mut req = InstanceRequest {
+                cluster: cluster.clone(),
+                name: instance_name(&cluster, g.name(), i),
+                id: instance_id(&cluster, g.name(), i),
+                instance_group: g.name().to_string(),
+                index: i,
+                role: g.spec.role,
+                arch: g.spec.arch,
+                size: machine_size(g),
+                image: g.spec.image.clone(),
+                root_disk_gib: g.spec.root_disk.as_deref().and_then(|d| parse_mib(d).ok()).map(|m| (m / 1024) as u32),
+                gpu: g.spec.gpu.as_ref().map(|gpu| GpuRequest {
+                    count: gpu.count,
+                    vendor: gpu.vendor.clone(),
+                    model: gpu.model.clone(),
+                    mode: gpu.mode,
+                }),
+                network_id: None,
+                user_data: Vec::new(),
+                tags: BTreeMap::new(),
+            };
+            let hash = shape_hash(&req);
+            req.tags = BTreeMap::from([
+                (TAG_CLUSTER.to_string(), cluster.clone()),
+                (TAG_INSTANCE_GROUP.to_string(), g.name().to_string()),
+                (TAG_ROLE.to_string(), g.spec.role.as_str().to_string()),
+                (TAG_INDEX.to_string(), i.to_string()),
+                (TAG_SPEC_HASH.to_string(), hash),
+                (TAG_INSTANCE_ID.to_string(), req.id.clone()),
+            ]);
+            instances.push(req);
+        }
+    }
+    Desired {
+        network: NetworkRequest {
+            cluster: cluster.clone(),
+            tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster)]),
+        },
+        instances,
+    }
+}
+
+/// One change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create the cluster network (first apply).
+    CreateNetwork(NetworkRequest),
+    /// Create an instance.
+    Create(InstanceRequest),
+    /// Replace an instance whose shape changed.
+    Replace {
+        /// The instance now.
+        old: Instance,
+        /// What it becomes.
+        new: InstanceRequest,
+    },
+    /// Delete an instance the spec no longer has (or a duplicate).
+    Delete {
+        /// The instance.
+        old: Instance,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The plan for one cluster.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Cluster name.
+    pub cluster: String,
+    /// Changes, in the order they are printed.
+    pub changes: Vec<Change>,
+    /// Instances already as desired.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Diff desired against observed instances (found by the cluster tag).
+pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
+    let mut by_id: HashMap<&str, Vec<&Instance>> = HashMap::new();
+    let mut strays = Vec::new();
+    for inst in observed {
+        match inst.tags.get(TAG_INSTANCE_ID) {
+            Some(id) => by_id.entry(id.as_str()).or_default().push(inst),
+            None => strays.push(inst),
+        }
+    }
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    if observed.is_empty() && !desired.instances.is_empty() {
+        changes.push(Change::CreateNetwork(desired.network.clone()));
+    }
+    let mut replaces = Vec::new();
+    let mut deletes = Vec::new();
+    for req in &desired.instances {
+        match by_id.remove(req.id.as_str()) {
+            None => changes.push(Change::Create(req.clone())),
+            Some(mut found) => {
+                found.sort_by(|a, b| a.id.cmp(&b.id));
+                let first = found.remove(0);
+                for dup in found {
+                    deletes.push(Change::Delete { old: dup.clone(), reason: format!("duplicate of {}", first.id) });
+                }
+                if first.tags.get(TAG_SPEC_HASH) != req.tags.get(TAG_SPEC_HASH) {
+                    replaces.push(Change::Replace { old: first.clone(), new: req.clone() });
+                } else {
+                    unchanged += 1;
+                }
+            }
+        }
+    }
+    let mut rest: Vec<&Instance> = by_id.into_values().flatten().chain(strays).collect();
+    rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    for old in rest {
+        deletes.push(Change::Delete { old: old.clone(), reason: "not in the spec".into() });
+    }
+    changes.extend(replaces);
+    changes.extend(deletes);
+    Plan { cluster: desired.network.cluster.clone(), changes, unchanged }
+}
+
+fn describe(req: &InstanceRequest) -> String {
+    let size = match &req.size {
+        MachineSize::Shape { cpus, memory_mib } => format!("{cpus} vCPU / {}", fmt_mib(*memory_mib)),
+        MachineSize::Flavor(f) => f.clone(),
+    };
+    let mut s = format!("{:<14} {:<6} {}", req.role.as_str(), req.arch.as_str(), size);
+    if let Some(g) = &req.gpu {
+        let what = [g.vendor.as_deref(), g.model.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let _ = write!(s, "  gpu {}x{}{}", g.count, if what.is_empty() { String::new() } else { format!(" {what}") }, if g.mode == kprov_providers::GpuMode::Mdev { " (mdev)" } else { "" });
+    }
+    s
+}
+
+fn fmt_mib(m: u64) -> String {
+    if m % 1024 == 0 {
+        format!("{}Gi", m / 1024)
+    } else {
+        format!("{m}Mi")
+    }
+}
+
+/// Render a plan for humans, kops-style. `color` adds ANSI colours.
+pub fn render(plan: &Plan, color: bool) -> String {
+    let paint = |s: &str, c: console::Color| {
+        if color {
+            console::style(s).fg(c).bold().force_styling(true).to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    if plan.is_empty() {
+        let _ = writeln!(out, "No changes needed for cluster {} ({} instances up to date).", plan.cluster, plan.unchanged);
+        return out;
+    }
+    let (mut creates, mut replaces, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &plan.changes {
+        match c {
+            Change::CreateNetwork(n) => creates.push(format!("  {:<9} {}", "Network", n.cluster)),
+            Change::Create(r) => creates.push(format!("  {:<9} {:<32} {}", "Instance", r.name, describe(r))),
+            Change::Replace { old, new } => {
+                replaces.push(format!("  {:<9} {:<32} {}  (shape changed; replaces {})", "Instance", new.name, describe(new), old.id))
+            }
+            Change::Delete { old, reason } => {
+                deletes.push(format!("  {:<9} {:<32} {}  ({reason})", "Instance", old.name, old.id))
+            }
+        }
+    }
+    for (title, lines, c) in [
+        ("Will create resources:", creates, console::Color::Green),
+        ("Will replace resources:", replaces, console::Color::Yellow),
+        ("Will delete resources:", deletes, console::Color::Red),
+    ] {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{}", paint(title, c));
+        for l in lines {
+            let _ = writeln!(out, "{}", l.trim_end());
+        }
+        out.push('\n');
+    }
+    let n = plan.changes.len();
+    let _ = writeln!(out, "{n} change{} for cluster {}; {} instance{} unchanged.", if n == 1 { "" } else { "s" }, plan.cluster, plan.unchanged, if plan.unchanged == 1 { "" } else { "s" });
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Reading spec documents from YAML text, keeping where every field came from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::error::{SpecError, SpecErrors, Where};
+use super::locate::Positions;
+use super::{Cluster, ClusterConfig, InstanceGroup, API_VERSION};
+
+/// Where a document came from, to turn field paths into positions.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Document `doc` of a file.
+    File {
+        /// File name.
+        file: String,
+        /// Document index in the file.
+        doc: usize,
+        /// Field positions of the whole file.
+        positions: Arc<Positions>,
+    },
+    /// Built from command-line flags: field path → flag.
+    Flags(BTreeMap<String, String>),
+    /// Read back from the state store.
+    Store(String),
+}
+
+impl Source {
+    /// Where `path` (a field path inside this document) is.
+    pub fn locate(&self, path: &str) -> Where {
+        match self {
+            Source::File { file, doc, positions } => match positions.find(*doc, path) {
+                Some((line, column)) => Where::File { file: file.clone(), line, column },
+                None => Where::File { file: file.clone(), line: 1, column: 1 },
+            },
+            Source::Flags(map) => {
+                let mut p = path.to_string();
+                loop {
+                    if let Some(f) = map.get(&p) {
+                        return Where::Flag(f.clone());
+                    }
+                    match p.rfind(['.', '[']) {
+                        Some(cut) => p.truncate(cut),
+                        None => return Where::Unknown,
+                    }
+                }
+            }
+            Source::Store(key) => Where::Store(key.clone()),
+        }
+    }
+}
+
+/// A cluster spec with the origin of each document.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The documents.
+    pub config: ClusterConfig,
+    /// Origin of the Cluster document.
+    pub cluster_src: Source,
+    /// Origin of each InstanceGroup, parallel to `config.groups`.
+    pub group_srcs: Vec<Source>,
+}
+
+impl LoadedSpec {
+    /// A spec without file positions (built in code or from flags).
+    pub fn from_config(config: ClusterConfig, src: Source) -> Self {
+        let group_srcs = config.groups.iter().map(|_| src.clone()).collect();
+        LoadedSpec { config, cluster_src: src, group_srcs }
+    }
+}
+
+/// Documents found in a YAML stream.
+#[derive(Debug, Default)]
+pub struct Documents {
+    /// Cluster documents with their origin.
+    pub clusters: Vec<(Cluster, Source)>,
+    /// InstanceGroup documents with their origin.
+    pub groups: Vec<(InstanceGroup, Source)>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<serde_yaml::Value>,
+    kind: Option<serde_yaml::Value>,
+}
+
+/// Parse every document of `text` (named `file` in messages). Empty documents are skipped.
+pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
+    let positions = Arc::new(Positions::index(text));
+    let mut heads = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match Option::<Head>::deserialize(de) {
+            Ok(h) => heads.push(h),
+            Err(e) => return Err(SpecErrors(vec![from_serde(file, i, &e, &positions)])),
+        }
+    }
+    let mut docs = Documents::default();
+    let mut errors = Vec::new();
+    for ((i, de), head) in serde_yaml::Deserializer::from_str(text).enumerate().zip(heads) {
+        let Some(head) = head else { continue };
+        let src = Source::File { file: file.to_string(), doc: i, positions: positions.clone() };
+        let api = head.api_version.as_ref().and_then(|v| v.as_str()).unwrap_or("");
+        if api != API_VERSION {
+            errors.push(SpecError {
+                at: src.locate("apiVersion"),
+                field: "apiVersion".into(),
+                problem: if api.is_empty() {
+                    "missing apiVersion".into()
+                } else {
+                    format!("unsupported apiVersion {api:?}")
+                },
+                fix: format!("set `apiVersion: {API_VERSION}`"),
+            });
+            continue;
+        }
+        match head.kind.as_ref().and_then(|v| v.as_str()).unwrap_or("") {
+            "Cluster" => match Cluster::deserialize(de) {
+                Ok(c) => docs.clusters.push((c, src)),
+                Err(e) => errors.push(from_serde(file, i, &e, &positions)),
+            },
+            "InstanceGroup" => match InstanceGroup::deserialize(de) {
+                Ok(g) => docs.groups.push((g, src)),
+                Err(e) => errors.push(from_serde(file, i, &e, &positions)),
+            },
+            other => errors.push(SpecError {
+                at: src.locate("kind"),
+                field: "kind".into(),
+                problem: if other.is_empty() { "missing kind".into() } else { format!("unknown kind {other:?}") },
+                fix: "use `kind: Cluster` or `kind: InstanceGroup`".into(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+/// Turn a serde_yaml error into a [`SpecError`], adding a "did you mean" for unknown names.
+fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positions) -> SpecError {
+    let msg = e.to_string();
+    // serde_yaml: "<path>: <problem> at line L column C"
+    let body = match msg.rfind(" at line ") {
+        Some(cut) => &msg[..cut],
+        None => msg.as_str(),
+    };
+    let (field, problem) = match body.split_once(": ") {
+        Some((f, p)) if !f.contains(' ') => (f.to_string(), p.to_string()),
+        _ => (String::new(), body.to_string()),
+    };
+    let at = match e.location() {
+        Some(l) => Where::File { file: file.to_string(), line: l.line(), column: l.column() },
+        None => match positions.find(doc, &field) {
+            Some((line, column)) => Where::File { file: file.to_string(), line, column },
+            None => Where::File { file: file.to_string(), line: 1, column: 1 },
+        },
+    };
+    let fix = suggestion(&problem).unwrap_or_else(|| {
+        if problem.contains("invalid type") || problem.contains("invalid value") {
+            "give the field a value of the expected type (see docs/spec.md)".to_string()
+        } else if problem.contains("missing field") {
+            "add the missing field (see docs/spec.md)".to_string()
+        } else {
+            "fix the YAML at that position".to_string()
+        }
+    });
+    SpecError { at, field: if field.is_empty() { "(document)".into() } else { field }, problem, fix }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or variant), suggest the closest name.
+fn suggestion(problem: &str) -> Option<String> {
+    let rest = problem
+        .strip_prefix("unknown field `")
+        .or_else(|| problem.strip_prefix("unknown variant `"))?;
+    let (word, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    if expected.is_empty() {
+        return Some(format!("remove `{word}`: this object takes no fields"));
+    }
+    match closest(word, &expected) {
+        Some(best) => Some(format!("did you mean `{best}`?")),
+        None => Some(format!("use one of: {}", expected.join(", "))),
+    }
+}
+
+/// The candidate closest to `word` if it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let lw = word.to_ascii_lowercase();
+    if let Some(c) = candidates.iter().find(|c| c.to_ascii_lowercase() == lw) {
+        return Some(c);
+    }
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&lw, &c.to_ascii_lowercase()), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_gets_position_and_suggestion() {
+        let text = "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n  kubernetesVersion: 1.31.14\n  provider:\n    zstack:\n      endpoint: http://127.0.0.1:1\n  networking:\n    podCidr: 10.0.0.0/16\n";
+        let err = load_documents("c.yaml", text).unwrap_err();
+        let e = &err.0[0];
+        assert!(e.problem.contains("unknown field `podCidr`"), "{e}");
+        assert_eq!(e.fix, "did you mean `podCIDR`?");
+        match &e.at {
+            Where::File { line, .. } => assert_eq!(*line, 11),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closest_prefers_case_insensitive_match() {
+        assert_eq!(closest("podcidr", &["podCIDR", "serviceCIDR"]), Some("podCIDR"));
+        assert_eq!(closest("zzz", &["podCIDR", "serviceCIDR"]), None);
+    }
+}

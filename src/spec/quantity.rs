@@ -1,0 +1,76 @@
+//! Kubernetes-style sizes (`512Mi`, `8Gi`, `1Ti`) and durations (`90s`, `30m`, `24h`).
+
+use std::time::Duration;
+
+/// Parse a binary size into MiB. Accepts `Ki`, `Mi`, `Gi`, `Ti` suffixes and the decimal
+/// `K`, `M`, `G`, `T`; a bare number is bytes.
+pub fn parse_mib(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write it like 512Mi, 8Gi or 1Ti"))?;
+    let bytes: u128 = match unit {
+        "" => n as u128,
+        "Ki" => n as u128 * 1024,
+        "Mi" => n as u128 * 1024 * 1024,
+        "Gi" => n as u128 * 1024 * 1024 * 1024,
+        "Ti" => n as u128 * 1024 * 1024 * 1024 * 1024,
+        "K" | "k" => n as u128 * 1000,
+        "M" => n as u128 * 1_000_000,
+        "G" => n as u128 * 1_000_000_000,
+        "T" => n as u128 * 1_000_000_000_000,
+        _ => return Err(format!("{s:?} has unknown unit {unit:?}; use Mi, Gi or Ti (e.g. 8Gi)")),
+    };
+    Ok((bytes / (1024 * 1024)) as u64)
+}
+
+/// Parse a duration like `90s`, `30m`, `24h`, `7d`, or a combination `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration; write it like 90s, 30m, 24h or 1h30m");
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_mib("8Gi").unwrap(), 8192);
+        assert_eq!(parse_mib("512Mi").unwrap(), 512);
+        assert!(parse_mib("8GB").is_err());
+        assert!(parse_mib("lots").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
