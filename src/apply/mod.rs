@@ -20,15 +20,22 @@ pub use journal::Journal;
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 
-/// Renders the user-data of an instance right before it is created.
-pub trait UserData: Send + Sync {
-    /// User-data for `req` (given the network it joins).
-    fn render(&self, req: &InstanceRequest) -> Result<Vec<u8>, String>;
+/// Facts known only at apply time that user-data needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderContext {
+    /// `host:port` of the API server the node joins (or serves, for the first control plane).
+    pub control_plane_endpoint: String,
 }
 
-impl<F: Fn(&InstanceRequest) -> Result<Vec<u8>, String> + Send + Sync> UserData for F {
-    fn render(&self, req: &InstanceRequest) -> Result<Vec<u8>, String> {
-        self(req)
+/// Renders the user-data of an instance right before it is created.
+pub trait UserData: Send + Sync {
+    /// User-data for `req`.
+    fn render(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, String>;
+}
+
+impl<F: Fn(&InstanceRequest, &RenderContext) -> Result<Vec<u8>, String> + Send + Sync> UserData for F {
+    fn render(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, String> {
+        self(req, ctx)
     }
 }
 
@@ -146,8 +153,9 @@ async fn run(
         journal.started("network").await;
         let net = retry::with_retry(&settings.retry, "ensure network", || cloud.ensure_network(&req))
             .await
-            .map_err(|(source, _)| ApplyError::Network { cluster: plan.cluster.clone(), source })?
-            .0;
+            .map_err(|(source, _)| ApplyError::Network { cluster: plan.cluster.clone(), source })?;
+        outcome.retries += net.1;
+        let net = net.0;
         journal.done("network").await;
         bar.inc(1);
         bar.finish(format!("network {} ready", net.name));
@@ -198,43 +206,46 @@ async fn run(
     }
 
     if !creates.is_empty() {
-        let bar = progress.phase("create instances", creates.len() as u64);
-        let mut tasks = FuturesUnordered::new();
-        for req in creates {
-            let mut req = req.clone();
-            req.network_id = network_id.clone();
-            let (cloud, sem, policy, ud) = (cloud.clone(), sem.clone(), settings.retry.clone(), user_data.clone());
-            let key = format!("create/{}", req.name);
-            journal.started(&key).await;
-            tasks.push(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore open");
-                match ud.render(&req) {
-                    Ok(bytes) => req.user_data = bytes,
-                    Err(e) => {
-                        let err = CloudError::Fatal { provider: "kprov", code: "USERDATA".into(), message: format!("rendering user-data of {}: {e}", req.name), fix: "fix the spec and re-run".into() };
-                        return (key, req.name.clone(), Err((err, 0)));
-                    }
-                }
-                let r = retry::with_retry(&policy, &format!("create {}", req.name), || cloud.create_instance(&req)).await;
-                (key, req.name.clone(), r)
-            });
-        }
+        let bar = Arc::new(progress.phase("create instances", creates.len() as u64));
         let started = Instant::now();
-        while let Some((key, name, r)) = tasks.next().await {
-            bar.inc(1);
-            match r {
-                Ok((inst, n)) => {
-                    outcome.retries += n;
-                    tracing::info!(instance = %name, id = %inst.id, "instance ready");
-                    outcome.created.push(inst);
-                    journal.done(&key).await;
+        // Without a known endpoint the first control plane goes alone: its address becomes the
+        // endpoint every other node joins. With one (spec or existing control plane), all at once.
+        let mut endpoint = plan.control_plane_endpoint.clone();
+        let mut rest: Vec<InstanceRequest> = creates.iter().map(|r| (*r).clone()).collect();
+        if endpoint.is_none() {
+            let first = rest
+                .iter()
+                .filter(|r| r.role == kprov_providers::Role::ControlPlane)
+                .min_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)))
+                .map(|r| r.name.clone());
+            let Some(first) = first else {
+                return Err(ApplyError::Failed {
+                    cluster: plan.cluster.clone(),
+                    failed: rest.len(),
+                    total,
+                    details: "  the control plane exists but its address is unknown; set spec.controlPlane.endpoint".into(),
+                });
+            };
+            let pos = rest.iter().position(|r| r.name == first).expect("present");
+            let wave1 = vec![rest.remove(pos)];
+            let ctx = RenderContext { control_plane_endpoint: String::new() };
+            let mut created = wave(&cloud, wave1, &ctx, &network_id, &user_data, &sem, settings, journal, &bar, &mut outcome, &mut failures).await;
+            match created.pop().map(|i| i.address) {
+                Some(Some(addr)) => endpoint = Some(format!("{addr}:{}", plan.api_port)),
+                Some(None) => {
+                    failures.push(format!("  {first} has no address yet, so the other nodes cannot be told where to join; re-run to retry"));
+                    rest.clear();
                 }
-                Err((e, n)) => {
-                    outcome.retries += n;
-                    journal.failed(&key, &e.to_string()).await;
-                    failures.push(format!("  create {name}: {e}"));
+                None if !rest.is_empty() => {
+                    failures.push(format!("  {} other instances not attempted: they join {first}, which failed", rest.len()));
+                    rest.clear();
                 }
+                None => {}
             }
+        }
+        if !rest.is_empty() {
+            let ctx = RenderContext { control_plane_endpoint: endpoint.unwrap_or_default() };
+            wave(&cloud, rest, &ctx, &network_id, &user_data, &sem, settings, journal, &bar, &mut outcome, &mut failures).await;
         }
         bar.finish(format!("{} instances ready in {:.1}s", outcome.created.len(), started.elapsed().as_secs_f64()));
     }
@@ -245,6 +256,66 @@ async fn run(
         failures.sort();
         Err(ApplyError::Failed { cluster: plan.cluster.clone(), failed: failures.len(), total, details: failures.join("\n") })
     }
+}
+
+/// Create a set of instances concurrently; returns those created (in completion order).
+#[allow(clippy::too_many_arguments)]
+async fn wave(
+    cloud: &Arc<dyn Cloud>,
+    reqs: Vec<InstanceRequest>,
+    ctx: &RenderContext,
+    network_id: &Option<String>,
+    user_data: &Arc<dyn UserData>,
+    sem: &Arc<Semaphore>,
+    settings: &Settings,
+    journal: &Journal,
+    bar: &progress::Phase,
+    outcome: &mut Outcome,
+    failures: &mut Vec<String>,
+) -> Vec<Instance> {
+    let mut tasks = FuturesUnordered::new();
+    for mut req in reqs {
+        req.network_id = network_id.clone();
+        let (cloud, sem, policy, ud, ctx) = (cloud.clone(), sem.clone(), settings.retry.clone(), user_data.clone(), ctx.clone());
+        let key = format!("create/{}", req.name);
+        journal.started(&key).await;
+        tasks.push(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            match ud.render(&req, &ctx) {
+                Ok(bytes) => req.user_data = bytes,
+                Err(e) => {
+                    let err = CloudError::Fatal {
+                        provider: "kprov",
+                        code: "USERDATA".into(),
+                        message: format!("rendering user-data of {}: {e}", req.name),
+                        fix: "fix the spec and re-run".into(),
+                    };
+                    return (key, req.name.clone(), Err((err, 0)));
+                }
+            }
+            let r = retry::with_retry(&policy, &format!("create {}", req.name), || cloud.create_instance(&req)).await;
+            (key, req.name.clone(), r)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some((key, name, r)) = tasks.next().await {
+        bar.inc(1);
+        match r {
+            Ok((inst, n)) => {
+                outcome.retries += n;
+                tracing::info!(instance = %name, id = %inst.id, "instance ready");
+                outcome.created.push(inst.clone());
+                created.push(inst);
+                journal.done(&key).await;
+            }
+            Err((e, n)) => {
+                outcome.retries += n;
+                journal.failed(&key, &e.to_string()).await;
+                failures.push(format!("  create {name}: {e}"));
+            }
+        }
+    }
+    created
 }
 
 /// Delete every resource the cluster owns, found by tag, in dependency order, in passes until

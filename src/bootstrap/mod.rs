@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use kprov_providers::InstanceRequest;
 
-use crate::apply::UserData;
+use crate::apply::{RenderContext, UserData};
 use crate::repo::Repo;
 use crate::spec::ClusterConfig;
 
 /// The user-data renderer for a cluster.
 pub async fn renderer(_repo: &Repo, _config: &ClusterConfig) -> anyhow::Result<Arc<dyn UserData>> {
-    Ok(Arc::new(|req: &InstanceRequest| Ok(format!("#cloud-config\nhostname: {}\n", req.name).into_bytes())))
+    Ok(Arc::new(|req: &InstanceRequest, _ctx: &RenderContext| Ok(format!("#cloud-config\nhostname: {}\n", req.name).into_bytes())))
 }

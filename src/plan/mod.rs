@@ -21,6 +21,10 @@ pub struct Desired {
     pub network: NetworkRequest,
     /// One request per instance, user-data not yet rendered.
     pub instances: Vec<InstanceRequest>,
+    /// The spec's control-plane endpoint (`host:port`), if set.
+    pub endpoint: Option<String>,
+    /// API server port.
+    pub api_port: u16,
 }
 
 /// The machine size of an instance group.
@@ -95,6 +99,10 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
             tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster)]),
         },
         instances,
+        endpoint: cfg.cluster.spec.control_plane.endpoint.as_ref().map(|e| {
+            if e.contains(':') { e.clone() } else { format!("{e}:{}", cfg.cluster.spec.control_plane.port) }
+        }),
+        api_port: cfg.cluster.spec.control_plane.port,
     }
 }
 
@@ -130,6 +138,11 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Instances already as desired.
     pub unchanged: usize,
+    /// `host:port` nodes join, when known before creating anything (the spec's endpoint, or
+    /// the address of an existing control-plane instance).
+    pub control_plane_endpoint: Option<String>,
+    /// API server port.
+    pub api_port: u16,
 }
 
 impl Plan {
@@ -180,7 +193,18 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     }
     changes.extend(replaces);
     changes.extend(deletes);
-    Plan { cluster: desired.network.cluster.clone(), changes, unchanged }
+    // An existing, kept control plane tells every new node where to join.
+    let mut cps: Vec<&Instance> = observed
+        .iter()
+        .filter(|i| i.tags.get(TAG_ROLE).map(String::as_str) == Some("control-plane") && i.address.is_some())
+        .filter(|i| !changes.iter().any(|c| matches!(c, Change::Delete { old, .. } | Change::Replace { old, .. } if old.id == i.id)))
+        .collect();
+    cps.sort_by(|a, b| a.name.cmp(&b.name));
+    let control_plane_endpoint = match &desired.endpoint {
+        Some(e) => Some(e.clone()),
+        None => cps.first().map(|i| format!("{}:{}", i.address.as_deref().unwrap_or_default(), desired.api_port)),
+    };
+    Plan { cluster: desired.network.cluster.clone(), changes, unchanged, control_plane_endpoint, api_port: desired.api_port }
 }
 
 fn describe(req: &InstanceRequest) -> String {
@@ -251,4 +275,4 @@ pub fn render(plan: &Plan, color: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,119 @@
+use super::*;
+use crate::spec::load::Source;
+use crate::spec::{load_documents, validate, ClusterConfig, LoadedSpec};
+
+/// A validated cluster from YAML.
+pub(crate) fn cluster(yaml: &str) -> ClusterConfig {
+    let docs = load_documents("test.yaml", yaml).expect("parses");
+    let (c, src) = docs.clusters.into_iter().next().expect("cluster");
+    let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
+    let mut spec = LoadedSpec { config: ClusterConfig { cluster: c, groups }, cluster_src: src, group_srcs };
+    validate(&mut spec).expect("valid");
+    spec.config
+}
+
+pub(crate) fn demo(nodes: u32, node_size: &str) -> ClusterConfig {
+    cluster(&format!(
+        r#"apiVersion: kprov.io/v1alpha1
+kind: Cluster
+metadata: {{name: demo}}
+spec:
+  provider: {{zstack: {{endpoint: "http://127.0.0.1:9"}}}}
+  kubernetesVersion: {v}
+---
+apiVersion: kprov.io/v1alpha1
+kind: InstanceGroup
+metadata: {{name: control-plane}}
+spec: {{role: control-plane, count: 1, arch: arm64, size: {{cpu: 4, memory: 8Gi}}}}
+---
+apiVersion: kprov.io/v1alpha1
+kind: InstanceGroup
+metadata: {{name: gpu}}
+spec:
+  role: node
+  count: {nodes}
+  arch: arm64
+  size: {node_size}
+  gpu: {{count: 1, vendor: nvidia, model: A100}}
+"#,
+        v = crate::spec::versions::default_version()
+    ))
+}
+
+fn observe(reqs: &[InstanceRequest]) -> Vec<Instance> {
+    reqs.iter()
+        .enumerate()
+        .map(|(i, r)| Instance {
+            id: format!("vm-{i}"),
+            name: r.name.clone(),
+            state: "Running".into(),
+            address: Some(format!("172.20.0.{}", 10 + i)),
+            tags: r.tags.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn first_plan_creates_network_and_every_instance() {
+    let d = desired(&demo(3, "{cpu: 16, memory: 64Gi}"));
+    let plan = diff(&d, &[]);
+    assert_eq!(plan.changes.len(), 5);
+    assert!(matches!(plan.changes[0], Change::CreateNetwork(_)));
+    assert_eq!(plan.control_plane_endpoint, None);
+    insta::assert_snapshot!("first_plan", render(&plan, false));
+}
+
+#[test]
+fn converged_cluster_has_an_empty_plan_and_a_known_endpoint() {
+    let d = desired(&demo(3, "{cpu: 16, memory: 64Gi}"));
+    let plan = diff(&d, &observe(&d.instances));
+    assert!(plan.is_empty());
+    assert_eq!(plan.unchanged, 4);
+    assert_eq!(plan.control_plane_endpoint.as_deref(), Some("172.20.0.10:6443"));
+    insta::assert_snapshot!("noop_plan", render(&plan, false));
+}
+
+#[test]
+fn scale_down_resize_and_strays_become_deletes_and_replaces() {
+    let before = desired(&demo(3, "{cpu: 16, memory: 64Gi}"));
+    let mut seen = observe(&before.instances);
+    // a stray instance with the cluster tag but no instance id (e.g. made by hand or a crashed tool)
+    seen.push(Instance {
+        id: "vm-stray".into(),
+        name: "demo-manual".into(),
+        state: "Running".into(),
+        address: None,
+        tags: [(kprov_providers::TAG_CLUSTER.to_string(), "demo".to_string())].into(),
+    });
+    // a duplicate of node 0 (what a cloud without idempotent creates can leave)
+    let mut dup = seen[1].clone();
+    dup.id = "vm-dup".into();
+    seen.push(dup);
+    let after = desired(&demo(2, "{cpu: 32, memory: 128Gi}"));
+    let plan = diff(&after, &seen);
+    let kinds: Vec<&str> = plan
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::CreateNetwork(_) => "network",
+            Change::Create(_) => "create",
+            Change::Replace { .. } => "replace",
+            Change::Delete { .. } => "delete",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["replace", "replace", "delete", "delete", "delete"]);
+    insta::assert_snapshot!("mixed_plan", render(&plan, false));
+}
+
+#[test]
+fn ids_are_deterministic_and_tags_complete() {
+    let a = desired(&demo(2, "{cpu: 16, memory: 64Gi}"));
+    let b = desired(&demo(2, "{cpu: 16, memory: 64Gi}"));
+    let ids = |d: &Desired| d.instances.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b));
+    for r in &a.instances {
+        for k in [TAG_CLUSTER, TAG_INSTANCE_GROUP, TAG_ROLE, TAG_INDEX, TAG_SPEC_HASH, TAG_INSTANCE_ID] {
+            assert!(r.tags.contains_key(k), "{} lacks tag {k}", r.name);
+        }
+    }
+}
