@@ -4,9 +4,11 @@
 //! [`kprov_providers::Cloud`]) → cloud-init on each VM. See `docs/architecture.md`.
 
 pub mod apply;
+pub mod assets;
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
+pub mod pki;
 pub mod plan;
 pub mod repo;
 pub mod secrets;

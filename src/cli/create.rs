@@ -93,13 +93,13 @@ pub struct CreateClusterArgs {
     #[arg(long, value_name = "FILE")]
     pub ssh_public_key: Option<String>,
     /// ZStack management node URL (also ZSTACK_ENDPOINT).
-    #[arg(long, env = "ZSTACK_ENDPOINT")]
+    #[arg(long, env = "ZSTACK_ENDPOINT", hide_env_values = true)]
     pub zstack_endpoint: Option<String>,
     /// ZStack L3 network for the nodes.
     #[arg(long)]
     pub zstack_l3_network: Option<String>,
     /// AWS region (also AWS_REGION).
-    #[arg(long, env = "AWS_REGION")]
+    #[arg(long, env = "AWS_REGION", hide_env_values = true)]
     pub aws_region: Option<String>,
     /// libvirt connection URI.
     #[arg(long, default_value = "qemu:///system")]

@@ -1,4 +1,4 @@
-//! `kprov get clusters|cluster NAME|instancegroups NAME|instances NAME`.
+//! `kprov get clusters|cluster NAME|instancegroups NAME|instances NAME|userdata NAME`.
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -38,6 +38,8 @@ pub enum GetWhat {
         /// Cluster (default: the current cluster).
         cluster: Option<String>,
     },
+    /// The user-data (cloud-config) a node gets, secrets redacted unless --show-secrets.
+    Userdata(super::userdata::UserdataArgs),
 }
 
 /// Print rows as aligned columns.
@@ -183,5 +185,6 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                 .collect();
             emit(a.output, &list, &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"], rows)
         }
+        GetWhat::Userdata(u) => super::userdata::run(cli, u, &repo).await,
     }
 }

@@ -10,8 +10,10 @@ use kprov_state::StateStore;
 pub mod completion;
 pub mod create;
 pub mod delete;
+pub mod export;
 pub mod get;
 pub mod update;
+pub mod userdata;
 
 /// Exit code for usage and validation errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -27,10 +29,10 @@ pub const EXIT_LOCKED: u8 = 3;
 Environment: KPROV_STATE_STORE (state URL), KPROV_CLUSTER_NAME (current cluster).")]
 pub struct Cli {
     /// State store URL: file:///PATH or s3://BUCKET[/PREFIX]. Default: a file store in your data directory.
-    #[arg(long, global = true, env = "KPROV_STATE_STORE", value_name = "URL")]
+    #[arg(long, global = true, env = "KPROV_STATE_STORE", value_name = "URL", hide_env_values = true)]
     pub state: Option<String>,
     /// The cluster to act on when a command takes no NAME.
-    #[arg(long, global = true, env = "KPROV_CLUSTER_NAME", value_name = "CLUSTER")]
+    #[arg(long, global = true, env = "KPROV_CLUSTER_NAME", value_name = "CLUSTER", hide_env_values = true)]
     pub name: Option<String>,
     /// More logs: -v debug, -vv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -52,6 +54,8 @@ pub enum Command {
     Update(update::UpdateArgs),
     /// Delete a cluster: every cloud resource it owns, then its state.
     Delete(delete::DeleteArgs),
+    /// Export a kubeconfig for a cluster, with a short-lived admin client certificate.
+    Export(export::ExportArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(ref a) => get::run(&cli, a).await,
         Command::Update(ref a) => update::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
+        Command::Export(ref a) => export::run(&cli, a).await,
         Command::Version => {
             println!("kprov {}", env!("CARGO_PKG_VERSION"));
             println!("kubernetes versions: {}", crate::spec::versions::supported().join(", "));

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PublicKeyData, RsaKeySize, SerialNumber, PKCS_RSA_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, RsaKeySize, SerialNumber, PKCS_RSA_SHA256,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -90,7 +90,9 @@ pub enum PkiError {
 
 /// Fill `buf` from the operating system's CSPRNG.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), PkiError> {
-    rand::rngs::OsRng.try_fill_bytes(buf).map_err(|e| PkiError::Random(e.to_string()))
+    rand::rngs::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|e| PkiError::Random(e.to_string()))
 }
 
 fn new_key() -> Result<KeyPair, PkiError> {
@@ -116,9 +118,13 @@ fn validity_window(validity: Duration) -> Result<(OffsetDateTime, OffsetDateTime
     }
     let now = OffsetDateTime::now_utc();
     let not_after = now
-        .checked_add(time::Duration::seconds(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX)))
+        .checked_add(time::Duration::seconds(
+            i64::try_from(validity.as_secs()).unwrap_or(i64::MAX),
+        ))
         .filter(|t| t.year() <= 9999)
-        .ok_or_else(|| PkiError::Invalid(format!("validity {}s is too long", validity.as_secs())))?;
+        .ok_or_else(|| {
+            PkiError::Invalid(format!("validity {}s is too long", validity.as_secs()))
+        })?;
     let not_before = now - time::Duration::seconds(BACKDATE.as_secs() as i64);
     Ok((not_before, not_after))
 }
@@ -128,13 +134,18 @@ fn validity_window(validity: Duration) -> Result<(OffsetDateTime, OffsetDateTime
 pub fn new_ca(common_name: &str) -> Result<CaPair, PkiError> {
     let key = new_key()?;
     let cert_pem = self_signed_ca_cert(common_name, &key)?;
-    Ok(CaPair { cert_pem, key_pem: key.serialize_pem() })
+    Ok(CaPair {
+        cert_pem,
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// Make the self-signed CA certificate for an existing CA key (PEM). Used when a store holds a
 /// CA key whose certificate was never written (a run stopped in between).
 pub fn ca_cert_for_key(common_name: &str, key_pem: &str) -> Result<String, PkiError> {
-    let key = KeyPair::from_pem(key_pem).map_err(|_| PkiError::BadKey { what: format!("the key of CA {common_name:?}") })?;
+    let key = KeyPair::from_pem(key_pem).map_err(|_| PkiError::BadKey {
+        what: format!("the key of CA {common_name:?}"),
+    })?;
     self_signed_ca_cert(common_name, &key)
 }
 
@@ -142,13 +153,22 @@ fn self_signed_ca_cert(common_name: &str, key: &KeyPair) -> Result<String, PkiEr
     let (not_before, not_after) = validity_window(CA_VALIDITY)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(random_serial()?);
-    let cert = params.self_signed(key).map_err(|source| PkiError::Sign { cn: common_name.into(), source })?;
+    let cert = params.self_signed(key).map_err(|source| PkiError::Sign {
+        cn: common_name.into(),
+        source,
+    })?;
     Ok(cert.pem())
 }
 
@@ -156,19 +176,32 @@ fn self_signed_ca_cert(common_name: &str, key: &KeyPair) -> Result<String, PkiEr
 /// `sa.key`), `cert_pem` the public key (`-----BEGIN PUBLIC KEY-----`, kubeadm's `sa.pub`).
 pub fn new_service_account_key() -> Result<CaPair, PkiError> {
     let key = new_key()?;
-    Ok(CaPair { cert_pem: key.public_key_pem(), key_pem: key.serialize_pem() })
+    Ok(CaPair {
+        cert_pem: key.public_key_pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// Sign a client certificate with `ca`: a new RSA 2048 key, subject `CN=cn` with one `O=` per
 /// entry of `orgs` (Kubernetes reads them as groups; at most two), extended key usage
 /// clientAuth, valid from five minutes ago for `validity` (at least one minute). Returns
 /// `(cert_pem, key_pem)`.
-pub fn sign_client_cert(ca: &CaPair, cn: &str, orgs: &[&str], validity: Duration) -> Result<(String, String), PkiError> {
-    let ca_cn = common_name(&ca.cert_pem).unwrap_or_else(|_| "CA".into());
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::BadKey { what: format!("the key of CA {ca_cn:?}") })?;
+pub fn sign_client_cert(
+    ca: &CaPair,
+    cn: &str,
+    orgs: &[&str],
+    validity: Duration,
+) -> Result<(String, String), PkiError> {
     check_pair(ca)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)
-        .map_err(|e| PkiError::BadCertificate { what: format!("CA {ca_cn:?}"), why: e.to_string() })?;
+    let ca_cn = common_name(&ca.cert_pem)?;
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::BadKey {
+        what: format!("the key of CA {ca_cn:?}"),
+    })?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|e| PkiError::BadCertificate {
+            what: format!("CA {ca_cn:?}"),
+            why: e.to_string(),
+        })?;
     let (not_before, not_after) = validity_window(validity)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -178,54 +211,90 @@ pub fn sign_client_cert(ca: &CaPair, cn: &str, orgs: &[&str], validity: Duration
         [] => {}
         [o] => params.distinguished_name.push(DnType::OrganizationName, *o),
         [o1, o2] => {
-            params.distinguished_name.push(DnType::OrganizationName, *o1);
-            params.distinguished_name.push(DnType::CustomDnType(vec![2, 5, 4, 10]), *o2);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *o1);
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 10]), *o2);
         }
-        _ => return Err(PkiError::Invalid(format!("{} organizations for {cn:?}; at most two are supported", orgs.len()))),
+        _ => {
+            return Err(PkiError::Invalid(format!(
+                "{} organizations for {cn:?}; at most two are supported",
+                orgs.len()
+            )))
+        }
     }
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(random_serial()?);
     let key = new_key()?;
-    let cert = params.signed_by(&key, &issuer).map_err(|source| PkiError::Sign { cn: cn.into(), source })?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|source| PkiError::Sign {
+            cn: cn.into(),
+            source,
+        })?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The DER of the first certificate in a PEM text.
 pub fn cert_der(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
-    let bad = |why: String| PkiError::BadCertificate { what: "certificate".into(), why };
+    let bad = |why: String| PkiError::BadCertificate {
+        what: "certificate".into(),
+        why,
+    };
     let block = pem::parse(cert_pem).map_err(|e| bad(e.to_string()))?;
     if block.tag() != "CERTIFICATE" {
-        return Err(bad(format!("the PEM block is a {:?}, not a CERTIFICATE", block.tag())));
+        return Err(bad(format!(
+            "the PEM block is a {:?}, not a CERTIFICATE",
+            block.tag()
+        )));
     }
     Ok(block.into_contents())
 }
 
 /// Run `f` on the parsed certificate of a PEM text.
-fn with_cert<T>(cert_pem: &str, f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T) -> Result<T, PkiError> {
+fn with_cert<T>(
+    cert_pem: &str,
+    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T,
+) -> Result<T, PkiError> {
     let der = cert_der(cert_pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| PkiError::BadCertificate { what: "certificate".into(), why: e.to_string() })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::BadCertificate {
+            what: "certificate".into(),
+            why: e.to_string(),
+        })?;
     Ok(f(&cert))
 }
 
 /// The subject common name of a PEM certificate (empty if it has none).
 pub fn common_name(cert_pem: &str) -> Result<String, PkiError> {
     with_cert(cert_pem, |c| {
-        c.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default().to_string()
+        c.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_string()
     })
 }
 
 /// The end of a PEM certificate's validity.
 pub fn not_after(cert_pem: &str) -> Result<chrono::DateTime<chrono::Utc>, PkiError> {
     let ts = with_cert(cert_pem, |c| c.validity().not_after.timestamp())?;
-    chrono::DateTime::from_timestamp(ts, 0)
-        .ok_or_else(|| PkiError::BadCertificate { what: "certificate".into(), why: "notAfter out of range".into() })
+    chrono::DateTime::from_timestamp(ts, 0).ok_or_else(|| PkiError::BadCertificate {
+        what: "certificate".into(),
+        why: "notAfter out of range".into(),
+    })
 }
 
 /// The DER SubjectPublicKeyInfo of a PEM certificate.
@@ -243,7 +312,9 @@ pub fn discovery_hash(ca_cert_pem: &str) -> Result<String, PkiError> {
 /// Check that a CA's private key belongs to its certificate.
 pub fn check_pair(ca: &CaPair) -> Result<(), PkiError> {
     let cn = common_name(&ca.cert_pem)?;
-    let key = KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::BadKey { what: format!("the key of CA {cn:?}") })?;
+    let key = KeyPair::from_pem(&ca.key_pem).map_err(|_| PkiError::BadKey {
+        what: format!("the key of CA {cn:?}"),
+    })?;
     if key.subject_public_key_info() != spki_der(&ca.cert_pem)? {
         return Err(PkiError::KeyMismatch { cn });
     }
@@ -253,18 +324,26 @@ pub fn check_pair(ca: &CaPair) -> Result<(), PkiError> {
 /// Check that a service-account pair's private key (`key_pem`) belongs to its public key
 /// (`cert_pem`, a `PUBLIC KEY` PEM).
 pub fn check_public_key(pair: &CaPair) -> Result<(), PkiError> {
-    let key = KeyPair::from_pem(&pair.key_pem).map_err(|_| PkiError::BadKey { what: "the service-account key".into() })?;
-    let public = pem::parse(&pair.cert_pem)
-        .map_err(|e| PkiError::BadCertificate { what: "the service-account public key".into(), why: e.to_string() })?;
+    let key = KeyPair::from_pem(&pair.key_pem).map_err(|_| PkiError::BadKey {
+        what: "the service-account key".into(),
+    })?;
+    let public = pem::parse(&pair.cert_pem).map_err(|e| PkiError::BadCertificate {
+        what: "the service-account public key".into(),
+        why: e.to_string(),
+    })?;
     if public.tag() != "PUBLIC KEY" || key.subject_public_key_info() != public.contents() {
-        return Err(PkiError::KeyMismatch { cn: "service-account key".into() });
+        return Err(PkiError::KeyMismatch {
+            cn: "service-account key".into(),
+        });
     }
     Ok(())
 }
 
 /// The PEM public key of a private key PEM (to restore a lost `sa.pub`).
 pub fn public_key_pem(key_pem: &str) -> Result<String, PkiError> {
-    let key = KeyPair::from_pem(key_pem).map_err(|_| PkiError::BadKey { what: "private key".into() })?;
+    let key = KeyPair::from_pem(key_pem).map_err(|_| PkiError::BadKey {
+        what: "private key".into(),
+    })?;
     Ok(key.public_key_pem())
 }
 
@@ -280,8 +359,12 @@ mod tests {
         let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(c.is_ca());
         assert_eq!(common_name(&ca.cert_pem).unwrap(), "kubernetes");
-        assert_eq!(c.public_key().algorithm.algorithm, x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION);
-        let years = (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / (365 * 86400);
+        assert_eq!(
+            c.public_key().algorithm.algorithm,
+            x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
+        );
+        let years = (c.validity().not_after.timestamp() - c.validity().not_before.timestamp())
+            / (365 * 86400);
         assert_eq!(years, 10);
         check_pair(&ca).unwrap();
         assert!(!format!("{ca:?}").contains("PRIVATE"));
@@ -290,11 +373,21 @@ mod tests {
     #[test]
     fn client_cert_has_groups_and_validity() {
         let ca = new_ca("kubernetes").unwrap();
-        let (cert, key) = sign_client_cert(&ca, "kprov-admin", &["kubeadm:cluster-admins", "other"], Duration::from_secs(3600)).unwrap();
+        let (cert, key) = sign_client_cert(
+            &ca,
+            "kprov-admin",
+            &["kubeadm:cluster-admins", "other"],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         assert!(key.contains("PRIVATE KEY"));
         let der = cert_der(&cert).unwrap();
         let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let orgs: Vec<_> = c.subject().iter_organization().map(|a| a.as_str().unwrap().to_string()).collect();
+        let orgs: Vec<_> = c
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(orgs, ["kubeadm:cluster-admins", "other"]);
         assert!(!c.is_ca());
         let left = not_after(&cert).unwrap() - chrono::Utc::now();
@@ -307,12 +400,24 @@ mod tests {
     fn mismatched_pair_is_rejected() {
         let a = new_ca("a").unwrap();
         let b = new_ca("b").unwrap();
-        let mixed = CaPair { cert_pem: a.cert_pem.clone(), key_pem: b.key_pem.clone() };
-        assert!(matches!(check_pair(&mixed), Err(PkiError::KeyMismatch { .. })));
-        let err = sign_client_cert(&mixed, "x", &[], Duration::from_secs(3600)).unwrap_err().to_string();
+        let mixed = CaPair {
+            cert_pem: a.cert_pem.clone(),
+            key_pem: b.key_pem.clone(),
+        };
+        assert!(matches!(
+            check_pair(&mixed),
+            Err(PkiError::KeyMismatch { .. })
+        ));
+        let err = sign_client_cert(&mixed, "x", &[], Duration::from_secs(3600))
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("PRIVATE"), "{err}");
         let cert = ca_cert_for_key("a", &a.key_pem).unwrap();
-        check_pair(&CaPair { cert_pem: cert, key_pem: a.key_pem.clone() }).unwrap();
+        check_pair(&CaPair {
+            cert_pem: cert,
+            key_pem: a.key_pem.clone(),
+        })
+        .unwrap();
     }
 
     #[test]

@@ -28,16 +28,25 @@ fn random_token_chars(n: usize) -> Result<String, PkiError> {
 pub fn new_bootstrap_token(ttl: Duration) -> Result<BootstrapToken, PkiError> {
     let id = random_token_chars(6)?;
     let secret = random_token_chars(16)?;
-    let ttl = chrono::Duration::from_std(ttl).map_err(|_| PkiError::Invalid("token TTL is too long".into()))?;
+    let ttl = chrono::Duration::from_std(ttl)
+        .map_err(|_| PkiError::Invalid("token TTL is too long".into()))?;
     let expires = chrono::Utc::now()
         .checked_add_signed(ttl)
         .ok_or_else(|| PkiError::Invalid("token TTL is too long".into()))?;
-    Ok(BootstrapToken { token: format!("{id}.{secret}"), expires })
+    Ok(BootstrapToken {
+        token: format!("{id}.{secret}"),
+        expires,
+    })
 }
 
 /// True if `s` has kubeadm's token format `[a-z0-9]{6}.[a-z0-9]{16}`.
 pub fn is_valid_token(s: &str) -> bool {
-    let ok = |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
     match s.split_once('.') {
         Some((id, secret)) => ok(id, 6) && ok(secret, 16),
         None => false,
@@ -73,7 +82,9 @@ mod tests {
     fn certificate_key_is_64_hex() {
         let k = new_certificate_key().unwrap();
         assert_eq!(k.len(), 64);
-        assert!(k.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(k
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(k, new_certificate_key().unwrap());
     }
 }

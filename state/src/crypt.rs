@@ -37,7 +37,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version};
+use crate::{
+    is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version,
+};
 
 /// Environment variable naming the key file that turns client-side encryption on.
 pub const KEY_FILE_ENV: &str = "KPROV_STATE_ENCRYPTION_KEY_FILE";
@@ -99,7 +101,10 @@ impl EncryptionKey {
     pub fn load(path: impl AsRef<Path>) -> StateResult<Self> {
         let path = path.as_ref();
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| StateError::Io {
-            location: format!("{path} (the state encryption key file, {KEY_FILE_ENV})", path = path.display()),
+            location: format!(
+                "{path} (the state encryption key file, {KEY_FILE_ENV})",
+                path = path.display()
+            ),
             source: e,
         })?);
         if let Ok(meta) = std::fs::metadata(path) {
@@ -121,7 +126,10 @@ impl EncryptionKey {
                 ),
             )
         })?;
-        Ok(EncryptionKey::from_bytes(*bytes, path.display().to_string()))
+        Ok(EncryptionKey::from_bytes(
+            *bytes,
+            path.display().to_string(),
+        ))
     }
 
     /// Where the key came from.
@@ -162,7 +170,13 @@ impl EncryptionKey {
         let aad = aad(&out, name);
         let ct = self
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         out.extend_from_slice(&ct);
         out
@@ -225,14 +239,16 @@ fn aad(header: &[u8], name: &str) -> Vec<u8> {
 }
 
 fn parse_key_text(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
-    let decoded = Zeroizing::new(if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        hex::decode(text).ok()?
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
-            .ok()?
-    });
+    let decoded = Zeroizing::new(
+        if text.len() == 2 * KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).ok()?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
+                .ok()?
+        },
+    );
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     if decoded.len() != KEY_LEN {
         return None;
@@ -284,7 +300,10 @@ pub fn generate_key_file(path: impl AsRef<Path>) -> StateResult<EncryptionKey> {
             source: e,
         });
     }
-    Ok(EncryptionKey::from_bytes(*bytes, path.display().to_string()))
+    Ok(EncryptionKey::from_bytes(
+        *bytes,
+        path.display().to_string(),
+    ))
 }
 
 /// Client-side encryption settings read from the environment.
@@ -317,7 +336,10 @@ impl EncryptionSettings {
 
 /// Wrap `store` in an [`EncryptedStore`] when `settings` is set, else return it as is. Loads
 /// (and so checks) the key file now, so a bad key file fails before any state is touched.
-pub fn wrap<S: StateStore + 'static>(store: S, settings: Option<&EncryptionSettings>) -> StateResult<Arc<dyn StateStore>> {
+pub fn wrap<S: StateStore + 'static>(
+    store: S,
+    settings: Option<&EncryptionSettings>,
+) -> StateResult<Arc<dyn StateStore>> {
     Ok(match settings {
         None => Arc::new(store),
         Some(s) => {
@@ -371,7 +393,9 @@ impl<S: StateStore> EncryptedStore<S> {
             return Ok(bytes);
         }
         if self.allow_plaintext && !is_encrypted(&bytes) {
-            tracing::warn!("secret object {key} is not encrypted yet; it will be encrypted when next written");
+            tracing::warn!(
+                "secret object {key} is not encrypted yet; it will be encrypted when next written"
+            );
             return Ok(bytes);
         }
         self.key.decrypt(key, &bytes)
@@ -430,25 +454,55 @@ mod tests {
         assert!(ct.starts_with(MAGIC));
         assert_eq!(ct[MAGIC.len()], ALG_XCHACHA20_POLY1305);
         assert!(!ct.windows(10).any(|w| w == b"-----BEGIN"));
-        assert_eq!(k.decrypt("c/pki/ca.key", &ct).unwrap(), b"-----BEGIN PRIVATE KEY-----");
+        assert_eq!(
+            k.decrypt("c/pki/ca.key", &ct).unwrap(),
+            b"-----BEGIN PRIVATE KEY-----"
+        );
         // A fresh nonce per object: the same plaintext never encrypts the same way twice.
-        assert_ne!(ct, k.encrypt("c/pki/ca.key", b"-----BEGIN PRIVATE KEY-----"));
+        assert_ne!(
+            ct,
+            k.encrypt("c/pki/ca.key", b"-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[test]
     fn wrong_key_tamper_and_moved_objects_are_refused_with_clear_errors() {
         let ct = key(1).encrypt("c/pki/ca.key", b"secret");
         let msg = key(2).decrypt("c/pki/ca.key", &ct).unwrap_err().to_string();
-        assert!(msg.contains("c/pki/ca.key") && msg.contains("key file is wrong"), "{msg}");
+        assert!(
+            msg.contains("c/pki/ca.key") && msg.contains("key file is wrong"),
+            "{msg}"
+        );
         let mut bad = ct.clone();
         *bad.last_mut().unwrap() ^= 1;
-        let msg = key(1).decrypt("c/pki/ca.key", &bad).unwrap_err().to_string();
-        assert!(msg.contains("key file is wrong") && msg.contains("modified"), "{msg}");
-        let msg = key(1).decrypt("other/pki/ca.key", &ct).unwrap_err().to_string();
-        assert!(msg.contains("other/pki/ca.key") && msg.contains("copied from another key"), "{msg}");
-        let msg = key(1).decrypt("c/pki/ca.key", b"plain").unwrap_err().to_string();
-        assert!(msg.contains("not encrypted") && msg.contains(ALLOW_PLAINTEXT_ENV), "{msg}");
-        let msg = key(1).decrypt("c/pki/ca.key", &ct[..HEADER_LEN + 3]).unwrap_err().to_string();
+        let msg = key(1)
+            .decrypt("c/pki/ca.key", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("key file is wrong") && msg.contains("modified"),
+            "{msg}"
+        );
+        let msg = key(1)
+            .decrypt("other/pki/ca.key", &ct)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("other/pki/ca.key") && msg.contains("copied from another key"),
+            "{msg}"
+        );
+        let msg = key(1)
+            .decrypt("c/pki/ca.key", b"plain")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("not encrypted") && msg.contains(ALLOW_PLAINTEXT_ENV),
+            "{msg}"
+        );
+        let msg = key(1)
+            .decrypt("c/pki/ca.key", &ct[..HEADER_LEN + 3])
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("truncated"), "{msg}");
     }
 
@@ -457,15 +511,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.key");
         let k = generate_key_file(&p).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.trim().len(), 64);
         let loaded = EncryptionKey::load(&p).unwrap();
         assert_eq!(loaded.fingerprint(), k.fingerprint());
         let msg = generate_key_file(&p).unwrap_err().to_string();
         assert!(msg.contains("refusing to overwrite"), "{msg}");
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), text, "existing key file untouched");
-        assert!(!format!("{loaded:?}").contains(text.trim()), "Debug must not print the key");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            text,
+            "existing key file untouched"
+        );
+        assert!(
+            !format!("{loaded:?}").contains(text.trim()),
+            "Debug must not print the key"
+        );
     }
 
     #[test]
@@ -474,21 +538,38 @@ mod tests {
         let hexp = dir.path().join("hex");
         std::fs::write(&hexp, format!("  {}\n", hex::encode([7u8; 32]))).unwrap();
         let b64p = dir.path().join("b64");
-        std::fs::write(&b64p, base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
-        assert_eq!(EncryptionKey::load(&hexp).unwrap().fingerprint(), key(7).fingerprint());
-        assert_eq!(EncryptionKey::load(&b64p).unwrap().fingerprint(), key(7).fingerprint());
+        std::fs::write(
+            &b64p,
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        )
+        .unwrap();
+        assert_eq!(
+            EncryptionKey::load(&hexp).unwrap().fingerprint(),
+            key(7).fingerprint()
+        );
+        assert_eq!(
+            EncryptionKey::load(&b64p).unwrap().fingerprint(),
+            key(7).fingerprint()
+        );
         let short = dir.path().join("short");
         std::fs::write(&short, "abcd").unwrap();
         let msg = EncryptionKey::load(&short).unwrap_err().to_string();
-        assert!(msg.contains("32 random bytes") && msg.contains("openssl rand -hex 32"), "{msg}");
-        let msg = EncryptionKey::load(dir.path().join("missing")).unwrap_err().to_string();
+        assert!(
+            msg.contains("32 random bytes") && msg.contains("openssl rand -hex 32"),
+            "{msg}"
+        );
+        let msg = EncryptionKey::load(dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(KEY_FILE_ENV), "{msg}");
     }
 
     #[test]
     fn settings_from_lookup() {
         assert!(EncryptionSettings::from_lookup(|_| None).is_none());
-        assert!(EncryptionSettings::from_lookup(|k| (k == KEY_FILE_ENV).then(|| " ".into())).is_none());
+        assert!(
+            EncryptionSettings::from_lookup(|k| (k == KEY_FILE_ENV).then(|| " ".into())).is_none()
+        );
         let s = EncryptionSettings::from_lookup(|k| match k {
             KEY_FILE_ENV => Some("/k".into()),
             ALLOW_PLAINTEXT_ENV => Some("1".into()),
@@ -503,13 +584,28 @@ mod tests {
     async fn plaintext_migration_needs_the_opt_in() {
         let dir = tempfile::tempdir().unwrap();
         let plain = crate::file::FileStore::new(dir.path());
-        plain.put("c/pki/ca.key", b"old plaintext", Condition::None).await.unwrap();
+        plain
+            .put("c/pki/ca.key", b"old plaintext", Condition::None)
+            .await
+            .unwrap();
         let strict = EncryptedStore::new(crate::file::FileStore::new(dir.path()), key(3));
         assert!(strict.get("c/pki/ca.key").await.is_err());
-        let lenient = EncryptedStore::new(crate::file::FileStore::new(dir.path()), key(3)).allow_plaintext(true);
-        assert_eq!(lenient.get("c/pki/ca.key").await.unwrap().unwrap().bytes, b"old plaintext");
-        lenient.put("c/pki/ca.key", b"old plaintext", Condition::None).await.unwrap();
-        assert!(is_encrypted(&plain.get("c/pki/ca.key").await.unwrap().unwrap().bytes));
-        assert_eq!(strict.get("c/pki/ca.key").await.unwrap().unwrap().bytes, b"old plaintext");
+        let lenient = EncryptedStore::new(crate::file::FileStore::new(dir.path()), key(3))
+            .allow_plaintext(true);
+        assert_eq!(
+            lenient.get("c/pki/ca.key").await.unwrap().unwrap().bytes,
+            b"old plaintext"
+        );
+        lenient
+            .put("c/pki/ca.key", b"old plaintext", Condition::None)
+            .await
+            .unwrap();
+        assert!(is_encrypted(
+            &plain.get("c/pki/ca.key").await.unwrap().unwrap().bytes
+        ));
+        assert_eq!(
+            strict.get("c/pki/ca.key").await.unwrap().unwrap().bytes,
+            b"old plaintext"
+        );
     }
 }

@@ -36,6 +36,7 @@ use std::sync::{Arc, LazyLock, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -45,7 +46,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption};
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
-use crate::{is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version};
+use crate::{
+    is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version,
+};
 
 /// Environment variable: endpoint URL of an S3-compatible store (`http://127.0.0.1:9000`).
 /// Takes precedence over the SDK's own `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
@@ -149,7 +152,9 @@ impl S3Options {
     /// The kprov settings from a variable lookup (testable without touching the environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> StateResult<Self> {
         Ok(S3Options {
-            endpoint: get(ENDPOINT_ENV).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            endpoint: get(ENDPOINT_ENV)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
             force_path_style: parse_bool(FORCE_PATH_STYLE_ENV, get(FORCE_PATH_STYLE_ENV))?,
             unsafe_no_conditional_writes: parse_bool(
                 UNSAFE_NO_CONDITIONAL_WRITES_ENV,
@@ -176,20 +181,34 @@ impl S3Url {
             url: url.into(),
             why: format!("{why}; expected s3://BUCKET or s3://BUCKET/PREFIX"),
         };
-        let rest = url.strip_prefix("s3://").ok_or_else(|| bad("not an s3:// URL"))?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
         if rest.contains(['?', '#']) || rest.chars().any(char::is_whitespace) {
-            return Err(bad("query strings, fragments and whitespace are not allowed"));
+            return Err(bad(
+                "query strings, fragments and whitespace are not allowed",
+            ));
         }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.len() < 3
             || bucket.len() > 63
-            || !bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
-            return Err(bad("the bucket name must be 3-63 letters, digits, '.', '-' or '_'"));
+            return Err(bad(
+                "the bucket name must be 3-63 letters, digits, '.', '-' or '_'",
+            ));
         }
         let prefix = prefix.trim_end_matches('/');
-        if !prefix.is_empty() && prefix.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(bad("the prefix must not contain empty, '.' or '..' segments"));
+        if !prefix.is_empty()
+            && prefix
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(bad(
+                "the prefix must not contain empty, '.' or '..' segments",
+            ));
         }
         Ok(S3Url {
             bucket: bucket.into(),
@@ -218,7 +237,8 @@ static PROBES: LazyLock<AsyncMutex<HashMap<String, ConditionalWrites>>> =
     LazyLock::new(|| AsyncMutex::new(HashMap::new()));
 
 /// Buckets already warned about (versioning off), so the warning shows once per process.
-static VERSIONING_WARNED: LazyLock<StdMutex<HashSet<String>>> = LazyLock::new(|| StdMutex::new(HashSet::new()));
+static VERSIONING_WARNED: LazyLock<StdMutex<HashSet<String>>> =
+    LazyLock::new(|| StdMutex::new(HashSet::new()));
 
 /// Counts the requests an operation actually put on the wire (1 + retries), to tell a genuine
 /// precondition failure from our own earlier attempt whose response was lost.
@@ -291,7 +311,8 @@ fn configured_endpoint(opts: &S3Options, sdk: &aws_config::SdkConfig) -> Option<
     if let Some(e) = &opts.endpoint {
         return Some(e.clone());
     }
-    let ignore = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let ignore = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     if ignore {
         return None;
     }
@@ -309,7 +330,15 @@ impl S3Store {
         let retry = RetryConfig::standard()
             .with_max_attempts(opts.max_attempts.max(1))
             .with_initial_backoff(opts.initial_backoff);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
+        // Without an attempt timeout a server that accepts the connection and never answers
+        // would hang kprov forever; state objects are small, so a minute per attempt is ample.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));
         }
@@ -324,7 +353,9 @@ impl S3Store {
         }
         let sdk = loader.load().await;
         let mut conf = aws_sdk_s3::config::Builder::from(&sdk);
-        let region = sdk.region().map_or(DEFAULT_REGION.to_string(), |r| r.to_string());
+        let region = sdk
+            .region()
+            .map_or(DEFAULT_REGION.to_string(), |r| r.to_string());
         if sdk.region().is_none() {
             conf = conf.region(Region::new(DEFAULT_REGION));
         }
@@ -332,12 +363,17 @@ impl S3Store {
         if let Some(e) = &opts.endpoint {
             conf = conf.endpoint_url(e.clone());
         }
-        let path_style = opts.force_path_style || endpoint.as_deref().is_some_and(is_ip_or_localhost);
+        let path_style =
+            opts.force_path_style || endpoint.as_deref().is_some_and(is_ip_or_localhost);
         conf = conf.force_path_style(path_style);
         Ok(S3Store {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket: parsed.bucket,
-            prefix: if parsed.prefix.is_empty() { String::new() } else { format!("{}/", parsed.prefix) },
+            prefix: if parsed.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", parsed.prefix)
+            },
             endpoint: endpoint.unwrap_or_else(|| format!("the AWS S3 endpoint of region {region}")),
             max_attempts: opts.max_attempts.max(1),
             unsafe_no_conditional_writes: opts.unsafe_no_conditional_writes,
@@ -383,12 +419,22 @@ impl S3Store {
         )
     }
 
-    fn classify<E>(&self, key: &str, op: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Failure
+    fn classify<E>(
+        &self,
+        key: &str,
+        op: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Failure
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let location = self.location(key);
-        let backend = |message: String| Failure::Other(StateError::Backend { location: location.clone(), message });
+        let backend = |message: String| {
+            Failure::Other(StateError::Backend {
+                location: location.clone(),
+                message,
+            })
+        };
         match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -437,7 +483,12 @@ impl S3Store {
         }
     }
 
-    fn other<E>(&self, key: &str, op: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StateError
+    fn other<E>(
+        &self,
+        key: &str,
+        op: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StateError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -450,7 +501,10 @@ impl S3Store {
             Failure::Precondition => StateError::Conflict { key: key.into() },
             Failure::NotFound => StateError::Backend {
                 location: self.location(key),
-                message: format!("S3 {op} failed at {}: HTTP {status} not found", self.endpoint),
+                message: format!(
+                    "S3 {op} failed at {}: HTTP {status} not found",
+                    self.endpoint
+                ),
             },
         }
     }
@@ -461,42 +515,67 @@ impl S3Store {
     async fn check_bucket(&self) -> StateResult<()> {
         self.checked_bucket
             .get_or_try_init(|| async {
-                match self.client.get_bucket_versioning().bucket(&self.bucket).send().await {
-                    Ok(out) => {
-                        if out.status() != Some(&BucketVersioningStatus::Enabled) {
-                            let first = VERSIONING_WARNED
-                                .lock()
-                                .map(|mut w| w.insert(format!("{}|{}", self.endpoint, self.bucket)))
-                                .unwrap_or(true);
-                            if first {
-                                tracing::warn!(
-                                    "versioning is {} on state bucket {}: enable it (`aws s3api put-bucket-versioning \
-                                     --bucket {} --versioning-configuration Status=Enabled`) so earlier cluster state \
-                                     can be recovered after a bad write or delete",
-                                    out.status().map_or("off", |s| s.as_str()),
-                                    self.bucket,
-                                    self.bucket
-                                );
-                            }
-                        }
-                        Ok(())
+                let status = match self
+                    .client
+                    .get_bucket_versioning()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out.status().map(|s| s.as_str().to_string()),
+                    // A 200 the SDK cannot parse: moto answers an unversioned bucket with a
+                    // `<GetBucketVersioningResponse/>` root instead of `<VersioningConfiguration/>`.
+                    // Read the status from the body, as "not Enabled" is all that matters here.
+                    Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 200 => {
+                        let body = se
+                            .raw()
+                            .body()
+                            .bytes()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        ["Enabled", "Suspended"]
+                            .into_iter()
+                            .find(|s| body.contains(&format!("<Status>{s}</Status>")))
+                            .map(str::to_string)
                     }
                     Err(e) => {
                         let network = !matches!(e, SdkError::ServiceError(_));
                         let no_bucket = e.code() == Some("NoSuchBucket");
-                        match self.classify("", "GetBucketVersioning", e) {
+                        return match self.classify("", "GetBucketVersioning", e) {
                             Failure::Other(err) if network || no_bucket => Err(err),
                             Failure::Other(err) => {
-                                tracing::debug!("cannot check versioning of state bucket {}: {err}", self.bucket);
+                                tracing::debug!(
+                                    "cannot check versioning of state bucket {}: {err}",
+                                    self.bucket
+                                );
                                 Ok(())
                             }
-                            _ => Ok(()),
-                        }
+                            Failure::Precondition | Failure::NotFound => Ok(()),
+                        };
                     }
+                };
+                if status.as_deref() != Some(BucketVersioningStatus::Enabled.as_str()) {
+                    self.warn_versioning(status.as_deref().unwrap_or("off"));
                 }
+                Ok(())
             })
             .await
             .map(|_| ())
+    }
+
+    fn warn_versioning(&self, status: &str) {
+        let first = VERSIONING_WARNED
+            .lock()
+            .map(|mut w| w.insert(format!("{}|{}", self.endpoint, self.bucket)))
+            .unwrap_or(true);
+        if first {
+            tracing::warn!(
+                "versioning is {status} on state bucket {b}: enable it (`aws s3api put-bucket-versioning --bucket {b} \
+                 --versioning-configuration Status=Enabled`) so earlier cluster state can be recovered after a bad \
+                 write or delete",
+                b = self.bucket
+            );
+        }
     }
 
     async fn read(&self, full: &str, key: &str) -> StateResult<Option<Object>> {
@@ -504,7 +583,14 @@ impl S3Store {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let out = match self.client.get_object().bucket(&self.bucket).key(full).send().await {
+            let out = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(full)
+                .send()
+                .await
+            {
                 Ok(out) => out,
                 Err(e) => {
                     return match self.classify(key, "GetObject", e) {
@@ -518,7 +604,10 @@ impl S3Store {
             match out.body.collect().await {
                 Ok(body) => {
                     let etag = etag.ok_or_else(|| self.no_etag(key, "GetObject"))?;
-                    return Ok(Some(Object { bytes: body.into_bytes().to_vec(), version: Version(etag) }));
+                    return Ok(Some(Object {
+                        bytes: body.into_bytes().to_vec(),
+                        version: Version(etag),
+                    }));
                 }
                 Err(e) if attempt < self.max_attempts => {
                     tracing::debug!("reading {} was cut off ({e}); retrying", self.location(key));
@@ -548,7 +637,14 @@ impl S3Store {
     }
 
     /// PutObject of `full` (the object key) honouring `cond`; `key` names it in messages.
-    async fn write(&self, full: &str, key: &str, bytes: &[u8], cond: &Condition, sse: bool) -> StateResult<Version> {
+    async fn write(
+        &self,
+        full: &str,
+        key: &str,
+        bytes: &[u8],
+        cond: &Condition,
+        sse: bool,
+    ) -> StateResult<Version> {
         let mut req = self
             .client
             .put_object()
@@ -619,7 +715,11 @@ impl S3Store {
                 }
             }
         };
-        let ConditionalWrites::Ignored { if_none_match_ignored, if_match_ignored } = result else {
+        let ConditionalWrites::Ignored {
+            if_none_match_ignored,
+            if_match_ignored,
+        } = result
+        else {
             self.verified.store(true, Ordering::SeqCst);
             return Ok(result);
         };
@@ -654,13 +754,30 @@ impl S3Store {
     }
 
     async fn probe(&self) -> StateResult<ConditionalWrites> {
-        let full = format!("{}{PROBE_DIR}/{:016x}{:016x}", self.prefix, rand::random::<u64>(), rand::random::<u64>());
+        let full = format!(
+            "{}{PROBE_DIR}/{:016x}{:016x}",
+            self.prefix,
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
         let name = full.strip_prefix(&self.prefix).unwrap_or(&full).to_string();
         let outcome = async {
-            self.write(&full, &name, b"kprov conditional-write probe: create", &Condition::IfAbsent, false)
-                .await?;
+            self.write(
+                &full,
+                &name,
+                b"kprov conditional-write probe: create",
+                &Condition::IfAbsent,
+                false,
+            )
+            .await?;
             let if_none_match_ignored = match self
-                .write(&full, &name, b"kprov conditional-write probe: second create", &Condition::IfAbsent, false)
+                .write(
+                    &full,
+                    &name,
+                    b"kprov conditional-write probe: second create",
+                    &Condition::IfAbsent,
+                    false,
+                )
                 .await
             {
                 Ok(_) => true,
@@ -670,7 +787,13 @@ impl S3Store {
             // A version no store can have produced for the probe's bodies.
             let wrong = Version("\"00000000000000000000000000000000\"".into());
             let if_match_ignored = match self
-                .write(&full, &name, b"kprov conditional-write probe: stale update", &Condition::IfVersion(wrong), false)
+                .write(
+                    &full,
+                    &name,
+                    b"kprov conditional-write probe: stale update",
+                    &Condition::IfVersion(wrong),
+                    false,
+                )
                 .await
             {
                 Ok(_) => true,
@@ -678,15 +801,28 @@ impl S3Store {
                 Err(e) => return Err(e),
             };
             Ok(if if_none_match_ignored || if_match_ignored {
-                ConditionalWrites::Ignored { if_none_match_ignored, if_match_ignored }
+                ConditionalWrites::Ignored {
+                    if_none_match_ignored,
+                    if_match_ignored,
+                }
             } else {
                 ConditionalWrites::Honoured
             })
         }
         .await;
         // Clean up whatever happened; a leftover probe object is harmless (hidden from list).
-        if let Err(e) = self.client.delete_object().bucket(&self.bucket).key(&full).send().await {
-            tracing::debug!("could not delete probe object {full}: {}", DisplayErrorContext(&e));
+        if let Err(e) = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            tracing::debug!(
+                "could not delete probe object {full}: {}",
+                DisplayErrorContext(&e)
+            );
         }
         outcome
     }
@@ -718,7 +854,8 @@ impl StateStore for S3Store {
         if cond != Condition::None {
             self.ensure_conditional_writes().await?;
         }
-        self.write(&self.object_key(key), key, bytes, &cond, is_secret_key(key)).await
+        self.write(&self.object_key(key), key, bytes, &cond, is_secret_key(key))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> StateResult<Vec<String>> {
@@ -734,7 +871,9 @@ impl StateStore for S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.other(prefix, "ListObjectsV2", e))?;
             for obj in page.contents() {
-                let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
+                let Some(k) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
                 if !is_hidden(k) {
                     out.push(k.to_string());
                 }
@@ -753,7 +892,11 @@ impl StateStore for S3Store {
             });
         }
         self.check_bucket().await?;
-        let mut req = self.client.delete_object().bucket(&self.bucket).key(self.object_key(key));
+        let mut req = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key));
         if let Condition::IfVersion(v) = &cond {
             self.ensure_conditional_writes().await?;
             req = req.if_match(v.0.clone());
@@ -765,7 +908,9 @@ impl StateStore for S3Store {
                 // Our own earlier attempt deleted it and its response was lost.
                 Failure::NotFound if counter.retried() => Ok(()),
                 Failure::NotFound if cond == Condition::None => Ok(()),
-                Failure::Precondition | Failure::NotFound => Err(StateError::Conflict { key: key.into() }),
+                Failure::Precondition | Failure::NotFound => {
+                    Err(StateError::Conflict { key: key.into() })
+                }
                 Failure::Other(err) => Err(err),
             },
         }
@@ -778,11 +923,28 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(S3Url::parse("s3://bkt").unwrap(), S3Url { bucket: "bkt".into(), prefix: "".into() });
+        assert_eq!(
+            S3Url::parse("s3://bkt").unwrap(),
+            S3Url {
+                bucket: "bkt".into(),
+                prefix: "".into()
+            }
+        );
         assert_eq!(S3Url::parse("s3://bkt/").unwrap().prefix, "");
         assert_eq!(S3Url::parse("s3://bkt/a/b/").unwrap().prefix, "a/b");
-        for bad in ["s3://", "s3://a", "s3://bkt/a//b", "s3://bkt/../x", "s3://bkt?x=1", "s3://b kt", "file:///x"] {
-            assert!(matches!(S3Url::parse(bad), Err(StateError::InvalidUrl { .. })), "{bad}");
+        for bad in [
+            "s3://",
+            "s3://a",
+            "s3://bkt/a//b",
+            "s3://bkt/../x",
+            "s3://bkt?x=1",
+            "s3://b kt",
+            "file:///x",
+        ] {
+            assert!(
+                matches!(S3Url::parse(bad), Err(StateError::InvalidUrl { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -811,13 +973,17 @@ mod tests {
         assert_eq!(o.max_attempts, DEFAULT_MAX_ATTEMPTS);
         let o = S3Options::from_lookup(|_| None).unwrap();
         assert!(o.endpoint.is_none() && !o.force_path_style && !o.unsafe_no_conditional_writes);
-        let e = S3Options::from_lookup(|k| (k == FORCE_PATH_STYLE_ENV).then(|| "maybe".into())).unwrap_err();
+        let e = S3Options::from_lookup(|k| (k == FORCE_PATH_STYLE_ENV).then(|| "maybe".into()))
+            .unwrap_err();
         assert!(e.to_string().contains(FORCE_PATH_STYLE_ENV));
     }
 
     #[test]
     fn credentials_debug_is_redacted() {
-        let c = StaticCredentials { access_key_id: "AKID".into(), secret_access_key: "hunter2".into() };
+        let c = StaticCredentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

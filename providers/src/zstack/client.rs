@@ -38,7 +38,7 @@ use crate::{CloudError, CloudResult};
 use super::config::{ZStackConfig, ZStackCredentials};
 use super::errors::{classify, Failure};
 use super::model::{JobAccepted, Session};
-use super::query::{Query, PAGE_SIZE};
+use super::query::Query;
 use super::PROVIDER;
 
 /// Header carrying the client-chosen job id.
@@ -76,7 +76,8 @@ pub fn hash_password(password: &str) -> String {
 /// The AccessKey signature: `Base64(HMAC-SHA1(secret, "METHOD\nDATE\n/v1/<path>"))`, where
 /// `path_below_v1` is the request path without `/zstack/v1` and without the query string.
 pub fn sign(secret: &str, method: &str, date: &str, path_below_v1: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any size");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any size");
     mac.update(format!("{method}\n{date}\n/v1{path_below_v1}").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -94,7 +95,10 @@ pub fn new_job_uuid() -> String {
 /// Path part of an absolute URL (`http://h:p/a/b?x` → `/a/b`).
 fn url_path(url: &str) -> &str {
     let after_scheme = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    let path = after_scheme.find('/').map(|i| &after_scheme[i..]).unwrap_or("/");
+    let path = after_scheme
+        .find('/')
+        .map(|i| &after_scheme[i..])
+        .unwrap_or("/");
     path.split('?').next().unwrap_or(path)
 }
 
@@ -116,6 +120,7 @@ pub struct Client {
     poll_interval: Duration,
     max_poll_interval: Duration,
     max_retries: u32,
+    page_size: usize,
     counters: Counters,
 }
 
@@ -123,14 +128,21 @@ impl Client {
     /// A client for `config.endpoint` (`http://host:8080`; `/zstack/v1` is appended).
     pub fn new(config: &ZStackConfig) -> CloudResult<Self> {
         let endpoint = config.endpoint.trim().trim_end_matches('/').to_string();
-        let endpoint = endpoint.strip_suffix("/zstack/v1").unwrap_or(&endpoint).to_string();
-        let endpoint = endpoint.strip_suffix("/zstack").unwrap_or(&endpoint).to_string();
+        let endpoint = endpoint
+            .strip_suffix("/zstack/v1")
+            .unwrap_or(&endpoint)
+            .to_string();
+        let endpoint = endpoint
+            .strip_suffix("/zstack")
+            .unwrap_or(&endpoint)
+            .to_string();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(CloudError::Fatal {
                 provider: PROVIDER,
                 code: "CONFIG".into(),
                 message: format!("endpoint `{endpoint}` is not an http(s) URL"),
-                fix: "set the endpoint to the management node's URL, e.g. http://10.0.0.5:8080".into(),
+                fix: "set the endpoint to the management node's URL, e.g. http://10.0.0.5:8080"
+                    .into(),
             });
         }
         let http = reqwest::Client::builder()
@@ -157,6 +169,7 @@ impl Client {
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),
             max_poll_interval: config.max_poll_interval.max(config.poll_interval),
             max_retries: config.max_retries,
+            page_size: config.page_size.max(1),
             counters: Counters::default(),
         })
     }
@@ -186,7 +199,10 @@ impl Client {
     /// Backoff before retry number `attempt` (0-based): `poll_interval · 2^attempt`, capped at
     /// `max_poll_interval`, with ±25 % jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.poll_interval.saturating_mul(1u32 << attempt.min(16)).min(self.max_poll_interval);
+        let base = self
+            .poll_interval
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_poll_interval);
         let jitter: f64 = rand::random::<f64>() * 0.5 + 0.75;
         base.mul_f64(jitter)
     }
@@ -209,18 +225,31 @@ impl Client {
 
     fn redact_error(&self, e: CloudError) -> CloudError {
         match e {
-            CloudError::Transient { provider, code, message } => CloudError::Transient {
+            CloudError::Transient {
+                provider,
+                code,
+                message,
+            } => CloudError::Transient {
                 provider,
                 code,
                 message: self.redact(message),
             },
-            CloudError::Fatal { provider, code, message, fix } => CloudError::Fatal {
+            CloudError::Fatal {
+                provider,
+                code,
+                message,
+                fix,
+            } => CloudError::Fatal {
                 provider,
                 code,
                 message: self.redact(message),
                 fix,
             },
-            CloudError::Auth { provider, message, fix } => CloudError::Auth {
+            CloudError::Auth {
+                provider,
+                message,
+                fix,
+            } => CloudError::Auth {
                 provider,
                 message: self.redact(message),
                 fix,
@@ -272,7 +301,9 @@ impl Client {
                 let path = url_path(url);
                 let below = path.strip_prefix("/zstack/v1").unwrap_or(path);
                 let sig = sign(secret.expose(), method.as_str(), &date, below);
-                rb = rb.header(DATE, date).header(AUTHORIZATION, format!("ZStack {id}:{sig}"));
+                rb = rb
+                    .header(DATE, date)
+                    .header(AUTHORIZATION, format!("ZStack {id}:{sig}"));
             }
         }
         if let Some(j) = job {
@@ -302,7 +333,10 @@ impl Client {
         }
         serde_json::from_str(body).map_err(|e| CloudError::Protocol {
             provider: PROVIDER,
-            message: self.redact(format!("{what}: answer is not JSON ({e}): {}", body.chars().take(200).collect::<String>())),
+            message: self.redact(format!(
+                "{what}: answer is not JSON ({e}): {}",
+                body.chars().take(200).collect::<String>()
+            )),
         })
     }
 
@@ -324,11 +358,14 @@ impl Client {
             let err = match self.send(&Method::PUT, &url, Some(&body), None, None).await {
                 Ok(r) if r.status == 200 => {
                     let v = self.parse_json(&r.body, "LogInByAccount")?;
-                    let inv: Session = serde_json::from_value(v.get("inventory").cloned().unwrap_or(Value::Null))
-                        .map_err(|e| CloudError::Protocol {
-                            provider: PROVIDER,
-                            message: format!("LogInByAccount: no session inventory in the answer ({e})"),
-                        })?;
+                    let inv: Session =
+                        serde_json::from_value(v.get("inventory").cloned().unwrap_or(Value::Null))
+                            .map_err(|e| CloudError::Protocol {
+                                provider: PROVIDER,
+                                message: format!(
+                                    "LogInByAccount: no session inventory in the answer ({e})"
+                                ),
+                            })?;
                     if inv.uuid.is_empty() {
                         return Err(CloudError::Protocol {
                             provider: PROVIDER,
@@ -409,7 +446,10 @@ impl Client {
         loop {
             let session = self.session().await?;
             self.counters.queries.fetch_add(1, Ordering::Relaxed);
-            let err = match self.send(&Method::GET, &url, None, None, session.as_deref()).await {
+            let err = match self
+                .send(&Method::GET, &url, None, None, session.as_deref())
+                .await
+            {
                 Ok(r) if r.status == 200 => return self.parse_json(&r.body, api),
                 Ok(r) => match classify(r.status, &r.body, api) {
                     Failure::SessionExpired => {
@@ -437,13 +477,16 @@ impl Client {
 
     /// Run a query, reading every page (`start`/`limit` + `replyWithCount=true`) until `total`
     /// results are read.
-    pub async fn query<T: DeserializeOwned>(&self, q: &Query) -> CloudResult<Vec<T>> {
-        q.validate().map_err(|message| CloudError::Protocol { provider: PROVIDER, message })?;
+    pub async fn query<T: DeserializeOwned>(&self, q: Query) -> CloudResult<Vec<T>> {
+        q.validate().map_err(|message| CloudError::Protocol {
+            provider: PROVIDER,
+            message,
+        })?;
         let api = format!("query {}", q.path);
         let mut out: Vec<T> = Vec::new();
         let mut start = 0usize;
         loop {
-            let v = self.get(&q.page_url(start, PAGE_SIZE), &api).await?;
+            let v = self.get(&q.page_url(start, self.page_size), &api).await?;
             let items = match v.get("inventories") {
                 Some(Value::Array(a)) => a.clone(),
                 Some(Value::Null) | None => Vec::new(),
@@ -456,21 +499,29 @@ impl Client {
             };
             let n = items.len();
             for item in items {
-                out.push(serde_json::from_value(item).map_err(|e| CloudError::Protocol {
-                    provider: PROVIDER,
-                    message: format!("{api}: unexpected inventory shape: {e}"),
-                })?);
+                out.push(
+                    serde_json::from_value(item).map_err(|e| CloudError::Protocol {
+                        provider: PROVIDER,
+                        message: format!("{api}: unexpected inventory shape: {e}"),
+                    })?,
+                );
             }
             start += n;
             let total = v.get("total").and_then(Value::as_u64);
             let more = match total {
                 Some(t) => (start as u64) < t && n > 0,
-                None => n >= PAGE_SIZE,
+                // no `total` (a server ignoring replyWithCount): read until an empty page
+                None => n > 0,
             };
             if !more {
                 if let Some(t) = total {
                     if (start as u64) < t {
-                        tracing::warn!(api, read = start, total = t, "results changed while paging");
+                        tracing::warn!(
+                            api,
+                            read = start,
+                            total = t,
+                            "results changed while paging"
+                        );
                     }
                 }
                 return Ok(out);
@@ -494,17 +545,28 @@ impl Client {
         loop {
             let session = self.session.read().await.clone();
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
-            match self.send(&Method::GET, &url, None, None, session.as_deref()).await {
+            match self
+                .send(&Method::GET, &url, None, None, session.as_deref())
+                .await
+            {
                 Ok(r) if r.status == 404 => return Ok(false),
                 Ok(r) if matches!(r.status, 200 | 202 | 503) => return Ok(true),
                 Ok(r) if attempt < self.max_retries => {
-                    tracing::debug!(api, job, status = r.status, "probing own job failed; retrying");
+                    tracing::debug!(
+                        api,
+                        job,
+                        status = r.status,
+                        "probing own job failed; retrying"
+                    );
                 }
                 Ok(r) => {
                     return Err(CloudError::Transient {
                         provider: PROVIDER,
                         code: format!("HTTP{}", r.status),
-                        message: format!("{api}: cannot tell whether job {job} was accepted (HTTP {})", r.status),
+                        message: format!(
+                            "{api}: cannot tell whether job {job} was accepted (HTTP {})",
+                            r.status
+                        ),
                     })
                 }
                 Err(e) if attempt < self.max_retries => {
@@ -538,11 +600,13 @@ impl Client {
             let job = new_job_uuid();
             let session = self.session().await?;
             self.counters.submissions.fetch_add(1, Ordering::Relaxed);
-            let sent = self.send(&method, &url, body.as_ref(), Some(&job), session.as_deref()).await;
+            let sent = self
+                .send(&method, &url, body.as_ref(), Some(&job), session.as_deref())
+                .await;
             let location = match sent {
                 Ok(r) if r.status == 202 => {
                     let accepted: JobAccepted = serde_json::from_str(&r.body).unwrap_or_default();
-                    Some(self.job_url(accepted.location.as_deref(), &job))
+                    self.job_url(accepted.location.as_deref(), &job)
                 }
                 Ok(r) if r.status == 200 => return self.parse_json(&r.body, api),
                 Ok(r) => match classify(r.status, &r.body, api) {
@@ -557,7 +621,7 @@ impl Client {
                     Failure::Error(e) if e.is_retryable() => {
                         // A 5xx before the 202: the job may have been registered anyway.
                         if self.job_known(&job, api).await? {
-                            Some(self.job_url(None, &job))
+                            self.job_url(None, &job)
                         } else if resubmit && attempt < self.max_retries {
                             tracing::debug!(api, attempt, error = %self.redact(e.to_string()), "submission failed transiently; resubmitting");
                             tokio::time::sleep(self.backoff(attempt)).await;
@@ -573,7 +637,7 @@ impl Client {
                     // The answer was lost: ask about our own job before doing anything else.
                     tracing::debug!(api, job = %job, error = %e, "submission answer lost; probing own job");
                     if self.job_known(&job, api).await? {
-                        Some(self.job_url(None, &job))
+                        self.job_url(None, &job)
                     } else if resubmit && attempt < self.max_retries {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         attempt += 1;
@@ -583,7 +647,6 @@ impl Client {
                     }
                 }
             };
-            let location = location.expect("set above");
             match self.poll(&location, &job, api).await {
                 Ok(v) => return Ok(v),
                 Err(Failure::SessionExpired) => {
@@ -591,7 +654,10 @@ impl Client {
                     if relogged {
                         return Err(self.expired_again(api));
                     }
-                    tracing::debug!(api, "zstack session expired; logging in again and resubmitting");
+                    tracing::debug!(
+                        api,
+                        "zstack session expired; logging in again and resubmitting"
+                    );
                     self.invalidate(&session).await;
                     relogged = true;
                     continue;
@@ -627,7 +693,10 @@ impl Client {
             interval = (interval * 2).min(self.max_poll_interval);
             let session = self.session.read().await.clone();
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
-            let r = match self.send(&Method::GET, url, None, None, session.as_deref()).await {
+            let r = match self
+                .send(&Method::GET, url, None, None, session.as_deref())
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(api, job, error = %e, "polling failed; polling again");
@@ -688,7 +757,10 @@ mod tests {
     fn hmac_sha1_matches_rfc2202() {
         let mut mac = Hmac::<Sha1>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        assert_eq!(hex::encode(mac.finalize().into_bytes()), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
     }
 
     #[test]
@@ -696,19 +768,31 @@ mod tests {
         // Computed independently: base64(hmac_sha1(b"kprov-secret",
         //   b"GET\nMon, 02 Jan 2006 15:04:05 GMT\n/v1/vm-instances")) with Python's hmac module.
         assert_eq!(
-            sign("kprov-secret", "GET", "Mon, 02 Jan 2006 15:04:05 GMT", "/vm-instances"),
+            sign(
+                "kprov-secret",
+                "GET",
+                "Mon, 02 Jan 2006 15:04:05 GMT",
+                "/vm-instances"
+            ),
             "nJzXUcfOlofVimLB2qLz3A7Y3/Y="
         );
-        let t = chrono::DateTime::parse_from_rfc3339("2006-01-02T15:04:05Z").unwrap().with_timezone(&chrono::Utc);
+        let t = chrono::DateTime::parse_from_rfc3339("2006-01-02T15:04:05Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         assert_eq!(http_date(t), "Mon, 02 Jan 2006 15:04:05 GMT");
-        assert_eq!(url_path("http://h:8080/zstack/v1/vm-instances?q=a%3Db"), "/zstack/v1/vm-instances");
+        assert_eq!(
+            url_path("http://h:8080/zstack/v1/vm-instances?q=a%3Db"),
+            "/zstack/v1/vm-instances"
+        );
     }
 
     #[test]
     fn job_ids_are_32_hex() {
         let j = new_job_uuid();
         assert_eq!(j.len(), 32);
-        assert!(j.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(j
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(j, new_job_uuid());
     }
 
@@ -719,13 +803,25 @@ mod tests {
             c.job_url(Some("http://10.9.9.9:8080/zstack/v1/api-jobs/abc"), "x"),
             "http://127.0.0.1:9/zstack/v1/api-jobs/abc"
         );
-        assert_eq!(c.job_url(None, "x"), "http://127.0.0.1:9/zstack/v1/api-jobs/x");
-        assert_eq!(c.job_url(Some("garbage"), "x"), "http://127.0.0.1:9/zstack/v1/api-jobs/x");
+        assert_eq!(
+            c.job_url(None, "x"),
+            "http://127.0.0.1:9/zstack/v1/api-jobs/x"
+        );
+        assert_eq!(
+            c.job_url(Some("garbage"), "x"),
+            "http://127.0.0.1:9/zstack/v1/api-jobs/x"
+        );
     }
 
     #[test]
     fn endpoint_normalisation() {
-        let mut cfg = ZStackConfig::new("http://h:8080/zstack/v1/", ZStackCredentials::AccessKey { id: "a".into(), secret: "b".into() });
+        let mut cfg = ZStackConfig::new(
+            "http://h:8080/zstack/v1/",
+            ZStackCredentials::AccessKey {
+                id: "a".into(),
+                secret: "b".into(),
+            },
+        );
         assert_eq!(Client::new(&cfg).unwrap().endpoint(), "http://h:8080");
         cfg.endpoint = "h:8080".into();
         assert!(Client::new(&cfg).is_err());
@@ -742,15 +838,24 @@ mod tests {
     #[test]
     fn redaction_hides_sessions() {
         let c = client();
-        c.seen_sessions.lock().unwrap().push(Arc::from("0123456789abcdef0123456789abcdef"));
-        assert_eq!(c.redact("Session[0123456789abcdef0123456789abcdef] expired".into()), "Session[<session>] expired");
+        c.seen_sessions
+            .lock()
+            .unwrap()
+            .push(Arc::from("0123456789abcdef0123456789abcdef"));
+        assert_eq!(
+            c.redact("Session[0123456789abcdef0123456789abcdef] expired".into()),
+            "Session[<session>] expired"
+        );
     }
 
     #[tokio::test]
     async fn unreachable_endpoint_is_retryable() {
         let mut cfg = ZStackConfig::new(
             "http://127.0.0.1:9",
-            ZStackCredentials::AccessKey { id: "a".into(), secret: "b".into() },
+            ZStackCredentials::AccessKey {
+                id: "a".into(),
+                secret: "b".into(),
+            },
         );
         cfg.max_retries = 0;
         let c = Client::new(&cfg).unwrap();

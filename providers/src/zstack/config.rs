@@ -120,7 +120,10 @@ impl ZStackCredentials {
                         "no ZStack credentials in the environment: neither {ENV_ACCOUNT}/{ENV_PASSWORD} nor {ENV_ACCESS_KEY_ID}/{ENV_ACCESS_KEY_SECRET} is set"
                     )
                 } else {
-                    format!("incomplete ZStack credentials in the environment: {} is not set", missing.join(", "))
+                    format!(
+                        "incomplete ZStack credentials in the environment: {} is not set",
+                        missing.join(", ")
+                    )
                 };
                 Err(CloudError::Auth {
                     provider: PROVIDER,
@@ -171,7 +174,12 @@ impl ZStackCredentials {
         let mut key_secret = None;
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') || line == "---" {
+            if line.is_empty()
+                || line.starts_with('#')
+                || line.starts_with(';')
+                || line.starts_with('[')
+                || line == "---"
+            {
                 continue;
             }
             let split = match (line.find(':'), line.find('=')) {
@@ -183,16 +191,25 @@ impl ZStackCredentials {
             let key = line[..split].trim().to_ascii_lowercase().replace('-', "_");
             let value = unquote(line[split + 1..].trim()).to_string();
             match key.as_str() {
-                "account" | "account_name" | "accountname" | "zstack_account" => account = Some(value),
+                "account" | "account_name" | "accountname" | "zstack_account" => {
+                    account = Some(value)
+                }
                 "password" | "zstack_password" => password = Some(value),
                 "access_key_id" | "accesskeyid" | "zstack_access_key_id" => key_id = Some(value),
-                "access_key_secret" | "accesskeysecret" | "zstack_access_key_secret" => key_secret = Some(value),
+                "access_key_secret" | "accesskeysecret" | "zstack_access_key_secret" => {
+                    key_secret = Some(value)
+                }
                 // Unknown keys (endpoint, zone, ...) are ignored so one file can hold more.
                 _ => {}
             }
         }
         let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-        match (nonempty(account), nonempty(password), nonempty(key_id), nonempty(key_secret)) {
+        match (
+            nonempty(account),
+            nonempty(password),
+            nonempty(key_id),
+            nonempty(key_secret),
+        ) {
             (Some(name), Some(pw), _, _) => Ok(ZStackCredentials::Account {
                 name,
                 password: Secret::new(pw),
@@ -203,8 +220,12 @@ impl ZStackCredentials {
             }),
             (Some(_), None, _, _) => Err("`account` is set but `password` is missing".into()),
             (None, Some(_), _, _) => Err("`password` is set but `account` is missing".into()),
-            (_, _, Some(_), None) => Err("`access_key_id` is set but `access_key_secret` is missing".into()),
-            (_, _, None, Some(_)) => Err("`access_key_secret` is set but `access_key_id` is missing".into()),
+            (_, _, Some(_), None) => {
+                Err("`access_key_id` is set but `access_key_secret` is missing".into())
+            }
+            (_, _, None, Some(_)) => {
+                Err("`access_key_secret` is set but `access_key_id` is missing".into())
+            }
             _ => Err("no credentials found".into()),
         }
     }
@@ -220,7 +241,9 @@ impl ZStackCredentials {
 
 fn unquote(v: &str) -> &str {
     let v = v.trim();
-    if v.len() >= 2 && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\''))) {
+    if v.len() >= 2
+        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+    {
         &v[1..v.len() - 1]
     } else {
         v
@@ -265,6 +288,8 @@ pub struct ZStackConfig {
     /// How many times the adapter itself retries a call that failed transiently (MN
     /// unavailable, 5xx, connection errors) before returning the retryable error.
     pub max_retries: u32,
+    /// Results per query page (`limit`); every page is read until `total` results are in.
+    pub page_size: usize,
     /// Mutating calls the executor should run at once (ZStack has 5 API workers per MN).
     pub concurrency: usize,
     /// How GPUs are requested at creation (the one "unconfirmed" switch).
@@ -274,7 +299,7 @@ pub struct ZStackConfig {
 impl ZStackConfig {
     /// A configuration with defaults: any zone, the first Userdata-capable L3, jobs time out
     /// after 30 min, polling starts at 200 ms and backs off to 2 s, HTTP requests time out after
-    /// 60 s, 4 in-adapter retries, concurrency 5, GPUs by `pciDevice::` tags.
+    /// 60 s, 4 in-adapter retries, query pages of 1000, concurrency 5, GPUs by `pciDevice::` tags.
     pub fn new(endpoint: impl Into<String>, credentials: ZStackCredentials) -> Self {
         ZStackConfig {
             endpoint: endpoint.into(),
@@ -286,6 +311,7 @@ impl ZStackConfig {
             max_poll_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
             max_retries: 4,
+            page_size: super::query::PAGE_SIZE,
             concurrency: 5,
             gpu_attach: GpuAttach::PciDeviceTags,
         }
@@ -313,27 +339,79 @@ mod tests {
     #[test]
     fn env_lookup_prefers_account_and_names_missing_vars() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
-        let c = ZStackCredentials::from_lookup(env(&[("ZSTACK_ACCOUNT", "admin"), ("ZSTACK_PASSWORD", "pw")])).unwrap();
-        assert_eq!(c, ZStackCredentials::Account { name: "admin".into(), password: "pw".into() });
-        let c = ZStackCredentials::from_lookup(env(&[("ZSTACK_ACCESS_KEY_ID", "id"), ("ZSTACK_ACCESS_KEY_SECRET", "s")])).unwrap();
-        assert_eq!(c, ZStackCredentials::AccessKey { id: "id".into(), secret: "s".into() });
-        let e = ZStackCredentials::from_lookup(env(&[])).unwrap_err().to_string();
-        for var in [ENV_ACCOUNT, ENV_PASSWORD, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET] {
+        let c = ZStackCredentials::from_lookup(env(&[
+            ("ZSTACK_ACCOUNT", "admin"),
+            ("ZSTACK_PASSWORD", "pw"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c,
+            ZStackCredentials::Account {
+                name: "admin".into(),
+                password: "pw".into()
+            }
+        );
+        let c = ZStackCredentials::from_lookup(env(&[
+            ("ZSTACK_ACCESS_KEY_ID", "id"),
+            ("ZSTACK_ACCESS_KEY_SECRET", "s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c,
+            ZStackCredentials::AccessKey {
+                id: "id".into(),
+                secret: "s".into()
+            }
+        );
+        let e = ZStackCredentials::from_lookup(env(&[]))
+            .unwrap_err()
+            .to_string();
+        for var in [
+            ENV_ACCOUNT,
+            ENV_PASSWORD,
+            ENV_ACCESS_KEY_ID,
+            ENV_ACCESS_KEY_SECRET,
+        ] {
             assert!(e.contains(var), "{e}");
         }
-        let e = ZStackCredentials::from_lookup(env(&[("ZSTACK_ACCOUNT", "admin")])).unwrap_err().to_string();
+        let e = ZStackCredentials::from_lookup(env(&[("ZSTACK_ACCOUNT", "admin")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ZSTACK_PASSWORD is not set"), "{e}");
     }
 
     #[test]
     fn credentials_file_formats() {
-        let c = ZStackCredentials::parse_file("# creds\naccount: admin\npassword: \"p:w=x\"\n").unwrap();
-        assert_eq!(c, ZStackCredentials::Account { name: "admin".into(), password: "p:w=x".into() });
-        let c = ZStackCredentials::parse_file("[zstack]\naccess_key_id = AK1\naccess_key_secret = 's3'\n").unwrap();
-        assert_eq!(c, ZStackCredentials::AccessKey { id: "AK1".into(), secret: "s3".into() });
-        assert!(ZStackCredentials::parse_file("account: admin\n").unwrap_err().contains("password"));
+        let c = ZStackCredentials::parse_file("# creds\naccount: admin\npassword: \"p:w=x\"\n")
+            .unwrap();
+        assert_eq!(
+            c,
+            ZStackCredentials::Account {
+                name: "admin".into(),
+                password: "p:w=x".into()
+            }
+        );
+        let c = ZStackCredentials::parse_file(
+            "[zstack]\naccess_key_id = AK1\naccess_key_secret = 's3'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            ZStackCredentials::AccessKey {
+                id: "AK1".into(),
+                secret: "s3".into()
+            }
+        );
+        assert!(ZStackCredentials::parse_file("account: admin\n")
+            .unwrap_err()
+            .contains("password"));
         assert!(ZStackCredentials::parse_file("nonsense\n").is_err());
     }
 

@@ -137,7 +137,10 @@ pub fn classify(status: u16, body: &str, api: &str) -> Failure {
         if codes.iter().any(|c| c == SESSION_EXPIRED) {
             return Failure::SessionExpired;
         }
-        let outer = codes.first().cloned().unwrap_or_else(|| format!("HTTP{status}"));
+        let outer = codes
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("HTTP{status}"));
         if let Some(t) = codes.iter().find(|c| TRANSIENT_CODES.contains(&c.as_str())) {
             return Failure::Error(CloudError::Transient {
                 provider: PROVIDER,
@@ -205,8 +208,8 @@ pub fn classify(status: u16, body: &str, api: &str) -> Failure {
     })
 }
 
-/// Whether a classified error carries one of `codes` (outer code) or names it in its message.
-/// Used only for codes kprov itself put there (`HTTP404`).
+/// Whether a classified `Fatal` or `Transient` error has `code` as its (outer) code, e.g.
+/// `HTTP404` for an API the management node does not offer.
 pub fn is_code(err: &CloudError, code: &str) -> bool {
     match err {
         CloudError::Fatal { code: c, .. } | CloudError::Transient { code: c, .. } => c == code,
@@ -251,7 +254,10 @@ mod tests {
         let e = err(400, "Invalid query parameter. The 'name' in the parameter[q] doesn't contain any query operator");
         assert!(!e.is_retryable());
         assert!(matches!(&e, CloudError::Fatal { code, .. } if code == "HTTP400"));
-        assert!(is_code(&err(404, "no api mapping to /zstack/v1/mdev-devices"), "HTTP404"));
+        assert!(is_code(
+            &err(404, "no api mapping to /zstack/v1/mdev-devices"),
+            "HTTP404"
+        ));
     }
 
     #[test]
@@ -265,7 +271,10 @@ mod tests {
 
     #[test]
     fn wrong_password_is_auth() {
-        let e = err(503, r#"{"error":{"code":"ID.1000","description":"wrong account or username or password"}}"#);
+        let e = err(
+            503,
+            r#"{"error":{"code":"ID.1000","description":"wrong account or username or password"}}"#,
+        );
         assert!(matches!(e, CloudError::Auth { .. }));
         assert!(!e.is_retryable());
     }
@@ -275,20 +284,31 @@ mod tests {
         let body = r#"{"error":{"code":"VM.1003","description":"reboot error","cause":{"code":"SYS.1006","description":"operation error","cause":{"code":"VM.1010","description":"wrong state","details":"vm is Stopped"}}}}"#;
         let e = err(503, body);
         match &e {
-            CloudError::Fatal { code, message, fix, .. } => {
+            CloudError::Fatal {
+                code, message, fix, ..
+            } => {
                 assert_eq!(code, "VM.1003");
-                assert!(message.contains("VM.1010 wrong state: vm is Stopped"), "{message}");
+                assert!(
+                    message.contains("VM.1010 wrong state: vm is Stopped"),
+                    "{message}"
+                );
                 assert!(fix.contains("state"), "{fix}");
             }
             other => panic!("{other:?}"),
         }
-        let e = err(503, r#"{"error":{"code":"SYS.1007","description":"invalid argument","details":"bad uuid"}}"#);
+        let e = err(
+            503,
+            r#"{"error":{"code":"SYS.1007","description":"invalid argument","details":"bad uuid"}}"#,
+        );
         assert!(matches!(&e, CloudError::Fatal { fix, .. } if fix.contains("parameter")));
     }
 
     #[test]
     fn causes_list_is_walked() {
-        let e = parse_error(r#"{"error":{"code":"SYS.1000","causes":[{"code":"VM.1001"},{"code":"SYS.1012"}]}}"#).unwrap();
+        let e = parse_error(
+            r#"{"error":{"code":"SYS.1000","causes":[{"code":"VM.1001"},{"code":"SYS.1012"}]}}"#,
+        )
+        .unwrap();
         assert_eq!(code_chain(&e), ["SYS.1000", "VM.1001", "SYS.1012"]);
     }
 

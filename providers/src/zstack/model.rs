@@ -102,7 +102,9 @@ impl VmInstance {
         self.vm_nics
             .iter()
             .filter(has_ip)
-            .find(|n| n.l3_network_uuid.is_some() && n.l3_network_uuid == self.default_l3_network_uuid)
+            .find(|n| {
+                n.l3_network_uuid.is_some() && n.l3_network_uuid == self.default_l3_network_uuid
+            })
             .or_else(|| self.vm_nics.iter().find(has_ip))
             .and_then(|n| n.ip.clone())
     }
@@ -273,9 +275,11 @@ pub struct L3Network {
 impl L3Network {
     /// Whether the `Userdata` service (user-data delivery at 169.254.169.254) is enabled.
     pub fn has_userdata(&self) -> bool {
-        self.network_services
-            .iter()
-            .any(|s| s.network_service_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("Userdata")))
+        self.network_services.iter().any(|s| {
+            s.network_service_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("Userdata"))
+        })
     }
 
     /// CIDR of the first IP range (from `networkCidr`, else computed from start IP + netmask).
@@ -317,6 +321,8 @@ pub struct PciDevice {
     pub state: Option<String>,
     /// `Active` / `System` / `Attached` / `Reserved`.
     pub status: Option<String>,
+    /// `UNVIRTUALIZABLE`, `VFIO_MDEV_VIRTUALIZED` (split into mdev slices), ...
+    pub virt_status: Option<String>,
     /// Vendor name.
     pub vendor: Option<String>,
     /// Vendor id.
@@ -337,16 +343,27 @@ impl PciDevice {
             .is_some_and(|t| t.starts_with("GPU_") && t != "GPU_Audio_Controller")
     }
 
-    /// Free for a new VM: not attached, not disabled, not held by the host system or reserved.
+    /// Free for passthrough to a new VM: not attached, not disabled, not held by the host
+    /// system or reserved, and not split into mdev / SR-IOV slices (`*_VIRTUALIZED`).
     pub fn is_free(&self) -> bool {
         self.vm_instance_uuid.as_deref().is_none_or(str::is_empty)
+            && !self
+                .virt_status
+                .as_deref()
+                .is_some_and(|v| v.ends_with("_VIRTUALIZED"))
             && self.state.as_deref() != Some("Disabled")
-            && !matches!(self.status.as_deref(), Some("System" | "Reserved" | "Attached"))
+            && !matches!(
+                self.status.as_deref(),
+                Some("System" | "Reserved" | "Attached")
+            )
     }
 
     /// Model name (`device`, else `name`).
     pub fn model(&self) -> String {
-        self.device.clone().or_else(|| self.name.clone()).unwrap_or_default()
+        self.device
+            .clone()
+            .or_else(|| self.name.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -413,7 +430,10 @@ impl MdevDevice {
     pub fn is_free(&self) -> bool {
         self.vm_instance_uuid.as_deref().is_none_or(str::is_empty)
             && self.state.as_deref() != Some("Disabled")
-            && !matches!(self.status.as_deref(), Some("System" | "Reserved" | "Attached"))
+            && !matches!(
+                self.status.as_deref(),
+                Some("System" | "Reserved" | "Attached")
+            )
     }
 }
 
@@ -469,6 +489,10 @@ mod tests {
             ..Default::default()
         };
         assert!(d.is_gpu() && d.is_free());
+        d.virt_status = Some("VFIO_MDEV_VIRTUALIZED".into());
+        assert!(!d.is_free());
+        d.virt_status = Some("UNVIRTUALIZABLE".into());
+        assert!(d.is_free());
         d.vm_instance_uuid = Some("vm".into());
         assert!(!d.is_free());
         d.kind = Some("GPU_Audio_Controller".into());

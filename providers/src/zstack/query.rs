@@ -11,7 +11,11 @@
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters percent-encoded in query keys and values: all but `A-Z a-z 0-9 - . _ ~`.
-const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Default and maximum page size (ZStack's default `limit`).
 pub const PAGE_SIZE: usize = 1000;
@@ -158,7 +162,11 @@ impl Query {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let joined = values.into_iter().map(|v| v.as_ref().to_string()).collect::<Vec<_>>().join(",");
+        let joined = values
+            .into_iter()
+            .map(|v| v.as_ref().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         self.cond(field, Op::In, joined)
     }
 
@@ -187,7 +195,11 @@ impl Query {
 
     /// The query string (without `?`) for one page.
     pub fn page_query(&self, start: usize, limit: usize) -> String {
-        let mut parts: Vec<String> = self.conditions.iter().map(|c| format!("q={}", encode(&c.text()))).collect();
+        let mut parts: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|c| format!("q={}", encode(&c.text())))
+            .collect();
         if let Some(s) = &self.sort {
             parts.push(format!("sort={}", encode(s)));
         }
@@ -237,21 +249,38 @@ mod tests {
     fn in_lists_are_comma_joined() {
         let q = Query::new("/user-tags").is_in("resourceUuid", ["a1", "b2"]);
         assert_eq!(q.conditions[0].text(), "resourceUuid?=a1,b2");
-        assert!(q.page_url(1000, 1000).starts_with("/user-tags?q=resourceUuid%3F%3Da1%2Cb2&"));
+        assert!(q
+            .page_url(1000, 1000)
+            .starts_with("/user-tags?q=resourceUuid%3F%3Da1%2Cb2&"));
         assert!(q.page_url(1000, 1000).contains("&start=1000&limit=1000&"));
     }
 
     #[test]
     fn parser_precedence_quirk() {
-        assert_eq!(parse_condition("name=a"), Some(("name".into(), Op::Eq, "a".into())));
-        assert_eq!(parse_condition("state!?=A,B"), Some(("state".into(), Op::NotIn, "A,B".into())));
+        assert_eq!(
+            parse_condition("name=a"),
+            Some(("name".into(), Op::Eq, "a".into()))
+        );
+        assert_eq!(
+            parse_condition("state!?=A,B"),
+            Some(("state".into(), Op::NotIn, "A,B".into()))
+        );
         // `!=` is looked for first, so this is `name=a` != `b`:
-        assert_eq!(parse_condition("name=a!=b"), Some(("name=a".into(), Op::Ne, "b".into())));
-        assert_eq!(parse_condition("uuid not null"), Some(("uuid".into(), Op::NotNull, "".into())));
+        assert_eq!(
+            parse_condition("name=a!=b"),
+            Some(("name=a".into(), Op::Ne, "b".into()))
+        );
+        assert_eq!(
+            parse_condition("uuid not null"),
+            Some(("uuid".into(), Op::NotNull, "".into()))
+        );
         assert_eq!(parse_condition("name"), None);
         assert!(Query::new("/images").eq("name", "a!=b").validate().is_err());
         assert!(Query::new("/images").eq("name", "x>=1").validate().is_err());
-        assert!(Query::new("/images").eq("name", "debian-12 (arm64)").validate().is_ok());
+        assert!(Query::new("/images")
+            .eq("name", "debian-12 (arm64)")
+            .validate()
+            .is_ok());
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn decode_part(s: &str) -> Option<String> {
 
 /// The user tag for one `key = value` entry.
 pub fn encode_user_tag(key: &str, value: &str) -> String {
-    format!("{USER_TAG_PREFIX}{}::{}", encode_part(key), encode_part(value))
+    format!(
+        "{USER_TAG_PREFIX}{}::{}",
+        encode_part(key),
+        encode_part(value)
+    )
 }
 
 /// The key and value of a user tag written by [`encode_user_tag`]; `None` for any other tag.
@@ -125,7 +129,10 @@ mod tests {
     #[test]
     fn cluster_tag_is_readable() {
         assert_eq!(cluster_tag("demo"), "kprov::kprov.io/cluster::demo");
-        assert_eq!(encode_user_tag("kprov.io/index", "3"), "kprov::kprov.io/index::3");
+        assert_eq!(
+            encode_user_tag("kprov.io/index", "3"),
+            "kprov::kprov.io/index::3"
+        );
     }
 
     #[test]
@@ -146,7 +153,11 @@ mod tests {
             for bad in ['=', '!', '<', '>', '?', '~', ',', ' '] {
                 assert!(!t.contains(bad), "{t} contains {bad}");
             }
-            assert_eq!(decode_user_tag(&t), Some((k.to_string(), v.to_string())), "{t}");
+            assert_eq!(
+                decode_user_tag(&t),
+                Some((k.to_string(), v.to_string())),
+                "{t}"
+            );
         }
     }
 
@@ -173,7 +184,10 @@ mod tests {
 
     #[test]
     fn hostnames() {
-        assert_eq!(sanitize_hostname("Demo-GPU_Workers-0"), "demo-gpu-workers-0");
+        assert_eq!(
+            sanitize_hostname("Demo-GPU_Workers-0"),
+            "demo-gpu-workers-0"
+        );
         assert_eq!(sanitize_hostname("__"), "kprov-node");
         assert_eq!(sanitize_hostname(&"a".repeat(80)).len(), 63);
     }

@@ -83,7 +83,9 @@ pub fn derived_uuid(kind: &str, name: &str) -> String {
 
 /// True for a 32-char lowercase hex string (the only uuid shape ZStack emits).
 pub fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Inventory {
@@ -352,7 +354,8 @@ impl Inventory {
             .collect();
         for c in &mut self.clusters {
             fill(&mut c.uuid, "cluster", &c.name)?;
-            c.zone_uuid = resolve_or_only("zone", &format!("cluster {}", c.name), &c.zone_uuid, &zones)?;
+            c.zone_uuid =
+                resolve_or_only("zone", &format!("cluster {}", c.name), &c.zone_uuid, &zones)?;
         }
         let clusters: Vec<_> = self
             .clusters
@@ -361,8 +364,12 @@ impl Inventory {
             .collect();
         for h in &mut self.hosts {
             fill(&mut h.uuid, "host", &h.name)?;
-            h.cluster_uuid =
-                resolve_or_only("cluster", &format!("host {}", h.name), &h.cluster_uuid, &clusters)?;
+            h.cluster_uuid = resolve_or_only(
+                "cluster",
+                &format!("host {}", h.name),
+                &h.cluster_uuid,
+                &clusters,
+            )?;
             let cluster = self
                 .clusters
                 .iter()
@@ -388,7 +395,12 @@ impl Inventory {
             .collect();
         for p in &mut self.primary_storages {
             fill(&mut p.uuid, "primary-storage", &p.name)?;
-            p.zone_uuid = resolve_or_only("zone", &format!("primary storage {}", p.name), &p.zone_uuid, &zones)?;
+            p.zone_uuid = resolve_or_only(
+                "zone",
+                &format!("primary storage {}", p.name),
+                &p.zone_uuid,
+                &zones,
+            )?;
             if p.attached_cluster_uuids.is_empty() {
                 p.attached_cluster_uuids = self
                     .clusters
@@ -398,7 +410,12 @@ impl Inventory {
                     .collect();
             } else {
                 for c in &mut p.attached_cluster_uuids {
-                    *c = resolve("cluster", &format!("primary storage {}", p.name), c, &clusters)?;
+                    *c = resolve(
+                        "cluster",
+                        &format!("primary storage {}", p.name),
+                        c,
+                        &clusters,
+                    )?;
                 }
             }
         }
@@ -430,8 +447,12 @@ impl Inventory {
             }
             for r in &mut i.backup_storage_refs {
                 r.image_uuid = i.uuid.clone();
-                r.backup_storage_uuid =
-                    resolve("backup storage", &format!("image {}", i.name), &r.backup_storage_uuid, &bss)?;
+                r.backup_storage_uuid = resolve(
+                    "backup storage",
+                    &format!("image {}", i.name),
+                    &r.backup_storage_uuid,
+                    &bss,
+                )?;
                 if r.install_path.is_empty() {
                     r.install_path = format!("zstore://{}/{}", i.uuid, i.name);
                 }
@@ -460,7 +481,10 @@ impl Inventory {
                 let end = u32::from(parse(&r.end_ip, "endIp")?);
                 let mask = u32::from(parse(&r.netmask, "netmask")?);
                 parse(&r.gateway, "gateway")?;
-                if start > end || (start & mask) != (end & mask) || mask.leading_ones() + mask.trailing_zeros() != 32 {
+                if start > end
+                    || (start & mask) != (end & mask)
+                    || mask.leading_ones() + mask.trailing_zeros() != 32
+                {
                     return Err(bad(format!(
                         "ip range {}: {}-{} / {} is not one subnet",
                         r.name, r.start_ip, r.end_ip, r.netmask
@@ -472,7 +496,8 @@ impl Inventory {
             for s in &mut l.network_services {
                 s.l3_network_uuid = l.uuid.clone();
                 if s.network_service_provider_uuid.is_empty() {
-                    s.network_service_provider_uuid = derived_uuid("network-service-provider", "Flat");
+                    s.network_service_provider_uuid =
+                        derived_uuid("network-service-provider", "Flat");
                 }
             }
         }
@@ -485,13 +510,27 @@ impl Inventory {
             .map(|s| (s.uuid.clone(), s.name.clone()))
             .collect();
         for d in &mut self.pci_devices {
-            d.host_uuid = resolve("host", &format!("pci device {}", d.name), &d.host_uuid, &hosts)?;
+            d.host_uuid = resolve(
+                "host",
+                &format!("pci device {}", d.name),
+                &d.host_uuid,
+                &hosts,
+            )?;
             if d.name.is_empty() {
                 d.name = format!("pci-{}", d.pci_device_address);
             }
-            fill(&mut d.uuid, "pci-device", &format!("{}/{}", d.host_uuid, d.name))?;
+            fill(
+                &mut d.uuid,
+                "pci-device",
+                &format!("{}/{}", d.host_uuid, d.name),
+            )?;
             if let Some(spec_ref) = d.pci_spec_uuid.clone() {
-                let su = resolve("pci device spec", &format!("pci device {}", d.name), &spec_ref, &specs)?;
+                let su = resolve(
+                    "pci device spec",
+                    &format!("pci device {}", d.name),
+                    &spec_ref,
+                    &specs,
+                )?;
                 let spec = self
                     .pci_device_specs
                     .iter()
@@ -530,13 +569,32 @@ impl Inventory {
             .map(|s| (s.uuid.clone(), s.name.clone()))
             .collect();
         for m in &mut self.mdev_devices {
-            m.host_uuid = resolve("host", &format!("mdev device {}", m.name), &m.host_uuid, &hosts)?;
-            fill(&mut m.uuid, "mdev-device", &format!("{}/{}", m.host_uuid, m.name))?;
+            m.host_uuid = resolve(
+                "host",
+                &format!("mdev device {}", m.name),
+                &m.host_uuid,
+                &hosts,
+            )?;
+            fill(
+                &mut m.uuid,
+                "mdev-device",
+                &format!("{}/{}", m.host_uuid, m.name),
+            )?;
             if let Some(p) = m.parent_uuid.clone() {
-                m.parent_uuid = Some(resolve("pci device", &format!("mdev device {}", m.name), &p, &pcis)?);
+                m.parent_uuid = Some(resolve(
+                    "pci device",
+                    &format!("mdev device {}", m.name),
+                    &p,
+                    &pcis,
+                )?);
             }
             if let Some(s) = m.mdev_spec_uuid.clone() {
-                m.mdev_spec_uuid = Some(resolve("mdev spec", &format!("mdev device {}", m.name), &s, &mdev_specs)?);
+                m.mdev_spec_uuid = Some(resolve(
+                    "mdev spec",
+                    &format!("mdev device {}", m.name),
+                    &s,
+                    &mdev_specs,
+                )?);
             }
         }
         for a in &mut self.accounts {
@@ -544,7 +602,9 @@ impl Inventory {
         }
         for k in &mut self.access_keys {
             if k.access_key_id.is_empty() || k.access_key_secret.is_empty() {
-                return Err(bad("an access key needs accessKeyId and accessKeySecret".into()));
+                return Err(bad(
+                    "an access key needs accessKeyId and accessKeySecret".into()
+                ));
             }
             if k.account.is_empty() {
                 k.account = "admin".into();
@@ -564,7 +624,11 @@ impl Inventory {
             .chain(self.images.iter().map(|x| &x.uuid))
             .chain(self.instance_offerings.iter().map(|x| &x.uuid))
             .chain(self.l3_networks.iter().map(|x| &x.uuid))
-            .chain(self.l3_networks.iter().flat_map(|l| l.ip_ranges.iter().map(|r| &r.uuid)))
+            .chain(
+                self.l3_networks
+                    .iter()
+                    .flat_map(|l| l.ip_ranges.iter().map(|r| &r.uuid)),
+            )
             .chain(self.pci_device_specs.iter().map(|x| &x.uuid))
             .chain(self.pci_devices.iter().map(|x| &x.uuid))
             .chain(self.mdev_device_specs.iter().map(|x| &x.uuid))
@@ -587,21 +651,33 @@ mod tests {
         let inv = Inventory::default_seed();
         assert_eq!(inv.zones.len(), 1);
         assert_eq!(inv.hosts.len(), 6);
-        let arm: Vec<_> = inv.hosts.iter().filter(|h| h.architecture == "aarch64").collect();
+        let arm: Vec<_> = inv
+            .hosts
+            .iter()
+            .filter(|h| h.architecture == "aarch64")
+            .collect();
         assert_eq!(arm.len(), 4);
-        assert!(arm.iter().all(|h| h.cpu_num == 48 && h.total_memory_capacity == 256 * GIB));
+        assert!(arm
+            .iter()
+            .all(|h| h.cpu_num == 48 && h.total_memory_capacity == 256 * GIB));
         let a100 = inv
             .pci_devices
             .iter()
             .filter(|d| d.device == "GA100 [A100 PCIe 40GB]")
             .count();
         assert_eq!(a100, 8);
-        assert!(inv.pci_devices.iter().all(|d| d.vendor_id == "10de" && is_hex32(&d.uuid)));
+        assert!(inv
+            .pci_devices
+            .iter()
+            .all(|d| d.vendor_id == "10de" && is_hex32(&d.uuid)));
         let r = &inv.l3_networks[0].ip_ranges[0];
         assert_eq!(r.network_cidr, "172.20.0.0/22");
         assert_eq!(r.prefix_len, 22);
         assert_eq!(inv.mdev_devices.len(), 8);
-        assert!(inv.mdev_devices.iter().all(|m| m.parent_uuid.as_deref().is_some_and(is_hex32)));
+        assert!(inv
+            .mdev_devices
+            .iter()
+            .all(|m| m.parent_uuid.as_deref().is_some_and(is_hex32)));
     }
 
     #[test]
@@ -616,7 +692,10 @@ mod tests {
         assert_eq!(inv.hosts[0].cluster_uuid, inv.clusters[0].uuid);
         assert_eq!(inv.hosts[0].architecture, "aarch64");
         let dangling = "zones: [{name: z}]\nhosts: [{name: h, clusterUuid: nope}]\n";
-        assert!(matches!(Inventory::from_yaml(dangling), Err(SimError::Inventory(_))));
+        assert!(matches!(
+            Inventory::from_yaml(dangling),
+            Err(SimError::Inventory(_))
+        ));
         let bad_range = "zones: [{name: z}]\nl3Networks: [{name: n, ipRanges: [{startIp: 10.0.0.9, endIp: 10.0.0.1, netmask: 255.255.255.0, gateway: 10.0.0.1}]}]\n";
         assert!(Inventory::from_yaml(bad_range).is_err());
     }

@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     PrimaryStorage,
     BackupStorage,
     PciDevice,
+    /// The 5.x GPU view of PCI devices (`sdk/GpuDeviceInventory.java`).
+    Gpu,
     PciSpec,
     MdevDevice,
     MdevSpec,
@@ -49,12 +51,16 @@ pub(crate) const QUERY_PATHS: &[(&str, Kind)] = &[
     ("primary-storage", Kind::PrimaryStorage),
     ("backup-storage", Kind::BackupStorage),
     ("pci-device/pci-devices", Kind::PciDevice),
+    ("gpu-device/gpu-devices", Kind::Gpu),
     ("pci-device-specs", Kind::PciSpec),
     ("mdev-devices", Kind::MdevDevice),
     ("mdev-device-specs", Kind::MdevSpec),
     ("system-tags", Kind::SystemTag),
     ("user-tags", Kind::UserTag),
 ];
+
+/// Fields the GPU view adds to a PCI device.
+pub(crate) const GPU_EXTRA_FIELDS: &[&str] = &["serialNumber", "memory", "power", "isDriverLoaded"];
 
 fn keys_of<T: Default + Serialize>() -> Vec<String> {
     match serde_json::to_value(T::default()) {
@@ -82,6 +88,11 @@ impl Kind {
             Kind::PrimaryStorage => keys_of::<PrimaryStorage>(),
             Kind::BackupStorage => keys_of::<BackupStorage>(),
             Kind::PciDevice => keys_of::<PciDevice>(),
+            Kind::Gpu => {
+                let mut k = keys_of::<PciDevice>();
+                k.extend(GPU_EXTRA_FIELDS.iter().map(|s| s.to_string()));
+                k
+            }
             Kind::PciSpec => keys_of::<PciDeviceSpec>(),
             Kind::MdevDevice => keys_of::<MdevDevice>(),
             Kind::MdevSpec => keys_of::<MdevDeviceSpec>(),
@@ -111,9 +122,9 @@ impl Kind {
             (Kind::Cluster, "zone") => R("zoneUuid", Kind::Zone),
             (Kind::Host, "cluster") => R("clusterUuid", Kind::Cluster),
             (Kind::Host, "zone") => R("zoneUuid", Kind::Zone),
-            (Kind::PciDevice, "host") => R("hostUuid", Kind::Host),
-            (Kind::PciDevice, "vmInstance") => R("vmInstanceUuid", Kind::Vm),
-            (Kind::PciDevice, "pciSpec") => R("pciSpecUuid", Kind::PciSpec),
+            (Kind::PciDevice | Kind::Gpu, "host") => R("hostUuid", Kind::Host),
+            (Kind::PciDevice | Kind::Gpu, "vmInstance") => R("vmInstanceUuid", Kind::Vm),
+            (Kind::PciDevice | Kind::Gpu, "pciSpec") => R("pciSpecUuid", Kind::PciSpec),
             (Kind::MdevDevice, "host") => R("hostUuid", Kind::Host),
             (Kind::MdevDevice, "vmInstance") => R("vmInstanceUuid", Kind::Vm),
             _ => return None,
@@ -393,7 +404,10 @@ fn matches(v: &Value, op: Op, value: &str) -> Result<bool, ErrorCode> {
         Op::Ne => matches!(compare(v, value)?, Some(o) if o != Ordering::Equal),
         Op::Gt => compare(v, value)? == Some(Ordering::Greater),
         Op::Lt => compare(v, value)? == Some(Ordering::Less),
-        Op::Ge => matches!(compare(v, value)?, Some(Ordering::Greater | Ordering::Equal)),
+        Op::Ge => matches!(
+            compare(v, value)?,
+            Some(Ordering::Greater | Ordering::Equal)
+        ),
         Op::Le => matches!(compare(v, value)?, Some(Ordering::Less | Ordering::Equal)),
         Op::In | Op::NotIn => {
             if v.is_null() {
@@ -452,7 +466,11 @@ pub(crate) struct QueryResult {
 }
 
 /// Runs a query of `kind` over `src`. Errors are API errors (503 on the wire).
-pub(crate) fn run<S: Source>(src: &S, kind: Kind, opts: &QueryOpts) -> Result<QueryResult, ErrorCode> {
+pub(crate) fn run<S: Source>(
+    src: &S,
+    kind: Kind,
+    opts: &QueryOpts,
+) -> Result<QueryResult, ErrorCode> {
     for c in &opts.conds {
         if c.field == "__userTag__" || c.field == "__systemTag__" {
             continue;
@@ -476,7 +494,11 @@ pub(crate) fn run<S: Source>(src: &S, kind: Kind, opts: &QueryOpts) -> Result<Qu
         let mut keep = true;
         for c in &opts.conds {
             let ok = if c.field == "__userTag__" || c.field == "__systemTag__" {
-                let type_ = if c.field == "__userTag__" { "User" } else { "System" };
+                let type_ = if c.field == "__userTag__" {
+                    "User"
+                } else {
+                    "System"
+                };
                 let uuid = item.get("uuid").and_then(Value::as_str).unwrap_or_default();
                 let tags = src.tags_of(uuid, type_);
                 match c.op {
@@ -503,7 +525,9 @@ pub(crate) fn run<S: Source>(src: &S, kind: Kind, opts: &QueryOpts) -> Result<Qu
                 let path: Vec<&str> = c.field.split('.').collect();
                 let vals = ev.values(kind, &item, &path);
                 match c.op {
-                    Op::IsNull if path.len() > 1 => vals.is_empty() || vals.iter().any(Value::is_null),
+                    Op::IsNull if path.len() > 1 => {
+                        vals.is_empty() || vals.iter().any(Value::is_null)
+                    }
                     _ => {
                         let mut any = false;
                         for v in &vals {
@@ -563,19 +587,30 @@ mod tests {
     #[test]
     fn operator_precedence_quirk() {
         let c = parse_condition("name?=a,b").unwrap();
-        assert_eq!((c.field.as_str(), c.op, c.value.as_str()), ("name", Op::In, "a,b"));
+        assert_eq!(
+            (c.field.as_str(), c.op, c.value.as_str()),
+            ("name", Op::In, "a,b")
+        );
         // `!=` is looked for before `=`, anywhere in the string.
         let c = parse_condition("name=a!=b").unwrap();
-        assert_eq!((c.field.as_str(), c.op, c.value.as_str()), ("name=a", Op::Ne, "b"));
+        assert_eq!(
+            (c.field.as_str(), c.op, c.value.as_str()),
+            ("name=a", Op::Ne, "b")
+        );
         let c = parse_condition("uuid not null").unwrap();
         assert_eq!((c.field.as_str(), c.op), ("uuid", Op::NotNull));
         let c = parse_condition("name= x ").unwrap();
         assert_eq!(c.value, " x ", "values are not trimmed");
         let c = parse_condition("__userTag__=kprov::cluster=demo").unwrap();
-        assert_eq!((c.field.as_str(), c.value.as_str()), ("__userTag__", "kprov::cluster=demo"));
+        assert_eq!(
+            (c.field.as_str(), c.value.as_str()),
+            ("__userTag__", "kprov::cluster=demo")
+        );
         let c = parse_condition("cpuNum>=4").unwrap();
         assert_eq!(c.op, Op::Ge);
-        assert!(parse_condition("name").unwrap_err().contains("doesn't contain any query operator"));
+        assert!(parse_condition("name")
+            .unwrap_err()
+            .contains("doesn't contain any query operator"));
     }
 
     #[test]

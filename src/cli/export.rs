@@ -1,0 +1,507 @@
+//! `kprov export kubeconfig [NAME] [--admin DURATION] [--kubeconfig PATH]`: write a kubeconfig
+//! with a short-lived admin client certificate signed by the cluster CA, merged into an existing
+//! kubeconfig file without touching anybody else's clusters, users or contexts.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_yaml::{Mapping, Value};
+
+use super::{current_cluster, open_store, Cli, ExitError};
+use crate::repo::Repo;
+use crate::spec::ClusterSpec;
+
+/// Common name of the admin client certificates `export kubeconfig` signs.
+pub const ADMIN_CN: &str = "kprov-admin";
+/// Group of the admin client certificates: kubeadm (≥ 1.29) binds it to `cluster-admin`, and
+/// unlike `system:masters` the binding can be revoked.
+pub const ADMIN_GROUP: &str = "kubeadm:cluster-admins";
+
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// What to export.
+    #[command(subcommand)]
+    pub what: ExportWhat,
+}
+
+/// Things `export` writes.
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// Add the cluster to a kubeconfig file (cluster, admin user and context named after the
+    /// cluster) and make it the current context. Other entries are kept as they are.
+    Kubeconfig(KubeconfigArgs),
+}
+
+/// Flags of `export kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Cluster (default: --name, KPROV_CLUSTER_NAME, or the only cluster in the store).
+    pub cluster: Option<String>,
+    /// Lifetime of the admin client certificate, e.g. 1h, 18h, 7d. Keep it short: a client
+    /// certificate cannot be revoked before it expires.
+    #[arg(long, value_name = "DURATION", default_value = "18h")]
+    pub admin: String,
+    /// The kubeconfig file to merge into (default: the first file of $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Run `export`.
+pub async fn run(cli: &Cli, a: &ExportArgs) -> anyhow::Result<()> {
+    match &a.what {
+        ExportWhat::Kubeconfig(k) => export_kubeconfig(cli, k).await,
+    }
+}
+
+async fn export_kubeconfig(cli: &Cli, a: &KubeconfigArgs) -> anyhow::Result<()> {
+    let validity = crate::spec::quantity::parse_duration(&a.admin)
+        .map_err(|e| ExitError::usage(format!("--admin: {e}")))?;
+    if validity < Duration::from_secs(60) {
+        return Err(ExitError::usage(format!(
+            "--admin {}: give at least 1m",
+            a.admin
+        )));
+    }
+    let path = match &a.kubeconfig {
+        Some(p) => p.clone(),
+        None => default_kubeconfig_path()?,
+    };
+    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+    let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+    let stored = repo.require(&name).await?;
+    let secrets = crate::secrets::load(&repo, &name).await?;
+    let server = server_url(&stored.config.cluster.spec, &name).await?;
+    let (cert_pem, key_pem) =
+        crate::pki::sign_client_cert(&secrets.ca, ADMIN_CN, &[ADMIN_GROUP], validity)
+            .context("signing the admin client certificate")?;
+    let expires = crate::pki::not_after(&cert_pem)?;
+    let entries = Entries {
+        name: name.clone(),
+        server: server.clone(),
+        ca_pem: secrets.ca.cert_pem.clone(),
+        cert_pem,
+        key_pem,
+    };
+    let written = write_kubeconfig(&path, &entries)?;
+    eprintln!(
+        "Wrote cluster {name} ({server}) to {}: context {name}, user {name}-admin (certificate valid until {}); \
+         current context is now {name}.",
+        written.display(),
+        expires.format("%Y-%m-%d %H:%M UTC")
+    );
+    Ok(())
+}
+
+/// `$KUBECONFIG`'s first entry, else `~/.kube/config`.
+fn default_kubeconfig_path() -> anyhow::Result<PathBuf> {
+    if let Some(v) = std::env::var_os("KUBECONFIG") {
+        if let Some(first) = std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()) {
+            return Ok(first);
+        }
+    }
+    let base = directories::BaseDirs::new()
+        .context("cannot find your home directory; pass --kubeconfig PATH")?;
+    Ok(base.home_dir().join(".kube").join("config"))
+}
+
+/// `https://HOST:PORT` of the API server: `spec.controlPlane.endpoint` (with `port` unless the
+/// endpoint has one), else the address of the first control-plane instance in the cloud.
+async fn server_url(spec: &ClusterSpec, cluster: &str) -> anyhow::Result<String> {
+    let port = spec.control_plane.port;
+    if let Some(ep) = spec
+        .control_plane
+        .endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    {
+        return Ok(format!("https://{}", host_port(ep, port)));
+    }
+    let cloud = crate::cloud::connect(spec).await?;
+    let mut list = cloud.list_instances(cluster).await.with_context(|| {
+        format!("listing the instances of cluster {cluster} to find its API server")
+    })?;
+    list.retain(|i| {
+        i.tags.get(kprov_providers::TAG_ROLE).map(String::as_str)
+            == Some(kprov_providers::Role::ControlPlane.as_str())
+    });
+    list.sort_by(|a, b| {
+        (a.instance_group(), a.index(), &a.name).cmp(&(b.instance_group(), b.index(), &b.name))
+    });
+    match list.iter().find_map(|i| i.address.as_deref()) {
+        Some(addr) => Ok(format!("https://{}", host_port(addr, port))),
+        None => Err(anyhow::anyhow!(
+            "cluster {cluster} has no control-plane instance with an address in the cloud yet; create it with \
+             `kprov update cluster {cluster} --yes`, or set spec.controlPlane.endpoint"
+        )),
+    }
+}
+
+/// `host` (a name, IPv4, IPv6, or any of them with a port, optionally with `https://`) plus the
+/// default port when it has none.
+fn host_port(endpoint: &str, port: u16) -> String {
+    let ep = endpoint
+        .trim()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if ep.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{ep}]:{port}");
+    }
+    let has_port = match ep.rsplit_once(':') {
+        Some((host, p)) => {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        ep.to_string()
+    } else {
+        format!("{ep}:{port}")
+    }
+}
+
+/// What `export kubeconfig` adds: cluster `name`, user `name-admin`, context `name`.
+struct Entries {
+    name: String,
+    server: String,
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A kubeconfig file (`kind: Config`). Fields kprov does not know are kept in `extra`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Kubeconfig {
+    #[serde(rename = "apiVersion", default = "api_v1")]
+    api_version: String,
+    #[serde(default = "kind_config")]
+    kind: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    clusters: Vec<Named>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    contexts: Vec<Named>,
+    #[serde(
+        rename = "current-context",
+        default,
+        deserialize_with = "null_as_default"
+    )]
+    current_context: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    users: Vec<Named>,
+    #[serde(flatten)]
+    extra: Mapping,
+}
+
+/// An entry of `clusters`, `users` or `contexts`: its name and everything else, kept as is.
+#[derive(Debug, Serialize, Deserialize)]
+struct Named {
+    name: String,
+    #[serde(flatten)]
+    rest: Mapping,
+}
+
+fn api_v1() -> String {
+    "v1".into()
+}
+
+fn kind_config() -> String {
+    "Config".into()
+}
+
+/// kubectl writes `clusters: null` for an empty list (and may leave other fields null).
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Default for Kubeconfig {
+    fn default() -> Self {
+        Kubeconfig {
+            api_version: api_v1(),
+            kind: kind_config(),
+            clusters: Vec::new(),
+            contexts: Vec::new(),
+            current_context: String::new(),
+            users: Vec::new(),
+            extra: Mapping::new(),
+        }
+    }
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Mapping {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (Value::from(k), v))
+        .collect()
+}
+
+/// Set `list[name].field` to `new`, keeping the keys of the old `field` mapping named in `keep`
+/// and the entry's other fields; append the entry if there is none of that name.
+fn upsert(list: &mut Vec<Named>, name: &str, field: &str, mut new: Mapping, keep: &[&str]) {
+    match list.iter_mut().find(|e| e.name == name) {
+        Some(entry) => {
+            if let Some(Value::Mapping(old)) = entry.rest.get(field) {
+                for k in keep {
+                    if let Some(v) = old.get(*k) {
+                        new.entry(Value::from(*k)).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+            entry.rest.insert(Value::from(field), Value::Mapping(new));
+        }
+        None => list.push(Named {
+            name: name.to_string(),
+            rest: map(vec![(field, Value::Mapping(new))]),
+        }),
+    }
+}
+
+impl Kubeconfig {
+    /// Add or replace our cluster, user and context, and make the context current.
+    fn merge(&mut self, e: &Entries) {
+        let b64 = |s: &str| Value::from(base64::engine::general_purpose::STANDARD.encode(s));
+        let user = format!("{}-admin", e.name);
+        upsert(
+            &mut self.clusters,
+            &e.name,
+            "cluster",
+            map(vec![
+                ("server", Value::from(e.server.as_str())),
+                ("certificate-authority-data", b64(&e.ca_pem)),
+            ]),
+            &["proxy-url", "extensions"],
+        );
+        upsert(
+            &mut self.users,
+            &user,
+            "user",
+            map(vec![
+                ("client-certificate-data", b64(&e.cert_pem)),
+                ("client-key-data", b64(&e.key_pem)),
+            ]),
+            &[],
+        );
+        upsert(
+            &mut self.contexts,
+            &e.name,
+            "context",
+            map(vec![
+                ("cluster", Value::from(e.name.as_str())),
+                ("user", Value::from(user.as_str())),
+            ]),
+            &["namespace", "extensions"],
+        );
+        self.current_context = e.name.clone();
+    }
+}
+
+/// Removes the kubeconfig lock file (the `PATH.lock` convention of kubectl/client-go) on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn acquire(path: &Path) -> anyhow::Result<LockFile> {
+        let mut lock = path.as_os_str().to_owned();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lock)
+            {
+                Ok(_) => return Ok(LockFile(lock)),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    anyhow::bail!(
+                        "{} exists: another program is writing the kubeconfig; if none is, remove the stale lock file",
+                        lock.display()
+                    )
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("creating lock file {}", lock.display())))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Merge `e` into the kubeconfig at `path` (created if missing) and write it back atomically
+/// with mode 0600. A symlink is followed, so the file it points to is updated. Returns the path
+/// written.
+fn write_kubeconfig(path: &Path, e: &Entries) -> anyhow::Result<PathBuf> {
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("{}: dangling symlink", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _lock = LockFile::acquire(&path)?;
+    let mut config = match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().is_empty() => Kubeconfig::default(),
+        Ok(text) => serde_yaml::from_str::<Kubeconfig>(&text).map_err(|err| {
+            // Only the position: serde_yaml's message can quote values, and this file holds
+            // credentials.
+            let at = err.location().map(|l| format!(" at line {}, column {}", l.line(), l.column())).unwrap_or_default();
+            ExitError::usage(format!(
+                "{} is not a kubeconfig kprov can merge into (expected a `kind: Config` mapping with lists of \
+                 named clusters, users and contexts; problem{at}); fix it or pass --kubeconfig OTHER_FILE",
+                path.display()
+            ))
+        })?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Kubeconfig::default(),
+        Err(err) => return Err(anyhow::Error::new(err).context(format!("reading {}", path.display()))),
+    };
+    config.merge(e);
+    let text = serde_yaml::to_string(&config).context("serialising the kubeconfig")?;
+    write_atomic(&path, &dir, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Write to a temporary file (0600) in the same directory, fsync, rename over `path`.
+fn write_atomic(path: &Path, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let tmp = dir.join(format!(
+        ".{file_name}.kprov-{}-{:x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Entries {
+        Entries {
+            name: "demo".into(),
+            server: "https://10.0.0.1:6443".into(),
+            ca_pem: "CA".into(),
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+        }
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(host_port("10.0.0.1", 6443), "10.0.0.1:6443");
+        assert_eq!(host_port("api.example:443", 6443), "api.example:443");
+        assert_eq!(host_port("https://api.example/", 6443), "api.example:6443");
+        assert_eq!(host_port("fd00::1", 6443), "[fd00::1]:6443");
+        assert_eq!(host_port("[fd00::1]:8443", 6443), "[fd00::1]:8443");
+    }
+
+    #[test]
+    fn merge_keeps_others_and_replaces_ours() {
+        let text = r#"
+apiVersion: v1
+kind: Config
+preferences: {colors: true}
+clusters:
+- name: other
+  cluster: {server: "https://other:6443", insecure-skip-tls-verify: true}
+- name: demo
+  cluster: {server: "https://old:6443", certificate-authority: /old/ca.crt, proxy-url: "http://proxy:3128"}
+users:
+- name: other-user
+  user: {token: abc, exec: {command: foo}}
+- name: demo-admin
+  user: {token: stale}
+contexts:
+- name: other
+  context: {cluster: other, user: other-user, namespace: kube-system}
+- name: demo
+  context: {cluster: old, user: old, namespace: apps}
+current-context: other
+x-custom: keep
+"#;
+        let mut k: Kubeconfig = serde_yaml::from_str(text).unwrap();
+        k.merge(&entries());
+        let out: Value = serde_yaml::from_str(&serde_yaml::to_string(&k).unwrap()).unwrap();
+        assert_eq!(out["current-context"], "demo");
+        assert_eq!(out["x-custom"], "keep");
+        assert_eq!(out["preferences"]["colors"], true);
+        assert_eq!(
+            out["clusters"][0]["cluster"]["insecure-skip-tls-verify"],
+            true
+        );
+        assert_eq!(out["users"][0]["user"]["exec"]["command"], "foo");
+        assert_eq!(out["contexts"][0]["context"]["namespace"], "kube-system");
+        let demo = &out["clusters"][1]["cluster"];
+        assert_eq!(demo["server"], "https://10.0.0.1:6443");
+        assert_eq!(demo["proxy-url"], "http://proxy:3128");
+        assert!(demo.get("certificate-authority").is_none());
+        assert_eq!(out["users"][1]["user"].as_mapping().unwrap().len(), 2);
+        assert!(out["users"][1]["user"].get("token").is_none());
+        assert_eq!(out["contexts"][1]["context"]["cluster"], "demo");
+        assert_eq!(out["contexts"][1]["context"]["user"], "demo-admin");
+        assert_eq!(out["contexts"][1]["context"]["namespace"], "apps");
+        assert_eq!(out["clusters"].as_sequence().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn merge_into_empty_and_null_lists() {
+        let mut k: Kubeconfig = serde_yaml::from_str(
+            "apiVersion: v1\nkind: Config\nclusters: null\nusers: null\ncontexts: null\ncurrent-context: null\npreferences: {}\n",
+        )
+        .unwrap();
+        k.merge(&entries());
+        assert_eq!(k.clusters.len(), 1);
+        assert_eq!(k.users[0].name, "demo-admin");
+        let mut d = Kubeconfig::default();
+        d.merge(&entries());
+        assert_eq!(d.current_context, "demo");
+    }
+}

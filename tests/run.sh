@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# kprov's whole test suite, from a fresh machine: installs the test peers (Debian packages and a
+# Python venv, idempotently), then checks formatting and lints, then runs every test of the
+# workspace against the real peers. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/peers/install.sh
+export KPROV_PEERS=${KPROV_PEERS:-/opt/kprov-peers}
+export PATH="$KPROV_PEERS/venv/bin:$PATH"
+
+# CI starts from a fresh clone: reuse a build directory outside the clone when there is one
+# (dependencies such as aws-sdk-ec2 take minutes to compile); a new machine simply fills it.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/kprov-target}
+export CARGO_TERM_COLOR=never
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast
