@@ -5,6 +5,10 @@ use kprov::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.unsafe_no_conditional_writes {
+        // Read by the s3 backend when it opens; set before any thread exists.
+        std::env::set_var("KPROV_UNSAFE_NO_CONDITIONAL_WRITES", "1");
+    }
     let level = match cli.verbose {
         0 => "warn,kprov=info",
         1 => "debug",

@@ -1,13 +1,11 @@
-//! Opening the state store named by a URL.
+//! Opening the state store named by a URL (`file://…`, `s3://…`; see `docs/state.md`).
 
 use std::sync::Arc;
 
 use kprov_state::{StateError, StateStore};
 
-/// Open `file://…` or `s3://…`.
+/// Open `file://…` or `s3://…` (wrapped in client-side encryption when
+/// `KPROV_STATE_ENCRYPTION_KEY_FILE` is set).
 pub async fn open(url: &str) -> Result<Arc<dyn StateStore>, StateError> {
-    if url.starts_with("file://") {
-        return Ok(Arc::new(kprov_state::open_file_url(url)?));
-    }
-    Err(StateError::InvalidUrl { url: url.into(), why: "supported: file:///ABSOLUTE/PATH".into() })
+    kprov_state::open(url).await
 }

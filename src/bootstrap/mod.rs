@@ -646,7 +646,11 @@ impl Renderer {
         ctx.insert("nvidia", &Self::is_nvidia(req));
         ctx.insert("nvidia_runtime", NVIDIA_RUNTIME);
         ctx.insert("nfs", &self.config.cluster.spec.addons.nfs_provisioner.is_some());
-        templates::render("bootstrap.sh.tera", &ctx)
+        ctx.insert("action", action.env_action());
+        ctx.insert("init", &action.carries_ca_keys());
+        ctx.insert("init_or_join", &matches!(action, NodeAction::InitOrJoin { .. }));
+        ctx.insert("join", &!matches!(action, NodeAction::Init));
+        Ok(templates::strip_shell_comments(&templates::render("bootstrap.sh.tera", &ctx)?))
     }
 
     fn common_ctx(&self, req: &InstanceRequest, action: &NodeAction) -> tera::Context {

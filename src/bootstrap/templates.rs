@@ -48,7 +48,28 @@ pub fn tera() -> Result<&'static Tera, BootstrapError> {
     parsed.as_ref().map_err(|message| BootstrapError::Template { name: "templates/".into(), message: message.clone() })
 }
 
-/// Render one template.
+/// Render one template (without the blank lines a leading `{# comment #}` leaves).
 pub fn render(name: &str, ctx: &tera::Context) -> Result<String, BootstrapError> {
-    tera()?.render(name, ctx).map_err(|e| BootstrapError::Template { name: name.into(), message: describe(&e) })
+    let out = tera()?.render(name, ctx).map_err(|e| BootstrapError::Template { name: name.into(), message: describe(&e) })?;
+    Ok(out.trim_start_matches('\n').to_string())
+}
+
+/// A shell script without its comment lines, except the header block at the top and the
+/// `# --- kprov:` markers: comments would cost user-data bytes on every node (EC2 allows 16 KiB).
+pub fn strip_shell_comments(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut header = true;
+    for line in script.lines() {
+        let t = line.trim_start();
+        let comment = t.starts_with('#');
+        if !comment {
+            header = false;
+        }
+        if comment && !header && !t.starts_with("# --- kprov:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }

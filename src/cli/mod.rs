@@ -12,6 +12,7 @@ pub mod create;
 pub mod delete;
 pub mod export;
 pub mod get;
+pub mod state;
 pub mod update;
 pub mod userdata;
 
@@ -34,6 +35,9 @@ pub struct Cli {
     /// The cluster to act on when a command takes no NAME.
     #[arg(long, global = true, env = "KPROV_CLUSTER_NAME", value_name = "CLUSTER", hide_env_values = true)]
     pub name: Option<String>,
+    /// Use an S3-compatible store that ignores conditional writes (no safe locking!).
+    #[arg(long, global = true)]
+    pub unsafe_no_conditional_writes: bool,
     /// More logs: -v debug, -vv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -56,6 +60,8 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Export a kubeconfig for a cluster, with a short-lived admin client certificate.
     Export(export::ExportArgs),
+    /// Operate on state stores (copy clusters between them).
+    State(state::StateArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.
@@ -144,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(ref a) => update::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
+        Command::State(ref a) => state::run(&cli, a).await,
         Command::Version => {
             println!("kprov {}", env!("CARGO_PKG_VERSION"));
             println!("kubernetes versions: {}", crate::spec::versions::supported().join(", "));

@@ -899,11 +899,13 @@ impl ZStackCloud {
                 for d in devs {
                     by_host.entry(d.host.as_str()).or_default().push(d);
                 }
-                // best fit: the host with the fewest matching free devices that still suffices
+                // Spread: the host with the most matching free devices. GPU workers are big, and
+                // concurrent creates cannot see each other's CPU/memory use in the cached host
+                // capacities, so packing them onto one host overcommits it.
                 let (host, list) = by_host
                     .into_iter()
                     .filter(|(_, l)| l.len() >= count)
-                    .min_by_key(|(h, l)| (l.len(), infra.host_name(h)))?;
+                    .max_by_key(|(h, l)| (l.len(), std::cmp::Reverse(infra.host_name(h))))?;
                 let mut list = list;
                 list.sort_by(|a, b| a.uuid.cmp(&b.uuid));
                 Some(GpuChoice::Devices {
