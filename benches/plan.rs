@@ -20,7 +20,11 @@ fn cluster(workers: u32) -> ClusterConfig {
     let docs = load_documents("bench.yaml", &yaml).expect("valid");
     let (c, src) = docs.clusters.into_iter().next().expect("cluster");
     let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec { config: ClusterConfig { cluster: c, groups }, cluster_src: src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster: c, groups },
+        cluster_src: src,
+        group_srcs,
+    };
     validate(&mut spec).expect("valid");
     spec.config
 }
@@ -52,7 +56,17 @@ async fn main() {
     }
     let (noop, noop_changes) = time_plan(&cloud, &cfg).await;
     println!("plan benchmark: {n} instances (in-memory cloud), best of 5");
-    println!("  fresh cluster : {:>8.2} ms  ({changes} changes)", fresh.as_secs_f64() * 1e3);
-    println!("  converged     : {:>8.2} ms  ({noop_changes} changes)", noop.as_secs_f64() * 1e3);
-    println!("  goal < 200 ms : ratio to goal {:.3} (fresh), {:.3} (converged)", fresh.as_secs_f64() / 0.2, noop.as_secs_f64() / 0.2);
+    println!(
+        "  fresh cluster : {:>8.2} ms  ({changes} changes)",
+        fresh.as_secs_f64() * 1e3
+    );
+    println!(
+        "  converged     : {:>8.2} ms  ({noop_changes} changes)",
+        noop.as_secs_f64() * 1e3
+    );
+    println!(
+        "  goal < 200 ms : ratio to goal {:.3} (fresh), {:.3} (converged)",
+        fresh.as_secs_f64() / 0.2,
+        noop.as_secs_f64() / 0.2
+    );
 }

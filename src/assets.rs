@@ -19,7 +19,14 @@ use crate::spec::Assets;
 
 /// Upstream registries a cluster's images come from; each gets a containerd `hosts.toml` that
 /// sends its pulls to the mirror.
-pub const UPSTREAM_REGISTRIES: &[&str] = &["registry.k8s.io", "gcr.io", "docker.io", "quay.io", "ghcr.io", "nvcr.io"];
+pub const UPSTREAM_REGISTRIES: &[&str] = &[
+    "registry.k8s.io",
+    "gcr.io",
+    "docker.io",
+    "quay.io",
+    "ghcr.io",
+    "nvcr.io",
+];
 
 /// The `aliyun` preset's location for `registry.k8s.io` images.
 pub const ALIYUN_GOOGLE_CONTAINERS: &str = "registry.aliyuncs.com/google_containers";
@@ -46,15 +53,30 @@ impl ImageName {
     /// host when it contains `.` or `:` or is `localhost`; otherwise the image is on Docker Hub.
     pub fn parse(reference: &str) -> ImageName {
         let (host, rest) = match reference.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => (first.to_string(), rest.to_string()),
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
             _ => ("docker.io".to_string(), reference.to_string()),
         };
         // The suffix starts at '@' or at the last ':' after the last '/'.
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let cut = rest.find('@').or_else(|| rest[last_slash..].find(':').map(|i| i + last_slash)).unwrap_or(rest.len());
+        let cut = rest
+            .find('@')
+            .or_else(|| rest[last_slash..].find(':').map(|i| i + last_slash))
+            .unwrap_or(rest.len());
         let (path, suffix) = rest.split_at(cut);
-        let path = if host == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
-        ImageName { host, path, suffix: suffix.to_string() }
+        let path = if host == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_string()
+        };
+        ImageName {
+            host,
+            path,
+            suffix: suffix.to_string(),
+        }
     }
 
     /// The last path segment (`pause` of `registry.k8s.io/pause`).
@@ -73,15 +95,22 @@ pub fn registry_location(upstream_host: &str, assets: &Assets) -> Option<String>
     if upstream_host == "registry.k8s.io" && assets.preset.as_deref() == Some("aliyun") {
         return Some(ALIYUN_GOOGLE_CONTAINERS.to_string());
     }
-    assets.container_registry.as_ref().map(|r| format!("{}/{upstream_host}", strip_scheme(r).trim_end_matches('/')))
+    assets
+        .container_registry
+        .as_ref()
+        .map(|r| format!("{}/{upstream_host}", strip_scheme(r).trim_end_matches('/')))
 }
 
 fn is_flat_preset(upstream_host: &str, assets: &Assets) -> bool {
-    upstream_host == "registry.k8s.io" && !assets.mappings.contains_key(upstream_host) && assets.preset.as_deref() == Some("aliyun")
+    upstream_host == "registry.k8s.io"
+        && !assets.mappings.contains_key(upstream_host)
+        && assets.preset.as_deref() == Some("aliyun")
 }
 
 fn strip_scheme(s: &str) -> &str {
-    s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s)
+    s.strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s)
 }
 
 /// The reference nodes pull for an upstream image, e.g. `registry.k8s.io/pause:3.10` →
@@ -90,7 +119,9 @@ pub fn image_ref(upstream: &str, assets: &Assets) -> String {
     let img = ImageName::parse(upstream);
     match registry_location(&img.host, assets) {
         None => upstream.to_string(),
-        Some(loc) if is_flat_preset(&img.host, assets) => format!("{loc}/{}{}", img.name(), img.suffix),
+        Some(loc) if is_flat_preset(&img.host, assets) => {
+            format!("{loc}/{}{}", img.name(), img.suffix)
+        }
         Some(loc) => format!("{loc}/{}{}", img.path, img.suffix),
     }
 }
@@ -118,8 +149,15 @@ pub fn file_url(upstream_url: &str, assets: &Assets) -> String {
     let Some(repo) = assets.file_repository.as_deref() else {
         return upstream_url.to_string();
     };
-    let rest = upstream_url.split_once("://").map(|(_, r)| r).unwrap_or(upstream_url);
-    format!("{}/{}", repo.trim_end_matches('/'), rest.trim_start_matches('/'))
+    let rest = upstream_url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(upstream_url);
+    format!(
+        "{}/{}",
+        repo.trim_end_matches('/'),
+        rest.trim_start_matches('/')
+    )
 }
 
 /// `http` for `insecure` mirrors, else `https`.
@@ -156,7 +194,11 @@ fn host_options(assets: &Assets) -> String {
 pub fn hosts_toml(upstream_host: &str, assets: &Assets) -> Option<String> {
     let loc = registry_location(upstream_host, assets)?;
     let (mirror_host, prefix) = loc.split_once('/').unwrap_or((loc.as_str(), ""));
-    let path = if prefix.is_empty() { "/v2".to_string() } else { format!("/v2/{prefix}") };
+    let path = if prefix.is_empty() {
+        "/v2".to_string()
+    } else {
+        format!("/v2/{prefix}")
+    };
     Some(format!(
         "# written by kprov: pulls of {upstream_host} go to the mirror\nserver = \"{}\"\n\n[host.\"{}://{mirror_host}{path}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n{}",
         upstream_server(upstream_host),
@@ -181,7 +223,11 @@ pub fn certs_d(assets: &Assets) -> Vec<(String, String)> {
         if let Some(toml) = hosts_toml(h, assets) {
             out.push((h.to_string(), toml));
             if let Some(loc) = registry_location(h, assets) {
-                mirrors.insert(loc.split_once('/').map(|(m, _)| m.to_string()).unwrap_or(loc));
+                mirrors.insert(
+                    loc.split_once('/')
+                        .map(|(m, _)| m.to_string())
+                        .unwrap_or(loc),
+                );
             }
         }
     }
@@ -206,17 +252,29 @@ mod tests {
     use super::*;
 
     fn mirror(reg: &str) -> Assets {
-        Assets { container_registry: Some(reg.into()), ..Default::default() }
+        Assets {
+            container_registry: Some(reg.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn parse_splits_host_path_suffix() {
         let i = ImageName::parse("registry.k8s.io/coredns/coredns:v1.11.3");
-        assert_eq!((i.host.as_str(), i.path.as_str(), i.suffix.as_str()), ("registry.k8s.io", "coredns/coredns", ":v1.11.3"));
+        assert_eq!(
+            (i.host.as_str(), i.path.as_str(), i.suffix.as_str()),
+            ("registry.k8s.io", "coredns/coredns", ":v1.11.3")
+        );
         let i = ImageName::parse("nginx");
-        assert_eq!((i.host.as_str(), i.path.as_str(), i.suffix.as_str()), ("docker.io", "library/nginx", ""));
+        assert_eq!(
+            (i.host.as_str(), i.path.as_str(), i.suffix.as_str()),
+            ("docker.io", "library/nginx", "")
+        );
         let i = ImageName::parse("localhost:5000/a/b@sha256:abc");
-        assert_eq!((i.host.as_str(), i.path.as_str(), i.suffix.as_str()), ("localhost:5000", "a/b", "@sha256:abc"));
+        assert_eq!(
+            (i.host.as_str(), i.path.as_str(), i.suffix.as_str()),
+            ("localhost:5000", "a/b", "@sha256:abc")
+        );
         let i = ImageName::parse("kubernetesui/dashboard:v2.7.0");
         assert_eq!(i.host, "docker.io");
         assert_eq!(i.name(), "dashboard");
@@ -225,32 +283,70 @@ mod tests {
     #[test]
     fn mirror_keeps_upstream_host_as_first_segment() {
         let a = mirror("mirror.local:5000");
-        assert_eq!(image_ref("registry.k8s.io/pause:3.10", &a), "mirror.local:5000/registry.k8s.io/pause:3.10");
-        assert_eq!(image_ref("quay.io/calico/node:v3", &a), "mirror.local:5000/quay.io/calico/node:v3");
+        assert_eq!(
+            image_ref("registry.k8s.io/pause:3.10", &a),
+            "mirror.local:5000/registry.k8s.io/pause:3.10"
+        );
+        assert_eq!(
+            image_ref("quay.io/calico/node:v3", &a),
+            "mirror.local:5000/quay.io/calico/node:v3"
+        );
         let a = mirror("mirror.local/k8s/");
-        assert_eq!(image_ref("ghcr.io/x/y:1", &a), "mirror.local/k8s/ghcr.io/x/y:1");
-        assert_eq!(kubeadm_image_repository(&a), "mirror.local/k8s/registry.k8s.io");
-        assert_eq!(kubeadm_dns_image_repository(&a), "mirror.local/k8s/registry.k8s.io/coredns");
-        assert_eq!(image_ref("registry.k8s.io/pause:3.10", &Assets::default()), "registry.k8s.io/pause:3.10");
+        assert_eq!(
+            image_ref("ghcr.io/x/y:1", &a),
+            "mirror.local/k8s/ghcr.io/x/y:1"
+        );
+        assert_eq!(
+            kubeadm_image_repository(&a),
+            "mirror.local/k8s/registry.k8s.io"
+        );
+        assert_eq!(
+            kubeadm_dns_image_repository(&a),
+            "mirror.local/k8s/registry.k8s.io/coredns"
+        );
+        assert_eq!(
+            image_ref("registry.k8s.io/pause:3.10", &Assets::default()),
+            "registry.k8s.io/pause:3.10"
+        );
     }
 
     #[test]
     fn aliyun_preset_is_flat_and_mappings_win() {
-        let mut a = Assets { preset: Some("aliyun".into()), ..Default::default() };
-        assert_eq!(image_ref("registry.k8s.io/coredns/coredns:v1.11.3", &a), "registry.aliyuncs.com/google_containers/coredns:v1.11.3");
+        let mut a = Assets {
+            preset: Some("aliyun".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            image_ref("registry.k8s.io/coredns/coredns:v1.11.3", &a),
+            "registry.aliyuncs.com/google_containers/coredns:v1.11.3"
+        );
         assert_eq!(kubeadm_dns_image_repository(&a), ALIYUN_GOOGLE_CONTAINERS);
         assert_eq!(image_ref("quay.io/a/b:1", &a), "quay.io/a/b:1");
-        a.mappings.insert("quay.io".into(), "hub.example/quay/".into());
-        a.mappings.insert("registry.k8s.io".into(), "hub.example/k8s".into());
+        a.mappings
+            .insert("quay.io".into(), "hub.example/quay/".into());
+        a.mappings
+            .insert("registry.k8s.io".into(), "hub.example/k8s".into());
         assert_eq!(image_ref("quay.io/a/b:1", &a), "hub.example/quay/a/b:1");
-        assert_eq!(image_ref("registry.k8s.io/coredns/coredns:v1", &a), "hub.example/k8s/coredns/coredns:v1");
+        assert_eq!(
+            image_ref("registry.k8s.io/coredns/coredns:v1", &a),
+            "hub.example/k8s/coredns/coredns:v1"
+        );
     }
 
     #[test]
     fn file_urls_keep_host_and_path() {
-        let a = Assets { file_repository: Some("http://files.local/repo/".into()), ..Default::default() };
-        assert_eq!(file_url("https://dl.k8s.io/release/v1/bin/linux/amd64/kubeadm", &a), "http://files.local/repo/dl.k8s.io/release/v1/bin/linux/amd64/kubeadm");
-        assert_eq!(file_url("https://dl.k8s.io/x", &Assets::default()), "https://dl.k8s.io/x");
+        let a = Assets {
+            file_repository: Some("http://files.local/repo/".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            file_url("https://dl.k8s.io/release/v1/bin/linux/amd64/kubeadm", &a),
+            "http://files.local/repo/dl.k8s.io/release/v1/bin/linux/amd64/kubeadm"
+        );
+        assert_eq!(
+            file_url("https://dl.k8s.io/x", &Assets::default()),
+            "https://dl.k8s.io/x"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
+pub mod mirror;
 pub mod pki;
 pub mod plan;
 pub mod repo;

@@ -92,9 +92,14 @@ impl Repo {
     /// Load a cluster, or `None` if absent.
     pub async fn load(&self, cluster: &str) -> Result<Option<Stored>, RepoError> {
         let key = config_key(cluster);
-        let Some(obj) = self.store.get(&key).await? else { return Ok(None) };
+        let Some(obj) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
         let text = String::from_utf8_lossy(&obj.bytes).into_owned();
-        let docs = load_documents(&key, &text).map_err(|errors| RepoError::Corrupt { cluster: cluster.into(), errors })?;
+        let docs = load_documents(&key, &text).map_err(|errors| RepoError::Corrupt {
+            cluster: cluster.into(),
+            errors,
+        })?;
         let Some((c, _)) = docs.clusters.into_iter().next() else {
             return Err(RepoError::Corrupt {
                 cluster: cluster.into(),
@@ -102,7 +107,8 @@ impl Repo {
                     at: crate::spec::Where::Store(key.clone()),
                     field: "kind".into(),
                     problem: "no Cluster document".into(),
-                    fix: "restore the object from the store's history or re-create the cluster".into(),
+                    fix: "restore the object from the store's history or re-create the cluster"
+                        .into(),
                 }]),
             });
         };
@@ -111,16 +117,28 @@ impl Repo {
         let groups = match self.store.get(&snap_key).await? {
             Some(snap) => {
                 let text = String::from_utf8_lossy(&snap.bytes).into_owned();
-                let docs = load_documents(&snap_key, &text).map_err(|errors| RepoError::Corrupt { cluster: cluster.into(), errors })?;
+                let docs =
+                    load_documents(&snap_key, &text).map_err(|errors| RepoError::Corrupt {
+                        cluster: cluster.into(),
+                        errors,
+                    })?;
                 docs.groups.into_iter().map(|(g, _)| g).collect()
             }
             None => {
                 // No snapshot (hand-made store): fall back to the instance-group objects.
                 let mut groups = Vec::new();
-                for k in self.store.list(&format!("{cluster}/instancegroup/")).await? {
+                for k in self
+                    .store
+                    .list(&format!("{cluster}/instancegroup/"))
+                    .await?
+                {
                     if let Some(o) = self.store.get(&k).await? {
                         let text = String::from_utf8_lossy(&o.bytes).into_owned();
-                        let docs = load_documents(&k, &text).map_err(|errors| RepoError::Corrupt { cluster: cluster.into(), errors })?;
+                        let docs =
+                            load_documents(&k, &text).map_err(|errors| RepoError::Corrupt {
+                                cluster: cluster.into(),
+                                errors,
+                            })?;
                         groups.extend(docs.groups.into_iter().map(|(g, _)| g));
                     }
                 }
@@ -128,27 +146,48 @@ impl Repo {
             }
         };
         let mut config = ClusterConfig { cluster: c, groups };
-        config.groups.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        Ok(Some(Stored { config, generation, version: obj.version }))
+        config
+            .groups
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(Some(Stored {
+            config,
+            generation,
+            version: obj.version,
+        }))
     }
 
     /// Load a cluster or fail with a helpful "not found".
     pub async fn require(&self, cluster: &str) -> Result<Stored, RepoError> {
-        self.load(cluster).await?.ok_or_else(|| RepoError::NotFound { cluster: cluster.into(), store: self.store.url() })
+        self.load(cluster)
+            .await?
+            .ok_or_else(|| RepoError::NotFound {
+                cluster: cluster.into(),
+                store: self.store.url(),
+            })
     }
 
     /// Re-validate a stored spec (positions point at the store key).
     pub fn as_loaded(&self, stored: &Stored) -> LoadedSpec {
-        LoadedSpec::from_config(stored.config.clone(), Source::Store(config_key(stored.config.name())))
+        LoadedSpec::from_config(
+            stored.config.clone(),
+            Source::Store(config_key(stored.config.name())),
+        )
     }
 
     /// Write a spec. `previous` is the version read before (compare-and-swap), or `None` to
     /// create a new cluster (fails if it exists). Returns the new stored state.
-    pub async fn save(&self, config: &ClusterConfig, previous: Option<&Stored>) -> Result<Stored, RepoError> {
+    pub async fn save(
+        &self,
+        config: &ClusterConfig,
+        previous: Option<&Stored>,
+    ) -> Result<Stored, RepoError> {
         let name = config.name().to_string();
         let generation = previous.map(|p| p.generation + 1).unwrap_or(1);
         if previous.is_none() && self.store.get(&config_key(&name)).await?.is_some() {
-            return Err(RepoError::Exists { cluster: name, store: self.store.url() });
+            return Err(RepoError::Exists {
+                cluster: name,
+                store: self.store.url(),
+            });
         }
         let mut config = config.clone();
         config.cluster.metadata.generation = Some(generation);
@@ -157,13 +196,23 @@ impl Repo {
         }
         // 1. the complete snapshot of the new generation
         self.store
-            .put(&format!("{name}/history/{generation}.yaml"), config.to_yaml().as_bytes(), Condition::None)
+            .put(
+                &format!("{name}/history/{generation}.yaml"),
+                config.to_yaml().as_bytes(),
+                Condition::None,
+            )
             .await?;
         // 2. instance-group objects (a convenience view; readers use the snapshot)
-        let wanted: Vec<String> = config.groups.iter().map(|g| format!("{name}/instancegroup/{}.yaml", g.metadata.name)).collect();
+        let wanted: Vec<String> = config
+            .groups
+            .iter()
+            .map(|g| format!("{name}/instancegroup/{}.yaml", g.metadata.name))
+            .collect();
         for (g, key) in config.groups.iter().zip(&wanted) {
             let text = serde_yaml::to_string(g).expect("spec serialises");
-            self.store.put(key, text.as_bytes(), Condition::None).await?;
+            self.store
+                .put(key, text.as_bytes(), Condition::None)
+                .await?;
         }
         // 3. the switch: config.yaml, compare-and-swap
         let cond = match previous {
@@ -171,10 +220,17 @@ impl Repo {
             None => Condition::IfAbsent,
         };
         let text = serde_yaml::to_string(&config.cluster).expect("spec serialises");
-        let version = match self.store.put(&config_key(&name), text.as_bytes(), cond).await {
+        let version = match self
+            .store
+            .put(&config_key(&name), text.as_bytes(), cond)
+            .await
+        {
             Ok(v) => v,
             Err(StateError::Conflict { .. }) if previous.is_none() => {
-                return Err(RepoError::Exists { cluster: name, store: self.store.url() })
+                return Err(RepoError::Exists {
+                    cluster: name,
+                    store: self.store.url(),
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -183,7 +239,11 @@ impl Repo {
                 self.store.delete(&k, Condition::None).await?;
             }
         }
-        Ok(Stored { config, generation, version })
+        Ok(Stored {
+            config,
+            generation,
+            version,
+        })
     }
 
     /// Delete every object of a cluster except its lock (released by its holder).

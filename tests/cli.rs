@@ -23,14 +23,24 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let meta = e.metadata().unwrap();
             if meta.is_dir() {
                 stack.push(p);
-            } else if !p.file_name().unwrap().to_string_lossy().starts_with(".kprov-lock") {
-                out.insert(p.clone(), (std::fs::read(&p).unwrap(), meta.permissions().mode()));
+            } else if !p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".kprov-lock")
+            {
+                out.insert(
+                    p.clone(),
+                    (std::fs::read(&p).unwrap(), meta.permissions().mode()),
+                );
             }
         }
     }
@@ -40,7 +50,15 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
 fn seeded_store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     kprov(dir.path())
-        .args(["create", "cluster", "existing", "--provider", "zstack", "--zstack-endpoint", "http://127.0.0.1:9"])
+        .args([
+            "create",
+            "cluster",
+            "existing",
+            "--provider",
+            "zstack",
+            "--zstack-endpoint",
+            "http://127.0.0.1:9",
+        ])
         .assert()
         .success();
     dir
@@ -65,9 +83,11 @@ fn invalid_input_corpus() {
         let args_file = corpus.join(format!("{stem}.args"));
         let mut cmd = kprov(store.path());
         if yaml.exists() {
-            cmd.current_dir(&corpus).args(["create", "-f", &format!("{stem}.yaml")]);
+            cmd.current_dir(&corpus)
+                .args(["create", "-f", &format!("{stem}.yaml")]);
         } else {
-            let args = std::fs::read_to_string(&args_file).unwrap_or_else(|_| panic!("{stem}: needs a .yaml or .args file"));
+            let args = std::fs::read_to_string(&args_file)
+                .unwrap_or_else(|_| panic!("{stem}: needs a .yaml or .args file"));
             cmd.args(args.lines());
         }
         let out = cmd.output().unwrap();
@@ -79,7 +99,11 @@ fn invalid_input_corpus() {
         if stderr.contains("panicked") {
             problems.push("panicked".into());
         }
-        for want in std::fs::read_to_string(expect).unwrap().lines().filter(|l| !l.is_empty()) {
+        for want in std::fs::read_to_string(expect)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
             if !stderr.contains(want) {
                 problems.push(format!("stderr lacks {want:?}"));
             }
@@ -91,18 +115,37 @@ fn invalid_input_corpus() {
             problems.push("the state store changed".into());
         }
         if !problems.is_empty() {
-            failures.push(format!("{stem}: {}\n--- stderr:\n{stderr}", problems.join("; ")));
+            failures.push(format!(
+                "{stem}: {}\n--- stderr:\n{stderr}",
+                problems.join("; ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     println!("{} invalid-input cases passed", cases.len());
 }
 
 #[test]
 fn help_texts_are_stable() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [vec!["--help"], vec!["create", "cluster", "--help"], vec!["update", "--help"], vec!["delete", "--help"], vec!["get", "--help"]] {
-        let out = kprov(dir.path()).env("COLUMNS", "100").args(&args).output().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["create", "cluster", "--help"],
+        vec!["update", "--help"],
+        vec!["delete", "--help"],
+        vec!["get", "--help"],
+    ] {
+        let out = kprov(dir.path())
+            .env("COLUMNS", "100")
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let name = args.join("_").replace("--", "");
         insta::assert_snapshot!(name, String::from_utf8_lossy(&out.stdout));
@@ -113,60 +156,141 @@ fn help_texts_are_stable() {
 fn create_stores_the_documented_layout_and_get_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     kprov(dir.path())
-        .args(["create", "cluster", "demo", "--provider", "zstack", "--zstack-endpoint", "http://127.0.0.1:9", "--arch", "arm64", "--node-count", "3", "--gpu", "A100:1"])
+        .args([
+            "create",
+            "cluster",
+            "demo",
+            "--provider",
+            "zstack",
+            "--zstack-endpoint",
+            "http://127.0.0.1:9",
+            "--arch",
+            "arm64",
+            "--node-count",
+            "3",
+            "--gpu",
+            "A100:1",
+        ])
         .assert()
         .success();
-    for key in ["demo/config.yaml", "demo/instancegroup/control-plane.yaml", "demo/instancegroup/nodes.yaml", "demo/history/1.yaml"] {
+    for key in [
+        "demo/config.yaml",
+        "demo/instancegroup/control-plane.yaml",
+        "demo/instancegroup/nodes.yaml",
+        "demo/history/1.yaml",
+    ] {
         assert!(dir.path().join(key).is_file(), "{key} missing");
     }
-    let out = kprov(dir.path()).args(["get", "instancegroups", "demo", "-o", "json"]).output().unwrap();
+    let out = kprov(dir.path())
+        .args(["get", "instancegroups", "demo", "-o", "json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let groups = v.as_array().unwrap();
     assert_eq!(groups.len(), 2);
-    let nodes = groups.iter().find(|g| g["metadata"]["name"] == "nodes").unwrap();
+    let nodes = groups
+        .iter()
+        .find(|g| g["metadata"]["name"] == "nodes")
+        .unwrap();
     assert_eq!(nodes["spec"]["count"], 3);
     assert_eq!(nodes["spec"]["arch"], "arm64");
     assert_eq!(nodes["spec"]["gpu"]["model"], "A100");
     // the stored spec round-trips through `create -f --replace`
-    let yaml = kprov(dir.path()).args(["get", "cluster", "demo", "-o", "yaml"]).output().unwrap().stdout;
+    let yaml = kprov(dir.path())
+        .args(["get", "cluster", "demo", "-o", "yaml"])
+        .output()
+        .unwrap()
+        .stdout;
     let f = dir.path().join("demo-export.yaml");
     std::fs::write(&f, &yaml).unwrap();
-    kprov(dir.path()).args(["create", "-f", f.to_str().unwrap(), "--replace"]).assert().success();
-    assert!(dir.path().join("demo/history/2.yaml").is_file(), "a replaced spec is a new generation");
-    let table = kprov(dir.path()).args(["get", "clusters"]).output().unwrap().stdout;
+    kprov(dir.path())
+        .args(["create", "-f", f.to_str().unwrap(), "--replace"])
+        .assert()
+        .success();
+    assert!(
+        dir.path().join("demo/history/2.yaml").is_file(),
+        "a replaced spec is a new generation"
+    );
+    let table = kprov(dir.path())
+        .args(["get", "clusters"])
+        .output()
+        .unwrap()
+        .stdout;
     let table = String::from_utf8(table).unwrap();
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(table.contains("demo") && table.contains("zstack"), "{table}");
+    assert!(
+        table.contains("demo") && table.contains("zstack"),
+        "{table}"
+    );
 }
 
 #[test]
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = kprov(dir.path())
-        .args(["create", "cluster", "demo", "--provider", "aws", "--aws-region", "cn-north-1", "--dry-run", "-o", "json"])
+        .args([
+            "create",
+            "cluster",
+            "demo",
+            "--provider",
+            "aws",
+            "--aws-region",
+            "cn-north-1",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["spec"]["provider"]["aws"]["region"], "cn-north-1");
-    assert!(snapshot(dir.path()).is_empty(), "--dry-run stored something");
+    assert!(
+        snapshot(dir.path()).is_empty(),
+        "--dry-run stored something"
+    );
 }
 
 #[test]
 fn current_cluster_is_resolved_or_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let none = kprov(dir.path()).args(["update", "--yes"]).output().unwrap();
+    let none = kprov(dir.path())
+        .args(["update", "--yes"])
+        .output()
+        .unwrap();
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no cluster in"));
     for n in ["alpha", "beta"] {
-        kprov(dir.path()).args(["create", "cluster", n, "--provider", "zstack", "--zstack-endpoint", "http://127.0.0.1:9"]).assert().success();
+        kprov(dir.path())
+            .args([
+                "create",
+                "cluster",
+                n,
+                "--provider",
+                "zstack",
+                "--zstack-endpoint",
+                "http://127.0.0.1:9",
+            ])
+            .assert()
+            .success();
     }
     let many = kprov(dir.path()).args(["get", "cluster"]).output().unwrap();
     assert_eq!(many.status.code(), Some(2));
     let msg = String::from_utf8_lossy(&many.stderr);
-    assert!(msg.contains("alpha, beta") && msg.contains("--name"), "{msg}");
-    let named = kprov(dir.path()).env("KPROV_CLUSTER_NAME", "beta").args(["get", "cluster"]).output().unwrap();
+    assert!(
+        msg.contains("alpha, beta") && msg.contains("--name"),
+        "{msg}"
+    );
+    let named = kprov(dir.path())
+        .env("KPROV_CLUSTER_NAME", "beta")
+        .args(["get", "cluster"])
+        .output()
+        .unwrap();
     assert!(named.status.success());
     assert!(String::from_utf8_lossy(&named.stdout).contains("beta"));
 }
@@ -179,7 +303,10 @@ fn version_and_completion() {
     for sh in ["bash", "zsh", "fish"] {
         let out = kprov(dir.path()).args(["completion", sh]).output().unwrap();
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("kprov"), "{sh}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("kprov"),
+            "{sh}"
+        );
     }
 }
 
@@ -190,7 +317,18 @@ fn unwritable_state_store_is_a_clear_error() {
     std::fs::create_dir(&ro).unwrap();
     let blocker = ro.join("demo");
     std::fs::write(&blocker, b"a file where the cluster directory should be").unwrap();
-    let out = kprov(&ro).args(["create", "cluster", "demo", "--provider", "zstack", "--zstack-endpoint", "http://127.0.0.1:9"]).output().unwrap();
+    let out = kprov(&ro)
+        .args([
+            "create",
+            "cluster",
+            "demo",
+            "--provider",
+            "zstack",
+            "--zstack-endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("state store") && msg.contains("demo"), "{msg}");

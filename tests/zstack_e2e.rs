@@ -20,17 +20,27 @@ fn kprov_bin() -> PathBuf {
 impl Env {
     async fn new(cfg: SimConfig) -> Env {
         let sim = Simulator::start(cfg).await.expect("simulator starts");
-        Env { sim, state: tempfile::tempdir().unwrap() }
+        Env {
+            sim,
+            state: tempfile::tempdir().unwrap(),
+        }
     }
 
     async fn default() -> Env {
-        Env::new(SimConfig { job_delay: Duration::from_millis(20), ..SimConfig::default() }).await
+        Env::new(SimConfig {
+            job_delay: Duration::from_millis(20),
+            ..SimConfig::default()
+        })
+        .await
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(kprov_bin());
         c.args(args)
-            .env("KPROV_STATE_STORE", format!("file://{}", self.state.path().display()))
+            .env(
+                "KPROV_STATE_STORE",
+                format!("file://{}", self.state.path().display()),
+            )
             .env("ZSTACK_ACCOUNT", "admin")
             .env("ZSTACK_PASSWORD", "password")
             .env("NO_COLOR", "1")
@@ -41,12 +51,18 @@ impl Env {
 
     async fn run(&self, args: &[&str]) -> Output {
         let mut c = self.cmd(args);
-        tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
     }
 
     async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "kprov {args:?} failed:\n{text}");
         text
     }
@@ -54,8 +70,23 @@ impl Env {
     async fn create(&self, extra: &[&str]) {
         let ep = self.sim.endpoint();
         let mut args = vec![
-            "create", "cluster", "demo", "--provider", "zstack", "--zstack-endpoint", &ep, "--arch", "arm64",
-            "--node-count", "3", "--gpu", "A100:1", "--node-size", "16:64Gi", "--control-plane-size", "4:8Gi",
+            "create",
+            "cluster",
+            "demo",
+            "--provider",
+            "zstack",
+            "--zstack-endpoint",
+            &ep,
+            "--arch",
+            "arm64",
+            "--node-count",
+            "3",
+            "--gpu",
+            "A100:1",
+            "--node-size",
+            "16:64Gi",
+            "--control-plane-size",
+            "4:8Gi",
         ];
         args.extend_from_slice(extra);
         self.ok(&args).await;
@@ -63,7 +94,13 @@ impl Env {
 
     /// VMs that are not Destroyed, by name.
     fn live_vm_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.sim.vms().into_iter().filter(|v| v.state != "Destroyed").map(|v| v.name).collect();
+        let mut v: Vec<String> = self
+            .sim
+            .vms()
+            .into_iter()
+            .filter(|v| v.state != "Destroyed")
+            .map(|v| v.name)
+            .collect();
         v.sort();
         v
     }
@@ -71,7 +108,10 @@ impl Env {
     async fn kprov_user_tags(&self) -> usize {
         let session = self.sim.admin_session();
         let body: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/zstack/v1/user-tags?q=tag~=kprov::%25", self.sim.endpoint()))
+            .get(format!(
+                "{}/zstack/v1/user-tags?q=tag~=kprov::%25",
+                self.sim.endpoint()
+            ))
             .header("Authorization", format!("OAuth {session}"))
             .send()
             .await
@@ -83,11 +123,20 @@ impl Env {
     }
 
     fn attached_gpus(&self) -> usize {
-        self.sim.pci_devices().iter().filter(|d| d.vm_instance_uuid.is_some()).count()
+        self.sim
+            .pci_devices()
+            .iter()
+            .filter(|d| d.vm_instance_uuid.is_some())
+            .count()
     }
 
     async fn assert_empty_cloud(&self) {
-        assert_eq!(self.sim.vm_count(), 0, "VMs left: {:?}", self.live_vm_names());
+        assert_eq!(
+            self.sim.vm_count(),
+            0,
+            "VMs left: {:?}",
+            self.live_vm_names()
+        );
         assert_eq!(self.kprov_user_tags().await, 0, "kprov tags left");
         assert_eq!(self.attached_gpus(), 0, "GPUs still attached");
     }
@@ -107,7 +156,10 @@ async fn full_lifecycle_plan_apply_noop_delete() {
 
     let plan = env.ok(&["update", "cluster", "demo"]).await;
     assert!(plan.contains("Will create resources:"), "{plan}");
-    assert!(plan.contains("demo-nodes-2") && plan.contains("gpu 1x nvidia A100"), "{plan}");
+    assert!(
+        plan.contains("demo-nodes-2") && plan.contains("gpu 1x nvidia A100"),
+        "{plan}"
+    );
     assert!(plan.contains("Must specify --yes"), "{plan}");
     assert_eq!(env.sim.vm_count(), 0, "a plan changes nothing in the cloud");
 
@@ -116,27 +168,44 @@ async fn full_lifecycle_plan_apply_noop_delete() {
     assert_eq!(env.live_vm_names(), expected_names());
     let vms = env.sim.vms();
     assert!(vms.iter().all(|v| v.state == "Running"), "all running");
-    assert!(vms.iter().all(|v| v.architecture.as_deref() == Some("aarch64")), "arm64 placement");
+    assert!(
+        vms.iter()
+            .all(|v| v.architecture.as_deref() == Some("aarch64")),
+        "arm64 placement"
+    );
     assert_eq!(env.attached_gpus(), 3, "one A100 per worker");
 
     let before = env.sim.stats().total;
     let noop = env.ok(&["update", "--yes"]).await;
     assert!(noop.contains("No changes needed"), "{noop}");
     let noop_calls = env.sim.stats().total - before;
-    assert!(noop_calls <= 4, "a no-op update costs a constant few calls, took {noop_calls}");
+    assert!(
+        noop_calls <= 4,
+        "a no-op update costs a constant few calls, took {noop_calls}"
+    );
 
     let listed = env.ok(&["get", "instances", "demo"]).await;
     for n in expected_names() {
         assert!(listed.contains(&n), "{listed}");
     }
     let preview = env.ok(&["delete", "cluster", "demo"]).await;
-    assert!(preview.contains("Must specify --yes") && preview.contains("demo-nodes-1"), "{preview}");
-    assert_eq!(env.sim.vm_count(), 4, "delete without --yes deletes nothing");
+    assert!(
+        preview.contains("Must specify --yes") && preview.contains("demo-nodes-1"),
+        "{preview}"
+    );
+    assert_eq!(
+        env.sim.vm_count(),
+        4,
+        "delete without --yes deletes nothing"
+    );
 
     let deleted = env.ok(&["delete", "cluster", "demo", "--yes"]).await;
     assert!(deleted.contains("Deleted cluster demo"), "{deleted}");
     env.assert_empty_cloud().await;
-    assert!(!env.state.path().join("demo").exists(), "the cluster's state is removed");
+    assert!(
+        !env.state.path().join("demo").exists(),
+        "the cluster's state is removed"
+    );
 }
 
 /// Wait for `child` to block inside the hanging call, then kill it with SIGKILL.
@@ -164,8 +233,16 @@ async fn kill_9_at_many_points_then_rerun_converges() {
     let mut n = 1;
     while killed_at.len() < 24 && n < 200 {
         // The nth API call from now hangs; kprov is killed while waiting for it.
-        let rule = env.sim.add_fault(FaultRule::latency(60_000, 0).nth(n).times(1)).unwrap();
-        let mut child = env.cmd(&["update", "cluster", "demo", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let rule = env
+            .sim
+            .add_fault(FaultRule::latency(60_000, 0).nth(n).times(1))
+            .unwrap();
+        let mut child = env
+            .cmd(&["update", "cluster", "demo", "--yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let killed = kill_when_fired(&env, &mut child, &rule).await;
         env.sim.clear_faults();
         if !killed {
@@ -173,10 +250,19 @@ async fn kill_9_at_many_points_then_rerun_converges() {
         }
         killed_at.push(n);
         // Converge: break the dead run's lock and apply again.
-        env.ok(&["update", "cluster", "demo", "--yes", "--force-unlock"]).await;
+        env.ok(&["update", "cluster", "demo", "--yes", "--force-unlock"])
+            .await;
         let names = env.live_vm_names();
-        assert_eq!(names, expected_names(), "after kill at call {n}: exactly the desired VMs, no duplicates");
-        assert_eq!(env.attached_gpus(), 3, "after kill at call {n}: GPUs attached once");
+        assert_eq!(
+            names,
+            expected_names(),
+            "after kill at call {n}: exactly the desired VMs, no duplicates"
+        );
+        assert_eq!(
+            env.attached_gpus(),
+            3,
+            "after kill at call {n}: GPUs attached once"
+        );
         // Start the next point from an empty cloud, so early calls (creates) are hit again.
         env.ok(&["delete", "cluster", "demo", "--yes"]).await;
         env.assert_empty_cloud().await;
@@ -184,7 +270,11 @@ async fn kill_9_at_many_points_then_rerun_converges() {
         n += if n < 24 { 1 } else { 2 };
     }
     println!("killed update --yes at API calls {killed_at:?}");
-    assert!(killed_at.len() >= 20, "only {} kill points reached: {killed_at:?}", killed_at.len());
+    assert!(
+        killed_at.len() >= 20,
+        "only {} kill points reached: {killed_at:?}",
+        killed_at.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,12 +283,21 @@ async fn kill_9_during_delete_then_rerun_leaves_nothing() {
     env.create(&[]).await;
     env.ok(&["update", "--yes"]).await;
     for n in [1, 3, 6] {
-        let rule = env.sim.add_fault(FaultRule::latency(60_000, 0).nth(n).times(1)).unwrap();
-        let mut child = env.cmd(&["delete", "cluster", "demo", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let rule = env
+            .sim
+            .add_fault(FaultRule::latency(60_000, 0).nth(n).times(1))
+            .unwrap();
+        let mut child = env
+            .cmd(&["delete", "cluster", "demo", "--yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let killed = kill_when_fired(&env, &mut child, &rule).await;
         env.sim.clear_faults();
         assert!(killed, "delete reached call {n}");
-        env.ok(&["delete", "cluster", "demo", "--yes", "--force-unlock"]).await;
+        env.ok(&["delete", "cluster", "demo", "--yes", "--force-unlock"])
+            .await;
         env.assert_empty_cloud().await;
         env.create(&[]).await;
         env.ok(&["update", "--yes"]).await;
@@ -209,16 +308,28 @@ async fn kill_9_during_delete_then_rerun_leaves_nothing() {
 async fn bursts_session_expiry_and_slow_jobs_still_complete() {
     let env = Env::default().await;
     env.create(&[]).await;
-    env.sim.add_fault(FaultRule::unavailable_calls(3).nth(4)).unwrap();
-    env.sim.add_fault(FaultRule::internal_error().nth(9)).unwrap();
+    env.sim
+        .add_fault(FaultRule::unavailable_calls(3).nth(4))
+        .unwrap();
+    env.sim
+        .add_fault(FaultRule::internal_error().nth(9))
+        .unwrap();
     env.sim.add_fault(FaultRule::job_delay(400, 200)).unwrap();
-    env.sim.add_fault(FaultRule::new(FaultAction::ExpireSessions)).unwrap();
+    env.sim
+        .add_fault(FaultRule::new(FaultAction::ExpireSessions))
+        .unwrap();
     let out = env.ok(&["update", "--yes"]).await;
     assert!(out.contains("4 created"), "{out}");
     assert_eq!(env.live_vm_names(), expected_names());
     let fired: Vec<String> = env.sim.fault_log().into_iter().map(|e| e.kind).collect();
-    assert!(fired.iter().any(|k| k == "unavailable"), "503 burst fired: {fired:?}");
-    assert!(fired.iter().any(|k| k == "internal_error"), "500 fired: {fired:?}");
+    assert!(
+        fired.iter().any(|k| k == "unavailable"),
+        "503 burst fired: {fired:?}"
+    );
+    assert!(
+        fired.iter().any(|k| k == "internal_error"),
+        "500 fired: {fired:?}"
+    );
     env.sim.clear_faults();
     env.sim.expire_sessions();
     env.ok(&["delete", "--yes"]).await;
@@ -229,10 +340,20 @@ async fn bursts_session_expiry_and_slow_jobs_still_complete() {
 async fn a_job_that_never_finishes_times_out_clearly_and_a_rerun_recovers() {
     let env = Env::default().await;
     env.create(&[]).await;
-    env.sim.add_fault(FaultRule::job_never_finishes(false, None).method("POST").path("^/zstack/v1/vm-instances$").nth(2).times(1)).unwrap();
+    env.sim
+        .add_fault(
+            FaultRule::job_never_finishes(false, None)
+                .method("POST")
+                .path("^/zstack/v1/vm-instances$")
+                .nth(2)
+                .times(1),
+        )
+        .unwrap();
     let mut c = env.cmd(&["update", "--yes"]);
     c.env("KPROV_ZSTACK_JOB_TIMEOUT", "3s");
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("did not finish within"), "{err}");
@@ -247,15 +368,36 @@ async fn plan_time_errors_create_nothing() {
     // More A100s than the cloud has (8 in the seed).
     let env = Env::default().await;
     let ep = env.sim.endpoint();
-    env.ok(&["create", "cluster", "greedy", "--provider", "zstack", "--zstack-endpoint", &ep, "--arch", "arm64", "--node-count", "3", "--gpu", "A100:4"]).await;
+    env.ok(&[
+        "create",
+        "cluster",
+        "greedy",
+        "--provider",
+        "zstack",
+        "--zstack-endpoint",
+        &ep,
+        "--arch",
+        "arm64",
+        "--node-count",
+        "3",
+        "--gpu",
+        "A100:4",
+    ])
+    .await;
     let out = env.run(&["update", "--yes"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("A100") && err.contains("nothing was changed"), "{err}");
+    assert!(
+        err.contains("A100") && err.contains("nothing was changed"),
+        "{err}"
+    );
     assert_eq!(env.sim.vm_count(), 0);
 
     // No image of the cluster's arch.
-    let mut cfg = SimConfig { job_delay: Duration::from_millis(20), ..SimConfig::default() };
+    let mut cfg = SimConfig {
+        job_delay: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
     cfg.inventory.images.retain(|i| i.architecture != "aarch64");
     let env = Env::new(cfg).await;
     env.create(&[]).await;
@@ -268,16 +410,42 @@ async fn plan_time_errors_create_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_updates_at_once_exactly_one_proceeds() {
-    let env = Env::new(SimConfig { job_delay: Duration::from_millis(300), ..SimConfig::default() }).await;
+    let env = Env::new(SimConfig {
+        job_delay: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
     env.create(&[]).await;
-    let a = env.cmd(&["update", "--yes"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = env.cmd(&["update", "--yes"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (a, b) = tokio::task::spawn_blocking(move || (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())).await.unwrap();
+    let a = env
+        .cmd(&["update", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = env
+        .cmd(&["update", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
     let codes = [a.status.code(), b.status.code()];
-    assert!(codes.contains(&Some(0)) && codes.contains(&Some(3)), "codes {codes:?}");
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(3)),
+        "codes {codes:?}"
+    );
     let loser = if a.status.code() == Some(3) { &a } else { &b };
     let msg = String::from_utf8_lossy(&loser.stderr);
-    assert!(msg.contains("locked by") && msg.contains("update cluster demo --yes") && msg.contains("pid"), "{msg}");
+    assert!(
+        msg.contains("locked by")
+            && msg.contains("update cluster demo --yes")
+            && msg.contains("pid"),
+        "{msg}"
+    );
     assert_eq!(env.live_vm_names(), expected_names());
 }
 

@@ -13,6 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 pub mod memory;
 #[cfg(feature = "zstack")]
 pub mod zstack;

@@ -99,7 +99,8 @@ impl MemoryCloud {
             address: Some(format!("192.0.2.{}", w.next % 250 + 1)),
             tags: req.tags.clone(),
         };
-        w.instances.insert(req.id.clone(), (inst, req.cluster.clone()));
+        w.instances
+            .insert(req.id.clone(), (inst, req.cluster.clone()));
     }
 
     async fn enter(&self, mutating: bool) -> CloudResult<()> {
@@ -153,8 +154,16 @@ impl Cloud for MemoryCloud {
             zones: vec!["zone-a".into()],
             arches: vec![Arch::Amd64, Arch::Arm64],
             images: vec![
-                ImageInfo { id: "img-amd64".into(), name: "debian-12-amd64".into(), arch: Some(Arch::Amd64) },
-                ImageInfo { id: "img-arm64".into(), name: "debian-12-arm64".into(), arch: Some(Arch::Arm64) },
+                ImageInfo {
+                    id: "img-amd64".into(),
+                    name: "debian-12-amd64".into(),
+                    arch: Some(Arch::Amd64),
+                },
+                ImageInfo {
+                    id: "img-arm64".into(),
+                    name: "debian-12-arm64".into(),
+                    arch: Some(Arch::Arm64),
+                },
             ],
             ..Default::default()
         })
@@ -167,12 +176,15 @@ impl Cloud for MemoryCloud {
     async fn ensure_network(&self, req: &NetworkRequest) -> CloudResult<Network> {
         self.enter(true).await?;
         let mut w = self.world.lock().unwrap();
-        let net = w.networks.entry(req.cluster.clone()).or_insert_with(|| Network {
-            id: format!("net-{}", req.cluster),
-            name: req.cluster.clone(),
-            cidr: Some("192.0.2.0/24".into()),
-            owned: true,
-        });
+        let net = w
+            .networks
+            .entry(req.cluster.clone())
+            .or_insert_with(|| Network {
+                id: format!("net-{}", req.cluster),
+                name: req.cluster.clone(),
+                cidr: Some("192.0.2.0/24".into()),
+                owned: true,
+            });
         Ok(net.clone())
     }
 
@@ -230,7 +242,10 @@ impl Cloud for MemoryCloud {
         match r.kind {
             ResourceKind::Instance => w.instances.retain(|_, (i, _)| i.id != r.id),
             ResourceKind::Network => {
-                if w.instances.values().any(|(_, c)| Some(c) == r.tags.get(TAG_CLUSTER)) {
+                if w.instances
+                    .values()
+                    .any(|(_, c)| Some(c) == r.tags.get(TAG_CLUSTER))
+                {
                     return Err(CloudError::Transient {
                         provider: "memory",
                         code: "DependencyViolation".into(),

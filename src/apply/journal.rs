@@ -66,7 +66,11 @@ impl Journal {
         Journal {
             store: None,
             key: String::new(),
-            inner: Arc::new(Mutex::new(Inner { doc: JournalDoc::default(), last_flush: Instant::now(), dirty: false })),
+            inner: Arc::new(Mutex::new(Inner {
+                doc: JournalDoc::default(),
+                last_flush: Instant::now(),
+                dirty: false,
+            })),
         }
     }
 
@@ -78,7 +82,10 @@ impl Journal {
         generation: u64,
     ) -> Result<(Journal, Option<JournalDoc>), kprov_state::StateError> {
         let key = current_key(cluster);
-        let previous = store.get(&key).await?.and_then(|o| serde_json::from_slice(&o.bytes).ok());
+        let previous = store
+            .get(&key)
+            .await?
+            .and_then(|o| serde_json::from_slice(&o.bytes).ok());
         let doc = JournalDoc {
             run: format!("{:012x}", rand::random::<u64>() >> 16),
             command: command.into(),
@@ -89,7 +96,11 @@ impl Journal {
         let j = Journal {
             store: Some(store),
             key,
-            inner: Arc::new(Mutex::new(Inner { doc, last_flush: Instant::now() - Duration::from_secs(1), dirty: true })),
+            inner: Arc::new(Mutex::new(Inner {
+                doc,
+                last_flush: Instant::now() - Duration::from_secs(1),
+                dirty: true,
+            })),
         };
         j.flush().await;
         Ok((j, previous))
@@ -141,7 +152,9 @@ impl Journal {
 
     /// The run finished: keep it as `journal/last.json` and remove `current.json`.
     pub async fn finish(&self) -> Result<(), kprov_state::StateError> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
         let i = self.inner.lock().await;
         let bytes = serde_json::to_vec_pretty(&i.doc).expect("journal serialises");
         let last = self.key.replace("current.json", "last.json");

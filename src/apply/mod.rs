@@ -33,7 +33,9 @@ pub trait UserData: Send + Sync {
     fn render(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, String>;
 }
 
-impl<F: Fn(&InstanceRequest, &RenderContext) -> Result<Vec<u8>, String> + Send + Sync> UserData for F {
+impl<F: Fn(&InstanceRequest, &RenderContext) -> Result<Vec<u8>, String> + Send + Sync> UserData
+    for F
+{
     fn render(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, String> {
         self(req, ctx)
     }
@@ -52,7 +54,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { concurrency: 8, retry: RetryPolicy::default(), deadline: Duration::from_secs(3600) }
+        Settings {
+            concurrency: 8,
+            retry: RetryPolicy::default(),
+            deadline: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -111,9 +117,17 @@ pub async fn apply(
     progress: &Progress,
 ) -> Result<Outcome, ApplyError> {
     let cluster = plan.cluster.clone();
-    match tokio::time::timeout(settings.deadline, run(cloud, plan, user_data, settings, journal, progress)).await {
+    match tokio::time::timeout(
+        settings.deadline,
+        run(cloud, plan, user_data, settings, journal, progress),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(_) => Err(ApplyError::Deadline { cluster, deadline: settings.deadline }),
+        Err(_) => Err(ApplyError::Deadline {
+            cluster,
+            deadline: settings.deadline,
+        }),
     }
 }
 
@@ -147,13 +161,21 @@ async fn run(
             })
             .unwrap_or_else(|| kprov_providers::NetworkRequest {
                 cluster: plan.cluster.clone(),
-                tags: BTreeMap::from([(kprov_providers::TAG_CLUSTER.to_string(), plan.cluster.clone())]),
+                tags: BTreeMap::from([(
+                    kprov_providers::TAG_CLUSTER.to_string(),
+                    plan.cluster.clone(),
+                )]),
             });
         let bar = progress.phase("network", 1);
         journal.started("network").await;
-        let net = retry::with_retry(&settings.retry, "ensure network", || cloud.ensure_network(&req))
-            .await
-            .map_err(|(source, _)| ApplyError::Network { cluster: plan.cluster.clone(), source })?;
+        let net = retry::with_retry(&settings.retry, "ensure network", || {
+            cloud.ensure_network(&req)
+        })
+        .await
+        .map_err(|(source, _)| ApplyError::Network {
+            cluster: plan.cluster.clone(),
+            source,
+        })?;
         outcome.retries += net.1;
         let net = net.0;
         journal.done("network").await;
@@ -166,13 +188,19 @@ async fn run(
     // because the new instance reuses the deterministic name.
     let sem = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut failures: Vec<String> = Vec::new();
-    let total = plan.changes.iter().filter(|c| !matches!(c, Change::CreateNetwork(_))).count();
+    let total = plan
+        .changes
+        .iter()
+        .filter(|c| !matches!(c, Change::CreateNetwork(_)))
+        .count();
 
     let deletes: Vec<(String, Instance)> = plan
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::Delete { old, .. } | Change::Replace { old, .. } => Some((format!("delete/{}", old.id), old.clone())),
+            Change::Delete { old, .. } | Change::Replace { old, .. } => {
+                Some((format!("delete/{}", old.id), old.clone()))
+            }
             _ => None,
         })
         .collect();
@@ -183,8 +211,16 @@ async fn run(
             let (cloud, sem, policy) = (cloud.clone(), sem.clone(), settings.retry.clone());
             tasks.push(async move {
                 let _permit = sem.acquire_owned().await.expect("semaphore open");
-                let res = Resource { kind: ResourceKind::Instance, id: old.id.clone(), name: old.name.clone(), tags: old.tags.clone() };
-                let r = retry::with_retry(&policy, &format!("delete {}", old.name), || cloud.delete_resource(&res)).await;
+                let res = Resource {
+                    kind: ResourceKind::Instance,
+                    id: old.id.clone(),
+                    name: old.name.clone(),
+                    tags: old.tags.clone(),
+                };
+                let r = retry::with_retry(&policy, &format!("delete {}", old.name), || {
+                    cloud.delete_resource(&res)
+                })
+                .await;
                 (key, old.name, r)
             });
         }
@@ -228,8 +264,23 @@ async fn run(
             };
             let pos = rest.iter().position(|r| r.name == first).expect("present");
             let wave1 = vec![rest.remove(pos)];
-            let ctx = RenderContext { control_plane_endpoint: String::new() };
-            let mut created = wave(&cloud, wave1, &ctx, &network_id, &user_data, &sem, settings, journal, &bar, &mut outcome, &mut failures).await;
+            let ctx = RenderContext {
+                control_plane_endpoint: String::new(),
+            };
+            let mut created = wave(
+                &cloud,
+                wave1,
+                &ctx,
+                &network_id,
+                &user_data,
+                &sem,
+                settings,
+                journal,
+                &bar,
+                &mut outcome,
+                &mut failures,
+            )
+            .await;
             match created.pop().map(|i| i.address) {
                 Some(Some(addr)) => endpoint = Some(format!("{addr}:{}", plan.api_port)),
                 Some(None) => {
@@ -237,24 +288,51 @@ async fn run(
                     rest.clear();
                 }
                 None if !rest.is_empty() => {
-                    failures.push(format!("  {} other instances not attempted: they join {first}, which failed", rest.len()));
+                    failures.push(format!(
+                        "  {} other instances not attempted: they join {first}, which failed",
+                        rest.len()
+                    ));
                     rest.clear();
                 }
                 None => {}
             }
         }
         if !rest.is_empty() {
-            let ctx = RenderContext { control_plane_endpoint: endpoint.unwrap_or_default() };
-            wave(&cloud, rest, &ctx, &network_id, &user_data, &sem, settings, journal, &bar, &mut outcome, &mut failures).await;
+            let ctx = RenderContext {
+                control_plane_endpoint: endpoint.unwrap_or_default(),
+            };
+            wave(
+                &cloud,
+                rest,
+                &ctx,
+                &network_id,
+                &user_data,
+                &sem,
+                settings,
+                journal,
+                &bar,
+                &mut outcome,
+                &mut failures,
+            )
+            .await;
         }
-        bar.finish(format!("{} instances ready in {:.1}s", outcome.created.len(), started.elapsed().as_secs_f64()));
+        bar.finish(format!(
+            "{} instances ready in {:.1}s",
+            outcome.created.len(),
+            started.elapsed().as_secs_f64()
+        ));
     }
     journal.flush().await;
     if failures.is_empty() {
         Ok(outcome)
     } else {
         failures.sort();
-        Err(ApplyError::Failed { cluster: plan.cluster.clone(), failed: failures.len(), total, details: failures.join("\n") })
+        Err(ApplyError::Failed {
+            cluster: plan.cluster.clone(),
+            failed: failures.len(),
+            total,
+            details: failures.join("\n"),
+        })
     }
 }
 
@@ -276,7 +354,13 @@ async fn wave(
     let mut tasks = FuturesUnordered::new();
     for mut req in reqs {
         req.network_id = network_id.clone();
-        let (cloud, sem, policy, ud, ctx) = (cloud.clone(), sem.clone(), settings.retry.clone(), user_data.clone(), ctx.clone());
+        let (cloud, sem, policy, ud, ctx) = (
+            cloud.clone(),
+            sem.clone(),
+            settings.retry.clone(),
+            user_data.clone(),
+            ctx.clone(),
+        );
         let key = format!("create/{}", req.name);
         journal.started(&key).await;
         tasks.push(async move {
@@ -293,7 +377,10 @@ async fn wave(
                     return (key, req.name.clone(), Err((err, 0)));
                 }
             }
-            let r = retry::with_retry(&policy, &format!("create {}", req.name), || cloud.create_instance(&req)).await;
+            let r = retry::with_retry(&policy, &format!("create {}", req.name), || {
+                cloud.create_instance(&req)
+            })
+            .await;
             (key, req.name.clone(), r)
         });
     }
@@ -331,16 +418,29 @@ pub async fn delete_all(
     let mut deleted = 0;
     let mut last_errors: Vec<String> = Vec::new();
     loop {
-        let found = retry::with_retry(&settings.retry, "list resources", || cloud.list_resources(cluster))
-            .await
-            .map_err(|(e, _)| DeleteError::List { cluster: cluster.into(), source: e })?
-            .0;
+        let found = retry::with_retry(&settings.retry, "list resources", || {
+            cloud.list_resources(cluster)
+        })
+        .await
+        .map_err(|(e, _)| DeleteError::List {
+            cluster: cluster.into(),
+            source: e,
+        })?
+        .0;
         if found.is_empty() {
             return Ok(deleted);
         }
         if Instant::now() >= until {
-            let left = found.iter().map(|r| format!("  {} {} ({})", r.kind, r.name, r.id)).collect::<Vec<_>>().join("\n");
-            return Err(DeleteError::Remaining { cluster: cluster.into(), left, errors: last_errors.join("\n") });
+            let left = found
+                .iter()
+                .map(|r| format!("  {} {} ({})", r.kind, r.name, r.id))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(DeleteError::Remaining {
+                cluster: cluster.into(),
+                left,
+                errors: last_errors.join("\n"),
+            });
         }
         last_errors.clear();
         let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
@@ -356,7 +456,11 @@ pub async fn delete_all(
             let (cloud, sem, policy) = (cloud.clone(), sem.clone(), settings.retry.clone());
             tasks.push(async move {
                 let _p = sem.acquire_owned().await.expect("semaphore open");
-                let out = retry::with_retry(&policy, &format!("delete {} {}", r.kind, r.name), || cloud.delete_resource(&r)).await;
+                let out =
+                    retry::with_retry(&policy, &format!("delete {} {}", r.kind, r.name), || {
+                        cloud.delete_resource(&r)
+                    })
+                    .await;
                 (r, out)
             });
         }
@@ -374,7 +478,10 @@ pub async fn delete_all(
         bar.finish(format!("{ok} {kind}s deleted"));
         if ok == 0 {
             // Nothing moved this pass (e.g. a dependency not gone yet): wait a little.
-            tokio::time::sleep(Duration::from_millis(500).min(until.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(
+                Duration::from_millis(500).min(until.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
 }

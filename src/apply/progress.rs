@@ -21,15 +21,24 @@ impl Progress {
     /// Bars when stderr is a terminal, lines otherwise.
     pub fn auto() -> Self {
         if console::Term::stderr().is_term() {
-            Progress { multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())), quiet: false }
+            Progress {
+                multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+                quiet: false,
+            }
         } else {
-            Progress { multi: None, quiet: false }
+            Progress {
+                multi: None,
+                quiet: false,
+            }
         }
     }
 
     /// No output at all (tests, benchmarks).
     pub fn hidden() -> Self {
-        Progress { multi: None, quiet: true }
+        Progress {
+            multi: None,
+            quiet: true,
+        }
     }
 
     /// Start a phase of `total` steps.
@@ -48,7 +57,12 @@ impl Progress {
         if bar.is_none() && !self.quiet {
             eprintln!("{name}: {total} to do");
         }
-        Phase { bar, name: name.to_string(), total, quiet: self.quiet }
+        Phase {
+            bar,
+            name: name.to_string(),
+            total,
+            quiet: self.quiet,
+        }
     }
 }
 

@@ -19,23 +19,37 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 8, base: Duration::from_millis(200), max: Duration::from_secs(20) }
+        RetryPolicy {
+            attempts: 8,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(20),
+        }
     }
 }
 
 impl RetryPolicy {
     /// Backoff before retry number `n` (1-based): a random duration in `[0, min(max, base·2ⁿ⁻¹)]`.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << (n.saturating_sub(1)).min(20));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << (n.saturating_sub(1)).min(20));
         let cap = exp.min(self.max);
         let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { rand::thread_rng().gen_range(0..=ms) })
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=ms)
+        })
     }
 }
 
 /// Run `f` until it succeeds, fails with a non-retryable error, or attempts run out.
 /// Returns the value (or the last error) and the number of retries made.
-pub async fn with_retry<T, F, Fut>(policy: &RetryPolicy, what: &str, mut f: F) -> Result<(T, usize), (CloudError, usize)>
+pub async fn with_retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    mut f: F,
+) -> Result<(T, usize), (CloudError, usize)>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CloudError>>,
@@ -61,7 +75,11 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let p = RetryPolicy { attempts: 5, base: Duration::from_millis(100), max: Duration::from_millis(400) };
+        let p = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+        };
         for n in 1..10 {
             assert!(p.backoff(n) <= Duration::from_millis(400));
         }

@@ -49,6 +49,10 @@ pub const NVIDIA_RUNTIME: &str = "/usr/bin/nvidia-container-runtime";
 pub const FETCH_BEGIN: &str = "# --- kprov:fetch begin ---";
 /// See [`FETCH_BEGIN`].
 pub const FETCH_END: &str = "# --- kprov:fetch end ---";
+/// Marker lines around the phase-reporting functions in `bootstrap.sh`.
+pub const REPORT_BEGIN: &str = "# --- kprov:report begin ---";
+/// See [`REPORT_BEGIN`].
+pub const REPORT_END: &str = "# --- kprov:report end ---";
 
 /// What rendering user-data can fail on.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +99,7 @@ pub enum BootstrapError {
         node: String,
     },
     /// The stored bootstrap token has expired.
-    #[error("the bootstrap token of cluster {cluster} expired at {expires}; nodes could not join with it — refresh it (kprov update refreshes tokens before creating nodes)")]
+    #[error("the bootstrap token of cluster {cluster} expired at {expires}, so new nodes could not join with it; a new token must be issued (and created in the running cluster) before nodes are added")]
     TokenExpired {
         /// Cluster.
         cluster: String,
@@ -164,7 +168,13 @@ pub struct BootstrapOptions {
 
 impl Default for BootstrapOptions {
     fn default() -> Self {
-        BootstrapOptions { callback_url: None, bin_dir: "/usr/local/bin".into(), kubeadm_path: None, install_binaries: true, join_timeout_secs: 3600 }
+        BootstrapOptions {
+            callback_url: None,
+            bin_dir: "/usr/local/bin".into(),
+            kubeadm_path: None,
+            install_binaries: true,
+            join_timeout_secs: 3600,
+        }
     }
 }
 
@@ -172,17 +182,22 @@ impl BootstrapOptions {
     /// Defaults, overridden by `KPROV_CALLBACK_URL`, `KPROV_KUBEADM_PATH` and
     /// `KPROV_INSTALL_BINARIES` (`0`/`false` to skip downloads).
     pub fn from_env() -> Self {
-        let mut o = BootstrapOptions::default();
-        o.callback_url = std::env::var("KPROV_CALLBACK_URL").ok().filter(|s| !s.is_empty());
-        o.kubeadm_path = std::env::var("KPROV_KUBEADM_PATH").ok().filter(|s| !s.is_empty());
-        if let Ok(v) = std::env::var("KPROV_INSTALL_BINARIES") {
-            o.install_binaries = !matches!(v.as_str(), "0" | "false" | "no");
+        let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        BootstrapOptions {
+            callback_url: var("KPROV_CALLBACK_URL"),
+            kubeadm_path: var("KPROV_KUBEADM_PATH"),
+            install_binaries: !matches!(
+                var("KPROV_INSTALL_BINARIES").as_deref(),
+                Some("0" | "false" | "no")
+            ),
+            ..BootstrapOptions::default()
         }
-        o
     }
 
     fn kubeadm(&self) -> String {
-        self.kubeadm_path.clone().unwrap_or_else(|| format!("{}/kubeadm", self.bin_dir))
+        self.kubeadm_path
+            .clone()
+            .unwrap_or_else(|| format!("{}/kubeadm", self.bin_dir))
     }
 }
 
@@ -224,7 +239,9 @@ impl NodeAction {
     fn endpoint(&self) -> Option<&str> {
         match self {
             NodeAction::Init => None,
-            NodeAction::InitOrJoin { endpoint } | NodeAction::JoinControlPlane { endpoint } | NodeAction::JoinWorker { endpoint } => Some(endpoint),
+            NodeAction::InitOrJoin { endpoint }
+            | NodeAction::JoinControlPlane { endpoint }
+            | NodeAction::JoinWorker { endpoint } => Some(endpoint),
         }
     }
 }
@@ -243,8 +260,17 @@ pub struct NodeFile {
 }
 
 impl NodeFile {
-    fn text(path: impl Into<String>, permissions: &'static str, content: impl Into<String>) -> NodeFile {
-        NodeFile { path: path.into(), permissions, content: content.into(), compress: false }
+    fn text(
+        path: impl Into<String>,
+        permissions: &'static str,
+        content: impl Into<String>,
+    ) -> NodeFile {
+        NodeFile {
+            path: path.into(),
+            permissions,
+            content: content.into(),
+            compress: false,
+        }
     }
 }
 
@@ -272,6 +298,9 @@ struct KubeletArg {
     value: String,
 }
 
+/// Node labels as `(key, value)` pairs.
+type Labels = Vec<(String, String)>;
+
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 struct Taint {
     key: String,
@@ -290,7 +319,10 @@ pub struct Renderer {
 
 impl std::fmt::Debug for Renderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Renderer").field("cluster", &self.config.name()).field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Renderer")
+            .field("cluster", &self.config.name())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -298,7 +330,12 @@ impl std::fmt::Debug for Renderer {
 pub async fn renderer(repo: &Repo, config: &ClusterConfig) -> anyhow::Result<Arc<dyn UserData>> {
     let secrets = crate::secrets::load(repo, config.name()).await?;
     let discovery_hash = crate::pki::discovery_hash(&secrets.ca.cert_pem)?;
-    Ok(Arc::new(Renderer::new(config.clone(), secrets, discovery_hash, BootstrapOptions::from_env())?))
+    Ok(Arc::new(Renderer::new(
+        config.clone(),
+        secrets,
+        discovery_hash,
+        BootstrapOptions::from_env(),
+    )?))
 }
 
 impl UserData for Renderer {
@@ -309,7 +346,10 @@ impl UserData for Renderer {
 
 fn with_port(endpoint: &str, port: u16) -> String {
     let e = endpoint.trim();
-    if e.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !e.ends_with(']') {
+    if e.rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !e.ends_with(']')
+    {
         e.to_string()
     } else {
         format!("{e}:{port}")
@@ -317,7 +357,12 @@ fn with_port(endpoint: &str, port: u16) -> String {
 }
 
 fn endpoint_host(endpoint: &str) -> &str {
-    endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint).trim_start_matches('[').trim_end_matches(']')
+    endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(endpoint)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// May the kubelet set this label on its own Node (NodeRestriction admission)?
@@ -342,14 +387,19 @@ pub fn kubelet_may_set_label(key: &str) -> bool {
     if !restricted("kubernetes.io") && !restricted("k8s.io") {
         return true;
     }
-    ALLOWED.contains(&key) || ["kubelet.kubernetes.io", "node.kubernetes.io"].iter().any(|ns| prefix == *ns || prefix.ends_with(&format!(".{ns}")))
+    ALLOWED.contains(&key)
+        || ["kubelet.kubernetes.io", "node.kubernetes.io"]
+            .iter()
+            .any(|ns| prefix == *ns || prefix.ends_with(&format!(".{ns}")))
 }
 
 fn parse_taint(ig: &str, s: &str) -> Result<Taint, BootstrapError> {
-    let bad = || BootstrapError::InstanceGroup {
+    let bad = || {
+        BootstrapError::InstanceGroup {
         instance_group: ig.into(),
         problem: format!("taint {s:?} is not key[=value]:Effect"),
         fix: "write taints like `dedicated=gpu:NoSchedule` (effects: NoSchedule, PreferNoSchedule, NoExecute)".into(),
+    }
     };
     let (kv, effect) = s.rsplit_once(':').ok_or_else(bad)?;
     if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") || kv.is_empty() {
@@ -359,7 +409,11 @@ fn parse_taint(ig: &str, s: &str) -> Result<Taint, BootstrapError> {
         Some((k, v)) => (k.to_string(), Some(v.to_string()).filter(|v| !v.is_empty())),
         None => (kv.to_string(), None),
     };
-    Ok(Taint { key, value, effect: effect.into() })
+    Ok(Taint {
+        key,
+        value,
+        effect: effect.into(),
+    })
 }
 
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
@@ -369,9 +423,16 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
 }
 
 /// Gzip `text` when it exceeds `limit`; fail when even that does not fit.
-pub fn fit_user_data(text: &str, limit: Option<usize>, provider: &str, req: &InstanceRequest) -> Result<Vec<u8>, BootstrapError> {
+pub fn fit_user_data(
+    text: &str,
+    limit: Option<usize>,
+    provider: &str,
+    req: &InstanceRequest,
+) -> Result<Vec<u8>, BootstrapError> {
     let raw = text.as_bytes();
-    let Some(limit) = limit else { return Ok(raw.to_vec()) };
+    let Some(limit) = limit else {
+        return Ok(raw.to_vec());
+    };
     if raw.len() <= limit {
         return Ok(raw.to_vec());
     }
@@ -382,7 +443,8 @@ pub fn fit_user_data(text: &str, limit: Option<usize>, provider: &str, req: &Ins
     let fix = if req.role == Role::ControlPlane {
         "the first control plane carries the CA keys and every CNI/add-on manifest: choose flannel instead of calico or fewer add-ons, or create the cluster on a provider without this limit".to_string()
     } else {
-        "this is unexpected for a node without manifests; report it with `kprov get userdata`".to_string()
+        "this is unexpected for a node without manifests; report it with `kprov get userdata`"
+            .to_string()
     };
     Err(BootstrapError::TooLarge {
         instance: req.name.clone(),
@@ -443,17 +505,39 @@ pub fn redact(text: &str, secrets: &ClusterSecrets) -> String {
 
 impl Renderer {
     /// A renderer for `config` with its secrets and the CA's discovery hash (`sha256:HEX`).
-    pub fn new(config: ClusterConfig, secrets: ClusterSecrets, discovery_hash: String, options: BootstrapOptions) -> Result<Renderer, BootstrapError> {
+    pub fn new(
+        config: ClusterConfig,
+        secrets: ClusterSecrets,
+        discovery_hash: String,
+        options: BootstrapOptions,
+    ) -> Result<Renderer, BootstrapError> {
         let version = config.cluster.spec.kubernetes_version.clone();
-        let release = versions::release(&version).ok_or_else(|| BootstrapError::UnknownVersion { version, supported: versions::supported().join(", ") })?;
+        let release =
+            versions::release(&version).ok_or_else(|| BootstrapError::UnknownVersion {
+                version,
+                supported: versions::supported().join(", "),
+            })?;
         for b in ["kubeadm", "kubelet", "kubectl", "crictl", "cni-plugins"] {
             if release.binary(b).is_none() {
-                return Err(BootstrapError::MissingBinary { version: release.version.into(), binary: b.into() });
+                return Err(BootstrapError::MissingBinary {
+                    version: release.version.into(),
+                    binary: b.into(),
+                });
             }
         }
         templates::tera()?;
-        let discovery_hash = if discovery_hash.starts_with("sha256:") { discovery_hash } else { format!("sha256:{discovery_hash}") };
-        Ok(Renderer { config, secrets, discovery_hash, options, release })
+        let discovery_hash = if discovery_hash.starts_with("sha256:") {
+            discovery_hash
+        } else {
+            format!("sha256:{discovery_hash}")
+        };
+        Ok(Renderer {
+            config,
+            secrets,
+            discovery_hash,
+            options,
+            release,
+        })
     }
 
     /// The cluster spec.
@@ -472,56 +556,98 @@ impl Renderer {
     }
 
     fn control_plane_count(&self) -> i64 {
-        self.config.groups.iter().filter(|g| g.spec.role == Role::ControlPlane).map(|g| g.spec.count.max(0)).sum()
+        self.config
+            .groups
+            .iter()
+            .filter(|g| g.spec.role == Role::ControlPlane)
+            .map(|g| g.spec.count.max(0))
+            .sum()
     }
 
     fn spec_endpoint(&self) -> Option<String> {
         let cp = &self.config.cluster.spec.control_plane;
-        cp.endpoint.as_deref().filter(|e| !e.trim().is_empty()).map(|e| with_port(e, cp.port))
+        cp.endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| with_port(e, cp.port))
     }
 
     /// The first control plane by the executor's rule: index 0 of the first control-plane
     /// instance group (by name) that has instances.
     fn is_designated_first(&self, req: &InstanceRequest) -> bool {
-        let first = self.config.groups.iter().filter(|g| g.spec.role == Role::ControlPlane && g.spec.count > 0).map(|g| g.name()).min();
-        req.role == Role::ControlPlane && req.index == 0 && first == Some(req.instance_group.as_str())
+        let first = self
+            .config
+            .groups
+            .iter()
+            .filter(|g| g.spec.role == Role::ControlPlane && g.spec.count > 0)
+            .map(|g| g.name())
+            .min();
+        req.role == Role::ControlPlane
+            && req.index == 0
+            && first == Some(req.instance_group.as_str())
     }
 
     /// Decide what `req` does: see [`NodeAction`]. An empty `ctx.control_plane_endpoint` means
     /// this is the first control plane and no endpoint exists yet.
-    pub fn action(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<NodeAction, BootstrapError> {
+    pub fn action(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<NodeAction, BootstrapError> {
         let port = self.config.cluster.spec.control_plane.port;
-        let ctx_ep = Some(ctx.control_plane_endpoint.trim()).filter(|e| !e.is_empty()).map(|e| with_port(e, port));
+        let ctx_ep = Some(ctx.control_plane_endpoint.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| with_port(e, port));
         let spec_ep = self.spec_endpoint();
         Ok(match req.role {
             Role::ControlPlane => match (ctx_ep, spec_ep) {
                 (None, None) => NodeAction::Init,
-                (None, Some(ep)) if self.is_designated_first(req) => NodeAction::InitOrJoin { endpoint: ep },
-                (Some(c), Some(ep)) if c == ep && self.is_designated_first(req) => NodeAction::InitOrJoin { endpoint: ep },
-                (Some(endpoint), _) | (None, Some(endpoint)) => NodeAction::JoinControlPlane { endpoint },
+                (None, Some(ep)) if self.is_designated_first(req) => {
+                    NodeAction::InitOrJoin { endpoint: ep }
+                }
+                (Some(c), Some(ep)) if c == ep && self.is_designated_first(req) => {
+                    NodeAction::InitOrJoin { endpoint: ep }
+                }
+                (Some(endpoint), _) | (None, Some(endpoint)) => {
+                    NodeAction::JoinControlPlane { endpoint }
+                }
             },
             Role::Node => match ctx_ep.or(spec_ep) {
                 Some(endpoint) => NodeAction::JoinWorker { endpoint },
-                None => return Err(BootstrapError::NoEndpoint { node: req.name.clone() }),
+                None => {
+                    return Err(BootstrapError::NoEndpoint {
+                        node: req.name.clone(),
+                    })
+                }
             },
         })
     }
 
     fn is_nvidia(req: &InstanceRequest) -> bool {
-        req.gpu.as_ref().is_some_and(|g| g.vendor.as_deref().is_none_or(|v| v.to_ascii_lowercase().contains("nvidia")))
+        req.gpu.as_ref().is_some_and(|g| {
+            g.vendor
+                .as_deref()
+                .is_none_or(|v| v.to_ascii_lowercase().contains("nvidia"))
+        })
     }
 
-    fn group_labels_taints(&self, req: &InstanceRequest) -> Result<(Vec<(String, String)>, Vec<(String, String)>, Vec<Taint>), BootstrapError> {
-        let group = self.config.groups.iter().find(|g| g.name() == req.instance_group);
+    /// Labels the kubelet sets on the node (sorted `key=value` pairs) and its taints. Labels the
+    /// kubelet may not set itself are left to the first control plane ([`Self::restricted_labels`]).
+    fn group_labels_taints(
+        &self,
+        req: &InstanceRequest,
+    ) -> Result<(Labels, Vec<Taint>), BootstrapError> {
+        let group = self
+            .config
+            .groups
+            .iter()
+            .find(|g| g.name() == req.instance_group);
         let mut self_set = vec![(INSTANCE_GROUP_LABEL.to_string(), req.instance_group.clone())];
-        let mut restricted = Vec::new();
         let mut taints = Vec::new();
         if let Some(g) = group {
             for (k, v) in &g.spec.labels {
                 if kubelet_may_set_label(k) {
                     self_set.push((k.clone(), v.clone()));
-                } else {
-                    restricted.push((k.clone(), v.clone()));
                 }
             }
             for t in &g.spec.taints {
@@ -531,19 +657,48 @@ impl Renderer {
         if Self::is_nvidia(req) {
             self_set.push((GPU_NODE_LABEL.to_string(), "true".into()));
         }
-        if req.role == Role::ControlPlane && !taints.is_empty() && !taints.iter().any(|t| t.key == "node-role.kubernetes.io/control-plane") {
+        if req.role == Role::ControlPlane
+            && !taints.is_empty()
+            && !taints
+                .iter()
+                .any(|t| t.key == "node-role.kubernetes.io/control-plane")
+        {
             // Custom taints replace kubeadm's default; keep the control-plane taint.
-            taints.insert(0, Taint { key: "node-role.kubernetes.io/control-plane".into(), value: None, effect: "NoSchedule".into() });
+            taints.insert(
+                0,
+                Taint {
+                    key: "node-role.kubernetes.io/control-plane".into(),
+                    value: None,
+                    effect: "NoSchedule".into(),
+                },
+            );
         }
         self_set.sort();
         self_set.dedup_by(|a, b| a.0 == b.0);
-        Ok((self_set, restricted, taints))
+        Ok((self_set, taints))
     }
 
-    fn node_registration(&self, req: &InstanceRequest, ctx: &mut tera::Context) -> Result<(), BootstrapError> {
-        let (labels, _, taints) = self.group_labels_taints(req)?;
-        let node_labels = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-        let args = vec![KubeletArg { name: "node-ip".into(), value: "@KPROV_NODE_IP@".into() }, KubeletArg { name: "node-labels".into(), value: node_labels }];
+    fn node_registration(
+        &self,
+        req: &InstanceRequest,
+        ctx: &mut tera::Context,
+    ) -> Result<(), BootstrapError> {
+        let (labels, taints) = self.group_labels_taints(req)?;
+        let node_labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = vec![
+            KubeletArg {
+                name: "node-ip".into(),
+                value: "@KPROV_NODE_IP@".into(),
+            },
+            KubeletArg {
+                name: "node-labels".into(),
+                value: node_labels,
+            },
+        ];
         ctx.insert("node_name", &req.name);
         ctx.insert("cri_socket", CRI_SOCKET);
         ctx.insert("kubelet_args", &args);
@@ -553,14 +708,21 @@ impl Renderer {
 
     fn check_token(&self) -> Result<(), BootstrapError> {
         if self.secrets.token.expires <= chrono::Utc::now() {
-            return Err(BootstrapError::TokenExpired { cluster: self.config.name().into(), expires: self.secrets.token.expires.to_rfc3339() });
+            return Err(BootstrapError::TokenExpired {
+                cluster: self.config.name().into(),
+                expires: self.secrets.token.expires.to_rfc3339(),
+            });
         }
         Ok(())
     }
 
     /// `kubeadm-init.yaml` for the first control plane (`@KPROV_NODE_IP@` is filled in on the
     /// node).
-    pub fn kubeadm_init_config(&self, req: &InstanceRequest, action: &NodeAction) -> Result<String, BootstrapError> {
+    pub fn kubeadm_init_config(
+        &self,
+        req: &InstanceRequest,
+        action: &NodeAction,
+    ) -> Result<String, BootstrapError> {
         let spec = &self.config.cluster.spec;
         let a = &spec.assets;
         let mut ctx = tera::Context::new();
@@ -578,12 +740,29 @@ impl Renderer {
         };
         ctx.insert("cluster_name", self.config.name());
         ctx.insert("token", &self.secrets.token.token);
-        ctx.insert("token_expires", &self.secrets.token.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        ctx.insert("certificate_key", &if multi || matches!(action, NodeAction::InitOrJoin { .. }) { self.secrets.certificate_key.clone() } else { String::new() });
+        ctx.insert(
+            "token_expires",
+            &self
+                .secrets
+                .token
+                .expires
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        ctx.insert(
+            "certificate_key",
+            &if multi || matches!(action, NodeAction::InitOrJoin { .. }) {
+                self.secrets.certificate_key.clone()
+            } else {
+                String::new()
+            },
+        );
         ctx.insert("api_port", &spec.control_plane.port);
         ctx.insert("kubernetes_version", &format!("v{}", self.release.version));
         ctx.insert("image_repository", &assets::kubeadm_image_repository(a));
-        ctx.insert("dns_image_repository", &assets::kubeadm_dns_image_repository(a));
+        ctx.insert(
+            "dns_image_repository",
+            &assets::kubeadm_dns_image_repository(a),
+        );
         ctx.insert("coredns_tag", self.release.coredns);
         ctx.insert("etcd_tag", self.release.etcd);
         ctx.insert("control_plane_endpoint", &endpoint.unwrap_or_default());
@@ -594,7 +773,11 @@ impl Renderer {
     }
 
     /// `kubeadm-join.yaml` for a worker or an extra control plane joining `endpoint`.
-    pub fn kubeadm_join_config(&self, req: &InstanceRequest, endpoint: &str) -> Result<String, BootstrapError> {
+    pub fn kubeadm_join_config(
+        &self,
+        req: &InstanceRequest,
+        endpoint: &str,
+    ) -> Result<String, BootstrapError> {
         let mut ctx = tera::Context::new();
         self.node_registration(req, &mut ctx)?;
         ctx.insert("token", &self.secrets.token.token);
@@ -611,7 +794,13 @@ impl Renderer {
         let nvidia = Self::is_nvidia(req);
         let mut ctx = tera::Context::new();
         ctx.insert("node_name", &req.name);
-        ctx.insert("sandbox_image", &assets::image_ref(&format!("registry.k8s.io/pause:{}", self.release.pause), &self.config.cluster.spec.assets));
+        ctx.insert(
+            "sandbox_image",
+            &assets::image_ref(
+                &format!("registry.k8s.io/pause:{}", self.release.pause),
+                &self.config.cluster.spec.assets,
+            ),
+        );
         ctx.insert("nvidia", &nvidia);
         ctx.insert("nvidia_runtime", NVIDIA_RUNTIME);
         ctx.insert("default_runtime", if nvidia { "nvidia" } else { "runc" });
@@ -629,28 +818,60 @@ impl Renderer {
                 let upstream = b.url_for(req.arch);
                 let file = upstream.rsplit('/').next().unwrap_or(b.name).to_string();
                 let (dest, extract_to, members) = match (b.archive, b.name) {
-                    (true, "crictl") => (format!("/var/cache/kprov/{file}"), bin.clone(), "crictl".to_string()),
-                    (true, "cni-plugins") => (format!("/var/cache/kprov/{file}"), "/opt/cni/bin".to_string(), String::new()),
-                    (true, other) => (format!("/var/cache/kprov/{file}"), format!("/opt/kprov/{other}"), String::new()),
+                    (true, "crictl") => (
+                        format!("/var/cache/kprov/{file}"),
+                        bin.clone(),
+                        "crictl".to_string(),
+                    ),
+                    (true, "cni-plugins") => (
+                        format!("/var/cache/kprov/{file}"),
+                        "/opt/cni/bin".to_string(),
+                        String::new(),
+                    ),
+                    (true, other) => (
+                        format!("/var/cache/kprov/{file}"),
+                        format!("/opt/kprov/{other}"),
+                        String::new(),
+                    ),
                     (false, name) => (format!("{bin}/{name}"), String::new(), String::new()),
                 };
-                BinaryCtx { url: assets::file_url(&upstream, a), dest, sha256: b.sha256_for(req.arch).to_string(), archive: b.archive, extract_to, members }
+                BinaryCtx {
+                    url: assets::file_url(&upstream, a),
+                    dest,
+                    sha256: b.sha256_for(req.arch).to_string(),
+                    archive: b.archive,
+                    extract_to,
+                    members,
+                }
             })
             .collect()
     }
 
     /// `bootstrap.sh` for a node.
-    pub fn bootstrap_script(&self, req: &InstanceRequest, action: &NodeAction) -> Result<String, BootstrapError> {
+    pub fn bootstrap_script(
+        &self,
+        req: &InstanceRequest,
+        action: &NodeAction,
+    ) -> Result<String, BootstrapError> {
         let mut ctx = self.common_ctx(req, action);
         ctx.insert("binaries", &self.binaries(req));
         ctx.insert("nvidia", &Self::is_nvidia(req));
         ctx.insert("nvidia_runtime", NVIDIA_RUNTIME);
-        ctx.insert("nfs", &self.config.cluster.spec.addons.nfs_provisioner.is_some());
+        ctx.insert(
+            "nfs",
+            &self.config.cluster.spec.addons.nfs_provisioner.is_some(),
+        );
         ctx.insert("action", action.env_action());
         ctx.insert("init", &action.carries_ca_keys());
-        ctx.insert("init_or_join", &matches!(action, NodeAction::InitOrJoin { .. }));
+        ctx.insert(
+            "init_or_join",
+            &matches!(action, NodeAction::InitOrJoin { .. }),
+        );
         ctx.insert("join", &!matches!(action, NodeAction::Init));
-        Ok(templates::strip_shell_comments(&templates::render("bootstrap.sh.tera", &ctx)?))
+        Ok(templates::strip_shell_comments(&templates::render(
+            "bootstrap.sh.tera",
+            &ctx,
+        )?))
     }
 
     fn common_ctx(&self, req: &InstanceRequest, action: &NodeAction) -> tera::Context {
@@ -672,7 +893,8 @@ impl Renderer {
     /// `/etc/kprov/bootstrap.env`: the script's settings (no secrets).
     pub fn bootstrap_env(&self, req: &InstanceRequest, action: &NodeAction) -> String {
         let q = yaml::shell_quote;
-        let upload = self.control_plane_count() > 1 || matches!(action, NodeAction::InitOrJoin { .. });
+        let upload =
+            self.control_plane_count() > 1 || matches!(action, NodeAction::InitOrJoin { .. });
         let mut vars: Vec<(&str, String)> = vec![
             ("KPROV_CLUSTER", self.config.name().to_string()),
             ("KPROV_NODE_NAME", req.name.clone()),
@@ -680,19 +902,43 @@ impl Renderer {
             ("KPROV_ROLE", req.role.as_str().to_string()),
             ("KPROV_ARCH", req.arch.as_str().to_string()),
             ("KPROV_ACTION", action.env_action().to_string()),
-            ("KPROV_API_ENDPOINT", action.endpoint().unwrap_or_default().to_string()),
-            ("KPROV_UPLOAD_CERTS", if upload && action.carries_ca_keys() { "1" } else { "0" }.to_string()),
+            (
+                "KPROV_API_ENDPOINT",
+                action.endpoint().unwrap_or_default().to_string(),
+            ),
+            (
+                "KPROV_UPLOAD_CERTS",
+                if upload && action.carries_ca_keys() {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string(),
+            ),
             ("KPROV_BIN_DIR", self.options.bin_dir.clone()),
             ("KPROV_KUBEADM", self.options.kubeadm()),
             ("KPROV_KUBECTL", format!("{}/kubectl", self.options.bin_dir)),
-            ("KPROV_INSTALL_BINARIES", if self.options.install_binaries { "1" } else { "0" }.to_string()),
-            ("KPROV_JOIN_TIMEOUT", self.options.join_timeout_secs.to_string()),
+            (
+                "KPROV_INSTALL_BINARIES",
+                if self.options.install_binaries {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string(),
+            ),
+            (
+                "KPROV_JOIN_TIMEOUT",
+                self.options.join_timeout_secs.to_string(),
+            ),
             ("KPROV_LOG", LOG_PATH.to_string()),
         ];
         if let Some(url) = &self.options.callback_url {
             vars.push(("KPROV_CALLBACK_URL", url.clone()));
         }
-        let mut s = String::from("# kprov bootstrap settings (sourced by bootstrap.sh); no secrets here.\n");
+        let mut s = String::from(
+            "# kprov bootstrap settings (sourced by bootstrap.sh); no secrets here.\n",
+        );
         for (k, v) in vars {
             s.push_str(&format!("{k}={}\n", q(&v)));
         }
@@ -709,10 +955,18 @@ impl Renderer {
     fn restricted_labels(&self) -> String {
         let mut s = String::new();
         for g in &self.config.groups {
-            let restricted: Vec<_> = g.spec.labels.iter().filter(|(k, _)| !kubelet_may_set_label(k)).collect();
+            let restricted: Vec<_> = g
+                .spec
+                .labels
+                .iter()
+                .filter(|(k, _)| !kubelet_may_set_label(k))
+                .collect();
             for i in 0..g.spec.count.max(0) as u32 {
                 for (k, v) in &restricted {
-                    s.push_str(&format!("{} {k}={v}\n", crate::plan::instance_name(self.config.name(), g.name(), i)));
+                    s.push_str(&format!(
+                        "{} {k}={v}\n",
+                        crate::plan::instance_name(self.config.name(), g.name(), i)
+                    ));
                 }
             }
         }
@@ -720,7 +974,11 @@ impl Renderer {
     }
 
     /// Every file the node's user-data writes, in order.
-    pub fn files(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<NodeFile>, BootstrapError> {
+    pub fn files(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<Vec<NodeFile>, BootstrapError> {
         self.check_token()?;
         let action = self.action(req, ctx)?;
         let spec = &self.config.cluster.spec;
@@ -734,34 +992,91 @@ impl Renderer {
             NodeFile::text("/etc/containerd/config.toml", "0644", self.containerd_config(req)?),
         ];
         for (host, toml) in assets::certs_d(&spec.assets) {
-            files.push(NodeFile::text(format!("{}/{host}/hosts.toml", assets::CERTS_D), "0644", toml));
+            files.push(NodeFile::text(
+                format!("{}/{host}/hosts.toml", assets::CERTS_D),
+                "0644",
+                toml,
+            ));
         }
         if let Some(ca) = &spec.assets.ca_bundle {
             files.push(NodeFile::text(assets::MIRROR_CA_PATH, "0644", ca.clone()));
         }
-        files.push(NodeFile::text("/etc/crictl.yaml", "0644", format!("runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\ntimeout: 10\n")));
+        files.push(NodeFile::text(
+            "/etc/crictl.yaml",
+            "0644",
+            format!("runtime-endpoint: {CRI_SOCKET}\nimage-endpoint: {CRI_SOCKET}\ntimeout: 10\n"),
+        ));
         let mut uctx = tera::Context::new();
         uctx.insert("bin_dir", &self.options.bin_dir);
-        files.push(NodeFile::text("/etc/systemd/system/kubelet.service", "0644", templates::render("kubelet.service.tera", &uctx)?));
-        files.push(NodeFile::text("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", "0644", templates::render("kubelet-10-kubeadm.conf.tera", &uctx)?));
-        files.push(NodeFile::text(ENV_PATH, "0644", self.bootstrap_env(req, &action)));
+        files.push(NodeFile::text(
+            "/etc/systemd/system/kubelet.service",
+            "0644",
+            templates::render("kubelet.service.tera", &uctx)?,
+        ));
+        files.push(NodeFile::text(
+            "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            "0644",
+            templates::render("kubelet-10-kubeadm.conf.tera", &uctx)?,
+        ));
+        files.push(NodeFile::text(
+            ENV_PATH,
+            "0644",
+            self.bootstrap_env(req, &action),
+        ));
         match &action {
             NodeAction::Init | NodeAction::InitOrJoin { .. } => {
-                files.push(NodeFile::text("/etc/kprov/kubeadm-init.yaml", "0600", self.kubeadm_init_config(req, &action)?));
+                files.push(NodeFile::text(
+                    "/etc/kprov/kubeadm-init.yaml",
+                    "0600",
+                    self.kubeadm_init_config(req, &action)?,
+                ));
                 if let NodeAction::InitOrJoin { endpoint } = &action {
-                    files.push(NodeFile::text("/etc/kprov/kubeadm-join.yaml", "0600", self.kubeadm_join_config(req, endpoint)?));
+                    files.push(NodeFile::text(
+                        "/etc/kprov/kubeadm-join.yaml",
+                        "0600",
+                        self.kubeadm_join_config(req, endpoint)?,
+                    ));
                 }
                 let s = &self.secrets;
                 let pki = "/etc/kubernetes/pki";
-                for (name, pair) in [("ca", &s.ca), ("front-proxy-ca", &s.front_proxy_ca), ("etcd/ca", &s.etcd_ca)] {
-                    files.push(NodeFile::text(format!("{pki}/{name}.crt"), "0644", pair.cert_pem.clone()));
-                    files.push(NodeFile::text(format!("{pki}/{name}.key"), "0600", pair.key_pem.clone()));
+                for (name, pair) in [
+                    ("ca", &s.ca),
+                    ("front-proxy-ca", &s.front_proxy_ca),
+                    ("etcd/ca", &s.etcd_ca),
+                ] {
+                    files.push(NodeFile::text(
+                        format!("{pki}/{name}.crt"),
+                        "0644",
+                        pair.cert_pem.clone(),
+                    ));
+                    files.push(NodeFile::text(
+                        format!("{pki}/{name}.key"),
+                        "0600",
+                        pair.key_pem.clone(),
+                    ));
                 }
-                files.push(NodeFile::text(format!("{pki}/sa.key"), "0600", s.service_account.key_pem.clone()));
-                files.push(NodeFile::text(format!("{pki}/sa.pub"), "0644", s.service_account.cert_pem.clone()));
+                files.push(NodeFile::text(
+                    format!("{pki}/sa.key"),
+                    "0600",
+                    s.service_account.key_pem.clone(),
+                ));
+                files.push(NodeFile::text(
+                    format!("{pki}/sa.pub"),
+                    "0644",
+                    s.service_account.cert_pem.clone(),
+                ));
                 for m in self.manifests()? {
-                    let dir = if m.deferred { "/etc/kprov/manifests-deferred" } else { "/etc/kprov/manifests" };
-                    files.push(NodeFile { path: format!("{dir}/{}", m.file_name), permissions: "0644", content: m.content, compress: true });
+                    let dir = if m.deferred {
+                        "/etc/kprov/manifests-deferred"
+                    } else {
+                        "/etc/kprov/manifests"
+                    };
+                    files.push(NodeFile {
+                        path: format!("{dir}/{}", m.file_name),
+                        permissions: "0644",
+                        content: m.content,
+                        compress: true,
+                    });
                 }
                 let labels = self.restricted_labels();
                 if !labels.is_empty() {
@@ -769,30 +1084,69 @@ impl Renderer {
                 }
             }
             NodeAction::JoinControlPlane { endpoint } | NodeAction::JoinWorker { endpoint } => {
-                files.push(NodeFile::text("/etc/kprov/kubeadm-join.yaml", "0600", self.kubeadm_join_config(req, endpoint)?));
+                files.push(NodeFile::text(
+                    "/etc/kprov/kubeadm-join.yaml",
+                    "0600",
+                    self.kubeadm_join_config(req, endpoint)?,
+                ));
             }
         }
-        files.push(NodeFile::text(SCRIPT_PATH, "0700", self.bootstrap_script(req, &action)?));
+        files.push(NodeFile::text(
+            SCRIPT_PATH,
+            "0700",
+            self.bootstrap_script(req, &action)?,
+        ));
         Ok(files)
     }
 
     /// The node's `#cloud-config`, uncompressed.
-    pub fn render_cloud_config(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<String, BootstrapError> {
+    pub fn render_cloud_config(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<String, BootstrapError> {
         let action = self.action(req, ctx)?;
         let spec = &self.config.cluster.spec;
         let mut files = Vec::new();
         for f in self.files(req, ctx)? {
             let (encoding, content) = if f.compress {
                 use base64::Engine;
-                (Some("gz+b64"), format!("content: {}", base64::engine::general_purpose::STANDARD.encode(gzip(f.content.as_bytes())?)))
+                (
+                    Some("gz+b64"),
+                    format!(
+                        "content: {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(gzip(f.content.as_bytes())?)
+                    ),
+                )
             } else {
                 (None, yaml::literal_block("content", &f.content, 4))
             };
-            files.push(FileCtx { path: f.path, permissions: f.permissions, encoding, content });
+            files.push(FileCtx {
+                path: f.path,
+                permissions: f.permissions,
+                encoding,
+                content,
+            });
         }
         let mut tctx = self.common_ctx(req, &action);
-        tctx.insert("ssh_keys", &spec.ssh_public_key.iter().map(|k| k.trim().to_string()).collect::<Vec<_>>());
-        tctx.insert("ca_bundle", &spec.assets.ca_bundle.as_deref().map(|c| yaml::indent_lines(c, 6)).unwrap_or_default());
+        tctx.insert(
+            "ssh_keys",
+            &spec
+                .ssh_public_key
+                .iter()
+                .map(|k| k.trim().to_string())
+                .collect::<Vec<_>>(),
+        );
+        tctx.insert(
+            "ca_bundle",
+            &spec
+                .assets
+                .ca_bundle
+                .as_deref()
+                .map(|c| yaml::indent_lines(c, 6))
+                .unwrap_or_default(),
+        );
         tctx.insert("files", &files);
         tctx.insert("script_path", SCRIPT_PATH);
         templates::render("cloud-config.yaml.tera", &tctx)
@@ -800,9 +1154,18 @@ impl Renderer {
 
     /// The node's user-data as handed to the provider: the cloud-config, gzip-compressed when it
     /// exceeds the provider's limit ([`user_data_limit`]); fails when even that is too large.
-    pub fn render_user_data(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, BootstrapError> {
+    pub fn render_user_data(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<Vec<u8>, BootstrapError> {
         let text = self.render_cloud_config(req, ctx)?;
-        fit_user_data(&text, self.limit(), self.config.cluster.spec.provider.name(), req)
+        fit_user_data(
+            &text,
+            self.limit(),
+            self.config.cluster.spec.provider.name(),
+            req,
+        )
     }
 }
 
@@ -829,7 +1192,14 @@ mod tests {
 
     #[test]
     fn taints_parse() {
-        assert_eq!(parse_taint("g", "a=b:NoSchedule").unwrap(), Taint { key: "a".into(), value: Some("b".into()), effect: "NoSchedule".into() });
+        assert_eq!(
+            parse_taint("g", "a=b:NoSchedule").unwrap(),
+            Taint {
+                key: "a".into(),
+                value: Some("b".into()),
+                effect: "NoSchedule".into()
+            }
+        );
         assert_eq!(parse_taint("g", "a:NoExecute").unwrap().value, None);
         assert!(parse_taint("g", "a=b").is_err());
         assert!(parse_taint("g", "a:Sometimes").is_err());

@@ -8,21 +8,66 @@ use super::BootstrapError;
 
 /// Every template, by name (its path under `templates/`).
 pub const TEMPLATES: &[(&str, &str)] = &[
-    ("cloud-config.yaml.tera", include_str!("../../templates/cloud-config.yaml.tera")),
-    ("bootstrap.sh.tera", include_str!("../../templates/bootstrap.sh.tera")),
-    ("kubeadm-init.yaml.tera", include_str!("../../templates/kubeadm-init.yaml.tera")),
-    ("kubeadm-join.yaml.tera", include_str!("../../templates/kubeadm-join.yaml.tera")),
-    ("node-registration.yaml.tera", include_str!("../../templates/node-registration.yaml.tera")),
-    ("containerd-config.toml.tera", include_str!("../../templates/containerd-config.toml.tera")),
-    ("kubelet.service.tera", include_str!("../../templates/kubelet.service.tera")),
-    ("kubelet-10-kubeadm.conf.tera", include_str!("../../templates/kubelet-10-kubeadm.conf.tera")),
-    ("manifests/flannel.yaml.tera", include_str!("../../templates/manifests/flannel.yaml.tera")),
-    ("manifests/calico.yaml.tera", include_str!("../../templates/manifests/calico.yaml.tera")),
-    ("manifests/metallb.yaml.tera", include_str!("../../templates/manifests/metallb.yaml.tera")),
-    ("manifests/metallb-config.yaml.tera", include_str!("../../templates/manifests/metallb-config.yaml.tera")),
-    ("manifests/dashboard.yaml.tera", include_str!("../../templates/manifests/dashboard.yaml.tera")),
-    ("manifests/nfs-provisioner.yaml.tera", include_str!("../../templates/manifests/nfs-provisioner.yaml.tera")),
-    ("manifests/nvidia-device-plugin.yaml.tera", include_str!("../../templates/manifests/nvidia-device-plugin.yaml.tera")),
+    (
+        "cloud-config.yaml.tera",
+        include_str!("../../templates/cloud-config.yaml.tera"),
+    ),
+    (
+        "bootstrap.sh.tera",
+        include_str!("../../templates/bootstrap.sh.tera"),
+    ),
+    (
+        "kubeadm-init.yaml.tera",
+        include_str!("../../templates/kubeadm-init.yaml.tera"),
+    ),
+    (
+        "kubeadm-join.yaml.tera",
+        include_str!("../../templates/kubeadm-join.yaml.tera"),
+    ),
+    (
+        "node-registration.yaml.tera",
+        include_str!("../../templates/node-registration.yaml.tera"),
+    ),
+    (
+        "containerd-config.toml.tera",
+        include_str!("../../templates/containerd-config.toml.tera"),
+    ),
+    (
+        "kubelet.service.tera",
+        include_str!("../../templates/kubelet.service.tera"),
+    ),
+    (
+        "kubelet-10-kubeadm.conf.tera",
+        include_str!("../../templates/kubelet-10-kubeadm.conf.tera"),
+    ),
+    (
+        "manifests/flannel.yaml.tera",
+        include_str!("../../templates/manifests/flannel.yaml.tera"),
+    ),
+    (
+        "manifests/calico.yaml.tera",
+        include_str!("../../templates/manifests/calico.yaml.tera"),
+    ),
+    (
+        "manifests/metallb.yaml.tera",
+        include_str!("../../templates/manifests/metallb.yaml.tera"),
+    ),
+    (
+        "manifests/metallb-config.yaml.tera",
+        include_str!("../../templates/manifests/metallb-config.yaml.tera"),
+    ),
+    (
+        "manifests/dashboard.yaml.tera",
+        include_str!("../../templates/manifests/dashboard.yaml.tera"),
+    ),
+    (
+        "manifests/nfs-provisioner.yaml.tera",
+        include_str!("../../templates/manifests/nfs-provisioner.yaml.tera"),
+    ),
+    (
+        "manifests/nvidia-device-plugin.yaml.tera",
+        include_str!("../../templates/manifests/nvidia-device-plugin.yaml.tera"),
+    ),
 ];
 
 /// The error chain of a tera error as one line (tera's own message is only "Failed to render").
@@ -42,15 +87,24 @@ pub fn tera() -> Result<&'static Tera, BootstrapError> {
     let parsed = TERA.get_or_init(|| {
         let mut t = Tera::default();
         t.autoescape_on(vec![]);
-        t.add_raw_templates(TEMPLATES.iter().copied()).map_err(|e| describe(&e))?;
+        t.add_raw_templates(TEMPLATES.iter().copied())
+            .map_err(|e| describe(&e))?;
         Ok(t)
     });
-    parsed.as_ref().map_err(|message| BootstrapError::Template { name: "templates/".into(), message: message.clone() })
+    parsed.as_ref().map_err(|message| BootstrapError::Template {
+        name: "templates/".into(),
+        message: message.clone(),
+    })
 }
 
 /// Render one template (without the blank lines a leading `{# comment #}` leaves).
 pub fn render(name: &str, ctx: &tera::Context) -> Result<String, BootstrapError> {
-    let out = tera()?.render(name, ctx).map_err(|e| BootstrapError::Template { name: name.into(), message: describe(&e) })?;
+    let out = tera()?
+        .render(name, ctx)
+        .map_err(|e| BootstrapError::Template {
+            name: name.into(),
+            message: describe(&e),
+        })?;
     Ok(out.trim_start_matches('\n').to_string())
 }
 

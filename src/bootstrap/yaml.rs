@@ -9,7 +9,11 @@ pub(crate) fn literal_block(key: &str, text: &str, parent_indent: usize) -> Stri
         return format!("{key}: \"\"");
     }
     let first_non_empty = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let indicator = if first_non_empty.starts_with(' ') { "2" } else { "" };
+    let indicator = if first_non_empty.starts_with(' ') {
+        "2"
+    } else {
+        ""
+    };
     let pad = " ".repeat(parent_indent + 2);
     let mut out = format!("{key}: |{indicator}");
     for line in body.lines() {
@@ -28,7 +32,13 @@ pub(crate) fn indent_lines(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
     text.trim_end_matches('\n')
         .lines()
-        .map(|l| if l.is_empty() { String::new() } else { format!("{pad}{l}") })
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{l}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -44,9 +54,15 @@ mod tests {
 
     #[test]
     fn literal_blocks_round_trip() {
-        for text in ["a\nb\n", "  leading\nnext\n", "x\n\n\ny", "tab\there\n# comment\n"] {
+        for text in [
+            "a\nb\n",
+            "  leading\nnext\n",
+            "x\n\n\ny",
+            "tab\there\n# comment\n",
+        ] {
             let doc = format!("m:\n    {}\n", literal_block("content", text, 4));
-            let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            let v: serde_yaml::Value =
+                serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
             let want = format!("{}\n", text.trim_end_matches('\n'));
             assert_eq!(v["m"]["content"].as_str(), Some(want.as_str()), "{doc}");
         }

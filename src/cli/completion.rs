@@ -18,6 +18,11 @@ pub fn run(a: &CompletionArgs) -> anyhow::Result<()> {
         "zsh" => Shell::Zsh,
         _ => Shell::Fish,
     };
-    clap_complete::generate(shell, &mut super::Cli::command(), "kprov", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut super::Cli::command(),
+        "kprov",
+        &mut std::io::stdout(),
+    );
     Ok(())
 }

@@ -9,8 +9,9 @@ use super::{open_store, Cli, ExitError, Output};
 use crate::repo::{Repo, RepoError};
 use crate::spec::load::{Documents, Source};
 use crate::spec::{
-    self, Arch, Cluster, ClusterConfig, ClusterSpec, Cni, Gpu, GpuMode, InstanceGroup, InstanceGroupSpec, LoadedSpec,
-    Metadata, Networking, ProviderSpec, Role, Size, API_VERSION, LABEL_CLUSTER,
+    self, Arch, Cluster, ClusterConfig, ClusterSpec, Cni, Gpu, GpuMode, InstanceGroup,
+    InstanceGroupSpec, LoadedSpec, Metadata, Networking, ProviderSpec, Role, Size, API_VERSION,
+    LABEL_CLUSTER,
 };
 
 /// Arguments of `create`.
@@ -147,30 +148,58 @@ pub struct CreateGroupArgs {
 }
 
 fn parse_arch(flag: &str, s: &str) -> anyhow::Result<Arch> {
-    Arch::parse(s).ok_or_else(|| ExitError::usage(format!("{flag} {s:?}: unknown architecture; use amd64 or arm64")))
+    Arch::parse(s).ok_or_else(|| {
+        ExitError::usage(format!(
+            "{flag} {s:?}: unknown architecture; use amd64 or arm64"
+        ))
+    })
 }
 
 /// `4:8Gi` → Size, anything else → flavor.
 fn parse_size(s: &str) -> (Option<Size>, Option<String>) {
     match s.split_once(':') {
-        Some((c, m)) if c.parse::<u32>().is_ok() => (Some(Size { cpu: c.parse().unwrap_or(0), memory: m.to_string() }), None),
+        Some((c, m)) if c.parse::<u32>().is_ok() => (
+            Some(Size {
+                cpu: c.parse().unwrap_or(0),
+                memory: m.to_string(),
+            }),
+            None,
+        ),
         _ => (None, Some(s.to_string())),
     }
 }
 
 /// `[vendor/]model:count`.
 fn parse_gpu(s: &str) -> anyhow::Result<Gpu> {
-    let bad = || ExitError::usage(format!("--gpu {s:?}: write it as [VENDOR/]MODEL:COUNT, e.g. A100:1 or nvidia/T4:2"));
+    let bad = || {
+        ExitError::usage(format!(
+            "--gpu {s:?}: write it as [VENDOR/]MODEL:COUNT, e.g. A100:1 or nvidia/T4:2"
+        ))
+    };
     let (what, count) = s.rsplit_once(':').ok_or_else(bad)?;
     let count: u32 = count.parse().map_err(|_| bad())?;
     let (vendor, model) = match what.split_once('/') {
         Some((v, m)) => (Some(v.to_string()), m.to_string()),
         None => (Some("nvidia".to_string()), what.to_string()),
     };
-    Ok(Gpu { count, vendor, model: if model.is_empty() { None } else { Some(model) }, mode: GpuMode::Passthrough })
+    Ok(Gpu {
+        count,
+        vendor,
+        model: if model.is_empty() { None } else { Some(model) },
+        mode: GpuMode::Passthrough,
+    })
 }
 
-fn group(cluster: &str, name: &str, role: Role, count: i64, arch: Arch, size: Option<&str>, image: Option<String>, gpu: Option<Gpu>) -> InstanceGroup {
+fn group(
+    cluster: &str,
+    name: &str,
+    role: Role,
+    count: i64,
+    arch: Arch,
+    size: Option<&str>,
+    image: Option<String>,
+    gpu: Option<Gpu>,
+) -> InstanceGroup {
     let (size, flavor) = size.map(parse_size).unwrap_or((None, None));
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CLUSTER.to_string(), cluster.to_string());
@@ -183,8 +212,23 @@ fn group(cluster: &str, name: &str, role: Role, count: i64, arch: Arch, size: Op
     InstanceGroup {
         api_version: API_VERSION.into(),
         kind: "InstanceGroup".into(),
-        metadata: Metadata { name: name.into(), labels, generation: None },
-        spec: InstanceGroupSpec { role, count, arch, size, flavor, image, root_disk: None, gpu, labels: node_labels, taints },
+        metadata: Metadata {
+            name: name.into(),
+            labels,
+            generation: None,
+        },
+        spec: InstanceGroupSpec {
+            role,
+            count,
+            arch,
+            size,
+            flavor,
+            image,
+            root_disk: None,
+            gpu,
+            labels: node_labels,
+            taints,
+        },
     }
 }
 
@@ -220,14 +264,29 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
         "flannel" => Cni::Flannel,
         "calico" => Cni::Calico,
         "none" => Cni::None,
-        other => return Err(ExitError::usage(format!("--networking {other:?}: use flannel, calico or none"))),
+        other => {
+            return Err(ExitError::usage(format!(
+                "--networking {other:?}: use flannel, calico or none"
+            )))
+        }
     };
-    let mut networking = Networking { cni, ..Default::default() };
+    let mut networking = Networking {
+        cni,
+        ..Default::default()
+    };
     if let Some(p) = &a.pod_cidr {
-        networking.pod_cidr = p.parse().map_err(|_| ExitError::usage(format!("--pod-cidr {p:?} is not a CIDR; e.g. 10.244.0.0/16")))?;
+        networking.pod_cidr = p.parse().map_err(|_| {
+            ExitError::usage(format!(
+                "--pod-cidr {p:?} is not a CIDR; e.g. 10.244.0.0/16"
+            ))
+        })?;
     }
     if let Some(p) = &a.service_cidr {
-        networking.service_cidr = p.parse().map_err(|_| ExitError::usage(format!("--service-cidr {p:?} is not a CIDR; e.g. 10.96.0.0/12")))?;
+        networking.service_cidr = p.parse().map_err(|_| {
+            ExitError::usage(format!(
+                "--service-cidr {p:?} is not a CIDR; e.g. 10.96.0.0/12"
+            ))
+        })?;
     }
     let ssh_public_key = match &a.ssh_public_key {
         Some(f) => Some(
@@ -246,7 +305,11 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
     let cluster = Cluster {
         api_version: API_VERSION.into(),
         kind: "Cluster".into(),
-        metadata: Metadata { name: a.cluster.clone(), labels: BTreeMap::new(), generation: None },
+        metadata: Metadata {
+            name: a.cluster.clone(),
+            labels: BTreeMap::new(),
+            generation: None,
+        },
         spec: ClusterSpec {
             provider,
             kubernetes_version: a.kubernetes_version.clone(),
@@ -258,9 +321,27 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             bootstrap: Default::default(),
         },
     };
-    let mut groups = vec![group(&a.cluster, "control-plane", Role::ControlPlane, a.control_plane_count, arch, a.control_plane_size.as_deref(), a.image.clone(), None)];
+    let mut groups = vec![group(
+        &a.cluster,
+        "control-plane",
+        Role::ControlPlane,
+        a.control_plane_count,
+        arch,
+        a.control_plane_size.as_deref(),
+        a.image.clone(),
+        None,
+    )];
     if a.node_count != 0 || gpu.is_some() {
-        groups.push(group(&a.cluster, "nodes", Role::Node, a.node_count, node_arch, a.node_size.as_deref(), a.image.clone(), gpu));
+        groups.push(group(
+            &a.cluster,
+            "nodes",
+            Role::Node,
+            a.node_count,
+            node_arch,
+            a.node_size.as_deref(),
+            a.image.clone(),
+            gpu,
+        ));
     }
     let flags: BTreeMap<String, String> = [
         ("metadata.name", "NAME"),
@@ -301,8 +382,15 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             .collect(),
         )
     };
-    let group_srcs = groups.iter().map(|g| group_src(g.spec.role == Role::ControlPlane)).collect();
-    Ok(LoadedSpec { config: ClusterConfig { cluster, groups }, cluster_src, group_srcs })
+    let group_srcs = groups
+        .iter()
+        .map(|g| group_src(g.spec.role == Role::ControlPlane))
+        .collect();
+    Ok(LoadedSpec {
+        config: ClusterConfig { cluster, groups },
+        cluster_src,
+        group_srcs,
+    })
 }
 
 fn print_config(cfg: &ClusterConfig, out: Output) -> anyhow::Result<()> {
@@ -336,7 +424,10 @@ async fn create_cluster(cli: &Cli, a: &CreateClusterArgs) -> anyhow::Result<()> 
         return print_config(&spec.config, a.output);
     }
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
-    let stored = repo.save(&spec.config, None).await.map_err(usage_if_exists)?;
+    let stored = repo
+        .save(&spec.config, None)
+        .await
+        .map_err(usage_if_exists)?;
     crate::secrets::ensure(&repo, &stored.config).await?;
     eprintln!(
         "Cluster {} created in {} ({} instance groups, {} instances). Nothing exists in the cloud yet:\n  kprov update cluster {} --yes",
@@ -356,8 +447,14 @@ fn usage_if_exists(e: RepoError) -> anyhow::Error {
     }
 }
 
-async fn create_from_file(cli: &Cli, file: &str, replace: bool, dry_run: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).map_err(|e| ExitError::usage(format!("{file}: cannot read: {e}")))?;
+async fn create_from_file(
+    cli: &Cli,
+    file: &str,
+    replace: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ExitError::usage(format!("{file}: cannot read: {e}")))?;
     let Documents { clusters, groups } = spec::load_documents(file, &text)?;
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let (cluster, cluster_src, previous) = match clusters.len() {
@@ -383,7 +480,12 @@ async fn create_from_file(cli: &Cli, file: &str, replace: bool, dry_run: bool) -
             let prev = repo.require(&name).await?;
             let mut all = prev.config.clone();
             for (g, _) in &groups {
-                if all.groups.iter().any(|x| x.metadata.name == g.metadata.name) && !replace {
+                if all
+                    .groups
+                    .iter()
+                    .any(|x| x.metadata.name == g.metadata.name)
+                    && !replace
+                {
                     return Err(ExitError::usage(format!("instance group {:?} already exists in cluster {name}; add --replace to replace it", g.metadata.name)));
                 }
                 all.groups.retain(|x| x.metadata.name != g.metadata.name);
@@ -394,7 +496,11 @@ async fn create_from_file(cli: &Cli, file: &str, replace: bool, dry_run: bool) -
                 all.groups.push(g);
                 group_srcs.push(s);
             }
-            let mut spec = LoadedSpec { config: all, cluster_src: src, group_srcs };
+            let mut spec = LoadedSpec {
+                config: all,
+                cluster_src: src,
+                group_srcs,
+            };
             spec::validate(&mut spec)?;
             if dry_run {
                 return print_config(&spec.config, Output::Yaml);
@@ -404,20 +510,35 @@ async fn create_from_file(cli: &Cli, file: &str, replace: bool, dry_run: bool) -
             eprintln!("Cluster {name}: instance groups stored (generation {}). Apply with: kprov update cluster {name} --yes", stored.generation);
             return Ok(());
         }
-        n => return Err(ExitError::usage(format!("{file}: {n} Cluster documents; put one cluster per file"))),
+        n => {
+            return Err(ExitError::usage(format!(
+                "{file}: {n} Cluster documents; put one cluster per file"
+            )))
+        }
     };
     let (groups, group_srcs): (Vec<_>, Vec<_>) = groups.into_iter().unzip();
-    let mut spec = LoadedSpec { config: ClusterConfig { cluster, groups }, cluster_src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster, groups },
+        cluster_src,
+        group_srcs,
+    };
     spec::validate(&mut spec)?;
     if dry_run {
         return print_config(&spec.config, Output::Yaml);
     }
-    let stored = repo.save(&spec.config, previous.as_ref()).await.map_err(usage_if_exists)?;
+    let stored = repo
+        .save(&spec.config, previous.as_ref())
+        .await
+        .map_err(usage_if_exists)?;
     crate::secrets::ensure(&repo, &stored.config).await?;
     eprintln!(
         "Cluster {} {} (generation {}). Apply with: kprov update cluster {} --yes",
         stored.config.name(),
-        if previous.is_some() { "replaced" } else { "created" },
+        if previous.is_some() {
+            "replaced"
+        } else {
+            "created"
+        },
         stored.generation,
         stored.config.name()
     );
@@ -428,32 +549,69 @@ async fn create_group(cli: &Cli, a: &CreateGroupArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = super::current_cluster(None, cli.name.as_deref(), &repo).await?;
     let prev = repo.require(&name).await?;
-    if prev.config.groups.iter().any(|g| g.metadata.name == a.group) {
-        return Err(ExitError::usage(format!("instance group {:?} already exists in cluster {name}", a.group)));
+    if prev
+        .config
+        .groups
+        .iter()
+        .any(|g| g.metadata.name == a.group)
+    {
+        return Err(ExitError::usage(format!(
+            "instance group {:?} already exists in cluster {name}",
+            a.group
+        )));
     }
-    let role = if a.role == "control-plane" { Role::ControlPlane } else { Role::Node };
+    let role = if a.role == "control-plane" {
+        Role::ControlPlane
+    } else {
+        Role::Node
+    };
     let gpu = a.gpu.as_deref().map(parse_gpu).transpose()?;
-    let g = group(&name, &a.group, role, a.count, parse_arch("--arch", &a.arch)?, a.size.as_deref(), a.image.clone(), gpu);
+    let g = group(
+        &name,
+        &a.group,
+        role,
+        a.count,
+        parse_arch("--arch", &a.arch)?,
+        a.size.as_deref(),
+        a.image.clone(),
+        gpu,
+    );
     let mut cfg = prev.config.clone();
     cfg.groups.push(g);
     let src = Source::Store(crate::repo::config_key(&name));
     let mut group_srcs: Vec<Source> = cfg.groups.iter().map(|_| src.clone()).collect();
     if let Some(last) = group_srcs.last_mut() {
         *last = Source::Flags(
-            [("spec.count", "--count"), ("spec.size", "--size"), ("spec.image", "--image"), ("spec.gpu", "--gpu"), ("metadata.name", "IG")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            [
+                ("spec.count", "--count"),
+                ("spec.size", "--size"),
+                ("spec.image", "--image"),
+                ("spec.gpu", "--gpu"),
+                ("metadata.name", "IG"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         );
     }
-    let mut spec = LoadedSpec { config: cfg, cluster_src: src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: cfg,
+        cluster_src: src,
+        group_srcs,
+    };
     spec::validate(&mut spec)?;
     if a.dry_run {
-        let g = spec.config.groups.iter().find(|g| g.metadata.name == a.group).expect("just added");
+        let g = spec
+            .config
+            .groups
+            .iter()
+            .find(|g| g.metadata.name == a.group)
+            .expect("just added");
         print!("{}", serde_yaml::to_string(g)?);
         return Ok(());
     }
     let stored = repo.save(&spec.config, Some(&prev)).await?;
+    crate::secrets::ensure(&repo, &stored.config).await?;
     eprintln!("Instance group {} added to cluster {name} (generation {}). Apply with: kprov update cluster {name} --yes", a.group, stored.generation);
     Ok(())
 }

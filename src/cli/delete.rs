@@ -36,13 +36,17 @@ pub struct DeleteArgs {
 pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-    let wait = spec::quantity::parse_duration(&a.wait).map_err(|e| ExitError::usage(format!("--wait: {e}")))?;
+    let wait = spec::quantity::parse_duration(&a.wait)
+        .map_err(|e| ExitError::usage(format!("--wait: {e}")))?;
     let stored = repo.require(&name).await?;
     let cloud = crate::cloud::connect(&stored.config.cluster.spec).await?;
     if !a.yes {
         let mut found = cloud.list_resources(&name).await?;
         found.sort_by(|x, y| x.kind.cmp(&y.kind).then(x.name.cmp(&y.name)));
-        let rows: Vec<Vec<String>> = found.iter().map(|r| vec![r.kind.to_string(), r.name.clone(), r.id.clone()]).collect();
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|r| vec![r.kind.to_string(), r.name.clone(), r.id.clone()])
+            .collect();
         if rows.is_empty() {
             println!("No cloud resources found for cluster {name}.");
         } else {
@@ -54,8 +58,19 @@ pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
         println!("\nMust specify --yes to delete cluster {name}");
         return Ok(());
     }
-    let guard = take_lock(&repo, &name, &format!("delete cluster {name} --yes"), &a.lock, a.yes, Duration::from_secs(a.lock_ttl.max(1))).await?;
-    let settings = Settings { concurrency: cloud.default_concurrency(), ..Default::default() };
+    let guard = take_lock(
+        &repo,
+        &name,
+        &format!("delete cluster {name} --yes"),
+        &a.lock,
+        a.yes,
+        Duration::from_secs(a.lock_ttl.max(1)),
+    )
+    .await?;
+    let settings = Settings {
+        concurrency: cloud.default_concurrency(),
+        ..Default::default()
+    };
     let result = apply::delete_all(cloud, &name, &settings, wait, &Progress::auto()).await;
     let outcome = match result {
         Ok(n) => {

@@ -31,8 +31,12 @@ pub enum StateWhat {
 /// Run `state`.
 pub async fn run(_cli: &Cli, a: &StateArgs) -> anyhow::Result<()> {
     let StateWhat::Copy { src, dst, cluster } = &a.what;
-    let from = crate::store::open(src).await.map_err(|e| ExitError::usage(e.to_string()))?;
-    let to = crate::store::open(dst).await.map_err(|e| ExitError::usage(e.to_string()))?;
+    let from = crate::store::open(src)
+        .await
+        .map_err(|e| ExitError::usage(e.to_string()))?;
+    let to = crate::store::open(dst)
+        .await
+        .map_err(|e| ExitError::usage(e.to_string()))?;
     let from_repo = crate::repo::Repo::new(from.clone());
     let clusters = match cluster {
         Some(c) => vec![c.clone()],
@@ -44,13 +48,16 @@ pub async fn run(_cli: &Cli, a: &StateArgs) -> anyhow::Result<()> {
     for c in &clusters {
         from_repo.require(c).await?;
         if to.get(&crate::repo::config_key(c)).await?.is_some() {
-            return Err(ExitError::usage(format!("cluster {c} already exists in {dst}; delete it there first")));
+            return Err(ExitError::usage(format!(
+                "cluster {c} already exists in {dst}; delete it there first"
+            )));
         }
     }
     for c in &clusters {
         let keys = from.list(&format!("{c}/")).await?;
         let cfg = crate::repo::config_key(c);
-        let skip = |k: &str| k == kprov_state::lease::lease_key(c) || k.ends_with("/journal/current.json");
+        let skip =
+            |k: &str| k == kprov_state::lease::lease_key(c) || k.ends_with("/journal/current.json");
         // Everything else first, config.yaml last: a copy cut short leaves no half cluster.
         let mut n = 0;
         for k in keys.iter().filter(|k| !skip(k) && **k != cfg) {
@@ -59,7 +66,10 @@ pub async fn run(_cli: &Cli, a: &StateArgs) -> anyhow::Result<()> {
                 n += 1;
             }
         }
-        let o = from.get(&cfg).await?.ok_or_else(|| anyhow::anyhow!("cluster {c} vanished from {src} during the copy"))?;
+        let o = from
+            .get(&cfg)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("cluster {c} vanished from {src} during the copy"))?;
         to.put(&cfg, &o.bytes, Condition::IfAbsent).await?;
         eprintln!("Copied cluster {c}: {} objects from {src} to {dst}.", n + 1);
     }

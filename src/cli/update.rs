@@ -38,11 +38,22 @@ pub struct UpdateArgs {
 }
 
 /// Take the cluster lock for a mutating command, breaking it first if asked.
-pub async fn take_lock(repo: &Repo, cluster: &str, command: &str, lock: &LockArgs, yes: bool, ttl: Duration) -> anyhow::Result<kprov_state::LeaseGuard> {
+pub async fn take_lock(
+    repo: &Repo,
+    cluster: &str,
+    command: &str,
+    lock: &LockArgs,
+    yes: bool,
+    ttl: Duration,
+) -> anyhow::Result<kprov_state::LeaseGuard> {
     if lock.force_unlock {
         if let Some(held) = lease::current(repo.store.as_ref(), cluster).await? {
             let who = held.describe(chrono::Utc::now());
-            if !yes && !confirm(&format!("Break the lock of cluster {cluster} held by {who}?"))? {
+            if !yes
+                && !confirm(&format!(
+                    "Break the lock of cluster {cluster} held by {who}?"
+                ))?
+            {
                 return Err(ExitError::usage("lock not broken"));
             }
             lease::force_unlock(repo.store.as_ref(), cluster).await?;
@@ -59,7 +70,10 @@ pub async fn take_lock(repo: &Repo, cluster: &str, command: &str, lock: &LockArg
             e => e.into(),
         })?;
     if let Some(prev) = &guard.took_over_from {
-        eprintln!("Note: took over the expired lock of {} (that run died or was killed).", prev.describe(chrono::Utc::now()));
+        eprintln!(
+            "Note: took over the expired lock of {} (that run died or was killed).",
+            prev.describe(chrono::Utc::now())
+        );
     }
     Ok(guard)
 }
@@ -68,9 +82,20 @@ pub async fn take_lock(repo: &Repo, cluster: &str, command: &str, lock: &LockArg
 pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-    let deadline = spec::quantity::parse_duration(&a.timeout).map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
+    let deadline = spec::quantity::parse_duration(&a.timeout)
+        .map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
     let guard = if a.yes {
-        Some(take_lock(&repo, &name, &format!("update cluster {name} --yes"), &a.lock, a.yes, Duration::from_secs(a.lock_ttl.max(1))).await?)
+        Some(
+            take_lock(
+                &repo,
+                &name,
+                &format!("update cluster {name} --yes"),
+                &a.lock,
+                a.yes,
+                Duration::from_secs(a.lock_ttl.max(1)),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -84,7 +109,13 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: Duration) -> anyhow::Result<()> {
+async fn update(
+    _cli: &Cli,
+    a: &UpdateArgs,
+    repo: &Repo,
+    name: &str,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let stored = repo.require(name).await?;
     let mut loaded = repo.as_loaded(&stored);
     spec::validate(&mut loaded)?;
@@ -107,9 +138,24 @@ async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: D
         if !problems.is_empty() {
             let lines: Vec<String> = problems
                 .iter()
-                .map(|p| format!("- instance group {}: {}\n  fix: {}", if p.instance_group.is_empty() { "(cluster)" } else { &p.instance_group }, p.problem, p.fix))
+                .map(|p| {
+                    format!(
+                        "- instance group {}: {}\n  fix: {}",
+                        if p.instance_group.is_empty() {
+                            "(cluster)"
+                        } else {
+                            &p.instance_group
+                        },
+                        p.problem,
+                        p.fix
+                    )
+                })
                 .collect();
-            return Err(ExitError::usage(format!("the {} cloud cannot hold cluster {name} as specified; nothing was changed:\n{}", cloud.name(), lines.join("\n"))));
+            return Err(ExitError::usage(format!(
+                "the {} cloud cannot hold cluster {name} as specified; nothing was changed:\n{}",
+                cloud.name(),
+                lines.join("\n")
+            )));
         }
     }
 
@@ -122,9 +168,14 @@ async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: D
         println!("\nMust specify --yes to apply changes");
         return Ok(());
     }
-    let (journal, previous) = Journal::begin(repo.store.clone(), name, "update --yes", stored.generation).await?;
+    let (journal, previous) =
+        Journal::begin(repo.store.clone(), name, "update --yes", stored.generation).await?;
     if let Some(prev) = previous {
-        let done = prev.tasks.values().filter(|t| **t == apply::journal::TaskState::Done).count();
+        let done = prev
+            .tasks
+            .values()
+            .filter(|t| **t == apply::journal::TaskState::Done)
+            .count();
         eprintln!("Resuming: an earlier run ({}) stopped after {done} of {} tasks; finishing what it left.", prev.run, prev.tasks.len());
     }
     let settings = Settings {
@@ -132,8 +183,24 @@ async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: D
         deadline,
         ..Default::default()
     };
+    if !creating.is_empty() {
+        // A create killed right after storing the spec may have left no PKI: make it now
+        // (idempotent). New nodes join with the stored token: make sure it outlives this apply.
+        crate::secrets::ensure(repo, &cfg).await?;
+        let ttl = spec::quantity::parse_duration(&cfg.cluster.spec.bootstrap.token_ttl)
+            .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
+        crate::secrets::refresh_token(repo, name, ttl).await?;
+    }
     let user_data = crate::bootstrap::renderer(repo, &cfg).await?;
-    let outcome = apply::apply(cloud.clone(), &plan, user_data, &settings, &journal, &Progress::auto()).await;
+    let outcome = apply::apply(
+        cloud.clone(),
+        &plan,
+        user_data,
+        &settings,
+        &journal,
+        &Progress::auto(),
+    )
+    .await;
     journal.flush().await;
     let outcome = outcome?;
     journal.finish().await?;
@@ -141,7 +208,11 @@ async fn update(_cli: &Cli, a: &UpdateArgs, repo: &Repo, name: &str, deadline: D
         "\nCluster {name} is up to date: {} created, {} deleted{}.",
         outcome.created.len(),
         outcome.deleted,
-        if outcome.retries > 0 { format!(", {} calls retried", outcome.retries) } else { String::new() }
+        if outcome.retries > 0 {
+            format!(", {} calls retried", outcome.retries)
+        } else {
+            String::new()
+        }
     );
     let _ = Arc::strong_count(&cloud);
     Ok(())

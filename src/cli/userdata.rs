@@ -40,22 +40,43 @@ pub async fn run(cli: &Cli, a: &UserdataArgs, repo: &Repo) -> anyhow::Result<()>
     spec::validate(&mut loaded)?;
     let cfg = loaded.config;
     let desired = plan::desired(&cfg);
-    let Some(req) = desired.instances.iter().find(|r| r.instance_group == a.instance_group && r.index == a.index).cloned() else {
-        let groups: Vec<String> = cfg.groups.iter().map(|g| format!("{} (indexes 0..{})", g.name(), g.spec.count.max(0))).collect();
+    let Some(req) = desired
+        .instances
+        .iter()
+        .find(|r| r.instance_group == a.instance_group && r.index == a.index)
+        .cloned()
+    else {
+        let groups: Vec<String> = cfg
+            .groups
+            .iter()
+            .map(|g| format!("{} (indexes 0..{})", g.name(), g.spec.count.max(0)))
+            .collect();
         return Err(ExitError::usage(format!(
             "cluster {name} has no node {} index {}; instance groups: {}",
             a.instance_group,
             a.index,
-            if groups.is_empty() { "none".into() } else { groups.join(", ") }
+            if groups.is_empty() {
+                "none".into()
+            } else {
+                groups.join(", ")
+            }
         )));
     };
     let secrets = crate::secrets::load(repo, &name).await?;
-    let hash = crate::pki::discovery_hash(&secrets.ca.cert_pem).context("computing the discovery hash of the cluster CA")?;
+    let hash = crate::pki::discovery_hash(&secrets.ca.cert_pem)
+        .context("computing the discovery hash of the cluster CA")?;
     let renderer = Renderer::new(cfg.clone(), secrets, hash, BootstrapOptions::from_env())?;
 
     let cp = &cfg.cluster.spec.control_plane;
-    let first_cp_group = cfg.groups.iter().filter(|g| g.spec.role == Role::ControlPlane && g.spec.count > 0).map(|g| g.name()).min();
-    let is_first = req.role == Role::ControlPlane && req.index == 0 && first_cp_group == Some(req.instance_group.as_str());
+    let first_cp_group = cfg
+        .groups
+        .iter()
+        .filter(|g| g.spec.role == Role::ControlPlane && g.spec.count > 0)
+        .map(|g| g.name())
+        .min();
+    let is_first = req.role == Role::ControlPlane
+        && req.index == 0
+        && first_cp_group == Some(req.instance_group.as_str());
     let endpoint = match (&a.endpoint, &cp.endpoint) {
         (Some(e), _) => e.clone(),
         (None, Some(e)) => e.clone(),
@@ -66,18 +87,35 @@ pub async fn run(cli: &Cli, a: &UserdataArgs, repo: &Repo) -> anyhow::Result<()>
             placeholder
         }
     };
-    let ctx = RenderContext { control_plane_endpoint: endpoint };
+    let ctx = RenderContext {
+        control_plane_endpoint: endpoint,
+    };
     let text = renderer.render_cloud_config(&req, &ctx)?;
     let provider = cfg.cluster.spec.provider.name();
     match bootstrap::fit_user_data(&text, renderer.limit(), provider, &req) {
         Ok(bytes) => {
-            let how = if bytes.len() < text.len() { format!("sent gzip-compressed, {} bytes", bytes.len()) } else { "sent as is".to_string() };
-            let limit = renderer.limit().map(|l| format!("{provider} limit {l} bytes")).unwrap_or_else(|| format!("no {provider} limit"));
-            eprintln!("# {}: {} bytes of cloud-config ({how}; {limit})", req.name, text.len());
+            let how = if bytes.len() < text.len() {
+                format!("sent gzip-compressed, {} bytes", bytes.len())
+            } else {
+                "sent as is".to_string()
+            };
+            let limit = renderer
+                .limit()
+                .map(|l| format!("{provider} limit {l} bytes"))
+                .unwrap_or_else(|| format!("no {provider} limit"));
+            eprintln!(
+                "# {}: {} bytes of cloud-config ({how}; {limit})",
+                req.name,
+                text.len()
+            );
         }
         Err(e) => eprintln!("warning: {e}"),
     }
-    let shown = if a.show_secrets { text } else { bootstrap::redact(&text, renderer.secrets()) };
+    let shown = if a.show_secrets {
+        text
+    } else {
+        bootstrap::redact(&text, renderer.secrets())
+    };
     print!("{shown}");
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use kprov_providers::{
-    instance_id, GpuRequest, Instance, InstanceRequest, MachineSize, NetworkRequest, TAG_CLUSTER, TAG_INDEX,
-    TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
+    instance_id, GpuRequest, Instance, InstanceRequest, MachineSize, NetworkRequest, TAG_CLUSTER,
+    TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
 };
 
 use crate::spec::quantity::parse_mib;
@@ -31,10 +31,16 @@ pub struct Desired {
 pub fn machine_size(g: &InstanceGroup) -> MachineSize {
     match (&g.spec.flavor, &g.spec.size) {
         (Some(f), _) => MachineSize::Flavor(f.clone()),
-        (None, Some(s)) => MachineSize::Shape { cpus: s.cpu, memory_mib: parse_mib(&s.memory).unwrap_or(0) },
+        (None, Some(s)) => MachineSize::Shape {
+            cpus: s.cpu,
+            memory_mib: parse_mib(&s.memory).unwrap_or(0),
+        },
         (None, None) => {
             let s = crate::spec::validate::default_size(g.spec.role);
-            MachineSize::Shape { cpus: s.cpu, memory_mib: parse_mib(&s.memory).unwrap_or(0) }
+            MachineSize::Shape {
+                cpus: s.cpu,
+                memory_mib: parse_mib(&s.memory).unwrap_or(0),
+            }
         }
     }
 }
@@ -70,7 +76,12 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
                 arch: g.spec.arch,
                 size: machine_size(g),
                 image: g.spec.image.clone(),
-                root_disk_gib: g.spec.root_disk.as_deref().and_then(|d| parse_mib(d).ok()).map(|m| (m / 1024) as u32),
+                root_disk_gib: g
+                    .spec
+                    .root_disk
+                    .as_deref()
+                    .and_then(|d| parse_mib(d).ok())
+                    .map(|m| (m / 1024) as u32),
                 gpu: g.spec.gpu.as_ref().map(|gpu| GpuRequest {
                     count: gpu.count,
                     vendor: gpu.vendor.clone(),
@@ -100,7 +111,11 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
         },
         instances,
         endpoint: cfg.cluster.spec.control_plane.endpoint.as_ref().map(|e| {
-            if e.contains(':') { e.clone() } else { format!("{e}:{}", cfg.cluster.spec.control_plane.port) }
+            if e.contains(':') {
+                e.clone()
+            } else {
+                format!("{e}:{}", cfg.cluster.spec.control_plane.port)
+            }
         }),
         api_port: cfg.cluster.spec.control_plane.port,
     }
@@ -176,10 +191,16 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
                 found.sort_by(|a, b| a.id.cmp(&b.id));
                 let first = found.remove(0);
                 for dup in found {
-                    deletes.push(Change::Delete { old: dup.clone(), reason: format!("duplicate of {}", first.id) });
+                    deletes.push(Change::Delete {
+                        old: dup.clone(),
+                        reason: format!("duplicate of {}", first.id),
+                    });
                 }
                 if first.tags.get(TAG_SPEC_HASH) != req.tags.get(TAG_SPEC_HASH) {
-                    replaces.push(Change::Replace { old: first.clone(), new: req.clone() });
+                    replaces.push(Change::Replace {
+                        old: first.clone(),
+                        new: req.clone(),
+                    });
                 } else {
                     unchanged += 1;
                 }
@@ -189,7 +210,10 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     let mut rest: Vec<&Instance> = by_id.into_values().flatten().chain(strays).collect();
     rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     for old in rest {
-        deletes.push(Change::Delete { old: old.clone(), reason: "not in the spec".into() });
+        deletes.push(Change::Delete {
+            old: old.clone(),
+            reason: "not in the spec".into(),
+        });
     }
     changes.extend(replaces);
     changes.extend(deletes);
@@ -202,20 +226,57 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     cps.sort_by(|a, b| a.name.cmp(&b.name));
     let control_plane_endpoint = match &desired.endpoint {
         Some(e) => Some(e.clone()),
-        None => cps.first().map(|i| format!("{}:{}", i.address.as_deref().unwrap_or_default(), desired.api_port)),
+        None => cps.first().map(|i| {
+            format!(
+                "{}:{}",
+                i.address.as_deref().unwrap_or_default(),
+                desired.api_port
+            )
+        }),
     };
-    Plan { cluster: desired.network.cluster.clone(), changes, unchanged, control_plane_endpoint, api_port: desired.api_port }
+    Plan {
+        cluster: desired.network.cluster.clone(),
+        changes,
+        unchanged,
+        control_plane_endpoint,
+        api_port: desired.api_port,
+    }
 }
 
 fn describe(req: &InstanceRequest) -> String {
     let size = match &req.size {
-        MachineSize::Shape { cpus, memory_mib } => format!("{cpus} vCPU / {}", fmt_mib(*memory_mib)),
+        MachineSize::Shape { cpus, memory_mib } => {
+            format!("{cpus} vCPU / {}", fmt_mib(*memory_mib))
+        }
         MachineSize::Flavor(f) => f.clone(),
     };
-    let mut s = format!("{:<14} {:<6} {}", req.role.as_str(), req.arch.as_str(), size);
+    let mut s = format!(
+        "{:<14} {:<6} {}",
+        req.role.as_str(),
+        req.arch.as_str(),
+        size
+    );
     if let Some(g) = &req.gpu {
-        let what = [g.vendor.as_deref(), g.model.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
-        let _ = write!(s, "  gpu {}x{}{}", g.count, if what.is_empty() { String::new() } else { format!(" {what}") }, if g.mode == kprov_providers::GpuMode::Mdev { " (mdev)" } else { "" });
+        let what = [g.vendor.as_deref(), g.model.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = write!(
+            s,
+            "  gpu {}x{}{}",
+            g.count,
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" {what}")
+            },
+            if g.mode == kprov_providers::GpuMode::Mdev {
+                " (mdev)"
+            } else {
+                ""
+            }
+        );
     }
     s
 }
@@ -232,27 +293,45 @@ fn fmt_mib(m: u64) -> String {
 pub fn render(plan: &Plan, color: bool) -> String {
     let paint = |s: &str, c: console::Color| {
         if color {
-            console::style(s).fg(c).bold().force_styling(true).to_string()
+            console::style(s)
+                .fg(c)
+                .bold()
+                .force_styling(true)
+                .to_string()
         } else {
             s.to_string()
         }
     };
     let mut out = String::new();
     if plan.is_empty() {
-        let _ = writeln!(out, "No changes needed for cluster {} ({} instances up to date).", plan.cluster, plan.unchanged);
+        let _ = writeln!(
+            out,
+            "No changes needed for cluster {} ({} instances up to date).",
+            plan.cluster, plan.unchanged
+        );
         return out;
     }
     let (mut creates, mut replaces, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
     for c in &plan.changes {
         match c {
             Change::CreateNetwork(n) => creates.push(format!("  {:<9} {}", "Network", n.cluster)),
-            Change::Create(r) => creates.push(format!("  {:<9} {:<32} {}", "Instance", r.name, describe(r))),
-            Change::Replace { old, new } => {
-                replaces.push(format!("  {:<9} {:<32} {}  (shape changed; replaces {})", "Instance", new.name, describe(new), old.id))
-            }
-            Change::Delete { old, reason } => {
-                deletes.push(format!("  {:<9} {:<32} {}  ({reason})", "Instance", old.name, old.id))
-            }
+            Change::Create(r) => creates.push(format!(
+                "  {:<9} {:<32} {}",
+                "Instance",
+                r.name,
+                describe(r)
+            )),
+            Change::Replace { old, new } => replaces.push(format!(
+                "  {:<9} {:<32} {}  (shape changed; replaces {})",
+                "Instance",
+                new.name,
+                describe(new),
+                old.id
+            )),
+            Change::Delete { old, reason } => deletes.push(format!(
+                "  {:<9} {:<32} {}  ({reason})",
+                "Instance", old.name, old.id
+            )),
         }
     }
     for (title, lines, c) in [
@@ -270,7 +349,14 @@ pub fn render(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     let n = plan.changes.len();
-    let _ = writeln!(out, "{n} change{} for cluster {}; {} instance{} unchanged.", if n == 1 { "" } else { "s" }, plan.cluster, plan.unchanged, if plan.unchanged == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "{n} change{} for cluster {}; {} instance{} unchanged.",
+        if n == 1 { "" } else { "s" },
+        plan.cluster,
+        plan.unchanged,
+        if plan.unchanged == 1 { "" } else { "s" }
+    );
     out
 }
 

@@ -7,7 +7,11 @@ pub(crate) fn cluster(yaml: &str) -> ClusterConfig {
     let docs = load_documents("test.yaml", yaml).expect("parses");
     let (c, src) = docs.clusters.into_iter().next().expect("cluster");
     let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec { config: ClusterConfig { cluster: c, groups }, cluster_src: src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster: c, groups },
+        cluster_src: src,
+        group_srcs,
+    };
     validate(&mut spec).expect("valid");
     spec.config
 }
@@ -69,7 +73,10 @@ fn converged_cluster_has_an_empty_plan_and_a_known_endpoint() {
     let plan = diff(&d, &observe(&d.instances));
     assert!(plan.is_empty());
     assert_eq!(plan.unchanged, 4);
-    assert_eq!(plan.control_plane_endpoint.as_deref(), Some("172.20.0.10:6443"));
+    assert_eq!(
+        plan.control_plane_endpoint.as_deref(),
+        Some("172.20.0.10:6443")
+    );
     insta::assert_snapshot!("noop_plan", render(&plan, false));
 }
 
@@ -101,7 +108,10 @@ fn scale_down_resize_and_strays_become_deletes_and_replaces() {
             Change::Delete { .. } => "delete",
         })
         .collect();
-    assert_eq!(kinds, vec!["replace", "replace", "delete", "delete", "delete"]);
+    assert_eq!(
+        kinds,
+        vec!["replace", "replace", "delete", "delete", "delete"]
+    );
     insta::assert_snapshot!("mixed_plan", render(&plan, false));
 }
 
@@ -112,7 +122,14 @@ fn ids_are_deterministic_and_tags_complete() {
     let ids = |d: &Desired| d.instances.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&a), ids(&b));
     for r in &a.instances {
-        for k in [TAG_CLUSTER, TAG_INSTANCE_GROUP, TAG_ROLE, TAG_INDEX, TAG_SPEC_HASH, TAG_INSTANCE_ID] {
+        for k in [
+            TAG_CLUSTER,
+            TAG_INSTANCE_GROUP,
+            TAG_ROLE,
+            TAG_INDEX,
+            TAG_SPEC_HASH,
+            TAG_INSTANCE_ID,
+        ] {
             assert!(r.tags.contains_key(k), "{} lacks tag {k}", r.name);
         }
     }

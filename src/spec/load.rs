@@ -31,9 +31,21 @@ impl Source {
     /// Where `path` (a field path inside this document) is.
     pub fn locate(&self, path: &str) -> Where {
         match self {
-            Source::File { file, doc, positions } => match positions.find(*doc, path) {
-                Some((line, column)) => Where::File { file: file.clone(), line, column },
-                None => Where::File { file: file.clone(), line: 1, column: 1 },
+            Source::File {
+                file,
+                doc,
+                positions,
+            } => match positions.find(*doc, path) {
+                Some((line, column)) => Where::File {
+                    file: file.clone(),
+                    line,
+                    column,
+                },
+                None => Where::File {
+                    file: file.clone(),
+                    line: 1,
+                    column: 1,
+                },
             },
             Source::Flags(map) => {
                 let mut p = path.to_string();
@@ -67,7 +79,11 @@ impl LoadedSpec {
     /// A spec without file positions (built in code or from flags).
     pub fn from_config(config: ClusterConfig, src: Source) -> Self {
         let group_srcs = config.groups.iter().map(|_| src.clone()).collect();
-        LoadedSpec { config, cluster_src: src, group_srcs }
+        LoadedSpec {
+            config,
+            cluster_src: src,
+            group_srcs,
+        }
     }
 }
 
@@ -99,10 +115,21 @@ pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
     }
     let mut docs = Documents::default();
     let mut errors = Vec::new();
-    for ((i, de), head) in serde_yaml::Deserializer::from_str(text).enumerate().zip(heads) {
+    for ((i, de), head) in serde_yaml::Deserializer::from_str(text)
+        .enumerate()
+        .zip(heads)
+    {
         let Some(head) = head else { continue };
-        let src = Source::File { file: file.to_string(), doc: i, positions: positions.clone() };
-        let api = head.api_version.as_ref().and_then(|v| v.as_str()).unwrap_or("");
+        let src = Source::File {
+            file: file.to_string(),
+            doc: i,
+            positions: positions.clone(),
+        };
+        let api = head
+            .api_version
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         if api != API_VERSION {
             errors.push(SpecError {
                 at: src.locate("apiVersion"),
@@ -128,7 +155,11 @@ pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
             other => errors.push(SpecError {
                 at: src.locate("kind"),
                 field: "kind".into(),
-                problem: if other.is_empty() { "missing kind".into() } else { format!("unknown kind {other:?}") },
+                problem: if other.is_empty() {
+                    "missing kind".into()
+                } else {
+                    format!("unknown kind {other:?}")
+                },
                 fix: "use `kind: Cluster` or `kind: InstanceGroup`".into(),
             }),
         }
@@ -153,10 +184,22 @@ fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positio
         _ => (String::new(), body.to_string()),
     };
     let at = match e.location() {
-        Some(l) => Where::File { file: file.to_string(), line: l.line(), column: l.column() },
+        Some(l) => Where::File {
+            file: file.to_string(),
+            line: l.line(),
+            column: l.column(),
+        },
         None => match positions.find(doc, &field) {
-            Some((line, column)) => Where::File { file: file.to_string(), line, column },
-            None => Where::File { file: file.to_string(), line: 1, column: 1 },
+            Some((line, column)) => Where::File {
+                file: file.to_string(),
+                line,
+                column,
+            },
+            None => Where::File {
+                file: file.to_string(),
+                line: 1,
+                column: 1,
+            },
         },
     };
     let fix = suggestion(&problem).unwrap_or_else(|| {
@@ -168,7 +211,16 @@ fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positio
             "fix the YAML at that position".to_string()
         }
     });
-    SpecError { at, field: if field.is_empty() { "(document)".into() } else { field }, problem, fix }
+    SpecError {
+        at,
+        field: if field.is_empty() {
+            "(document)".into()
+        } else {
+            field
+        },
+        problem,
+        fix,
+    }
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" (or variant), suggest the closest name.
@@ -220,7 +272,10 @@ mod tests {
 
     #[test]
     fn closest_prefers_case_insensitive_match() {
-        assert_eq!(closest("podcidr", &["podCIDR", "serviceCIDR"]), Some("podCIDR"));
+        assert_eq!(
+            closest("podcidr", &["podCIDR", "serviceCIDR"]),
+            Some("podCIDR")
+        );
         assert_eq!(closest("zzz", &["podCIDR", "serviceCIDR"]), None);
     }
 }

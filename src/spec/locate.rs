@@ -80,10 +80,18 @@ impl Receiver {
                 Some(p)
             }
             Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => Some(if path.is_empty() { k } else { format!("{path}.{k}") }),
+                Some(k) => Some(if path.is_empty() {
+                    k
+                } else {
+                    format!("{path}.{k}")
+                }),
                 None => {
                     let k = scalar.unwrap_or("?").to_string();
-                    let full = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let full = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     *key = Some(k);
                     self.record(full, m);
                     None

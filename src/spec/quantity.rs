@@ -21,7 +21,11 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
         "M" => n as u128 * 1_000_000,
         "G" => n as u128 * 1_000_000_000,
         "T" => n as u128 * 1_000_000_000_000,
-        _ => return Err(format!("{s:?} has unknown unit {unit:?}; use Mi, Gi or Ti (e.g. 8Gi)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has unknown unit {unit:?}; use Mi, Gi or Ti (e.g. 8Gi)"
+            ))
+        }
     };
     Ok((bytes / (1024 * 1024)) as u64)
 }

@@ -13,8 +13,14 @@ use super::{versions, Arch, GpuMode, ProviderSpec, Role, Size, LABEL_CLUSTER};
 /// Default size of an instance group that names neither `size` nor `flavor`.
 pub fn default_size(role: Role) -> Size {
     match role {
-        Role::ControlPlane => Size { cpu: 2, memory: "4Gi".into() },
-        Role::Node => Size { cpu: 2, memory: "4Gi".into() },
+        Role::ControlPlane => Size {
+            cpu: 2,
+            memory: "4Gi".into(),
+        },
+        Role::Node => Size {
+            cpu: 2,
+            memory: "4Gi".into(),
+        },
     }
 }
 
@@ -39,7 +45,8 @@ impl Collector<'_> {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -71,20 +78,38 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         c.addons.nvidia_device_plugin = Some(super::NvidiaDevicePlugin { enabled: true });
     }
     for g in &mut spec.config.groups {
-        g.metadata.labels.entry(LABEL_CLUSTER.into()).or_insert_with(|| cluster_name.clone());
+        g.metadata
+            .labels
+            .entry(LABEL_CLUSTER.into())
+            .or_insert_with(|| cluster_name.clone());
         if g.spec.size.is_none() && g.spec.flavor.is_none() {
             g.spec.size = Some(default_size(g.spec.role));
         }
     }
 
     // ----- cluster document
-    let mut col = Collector { errors: Vec::new(), src: &spec.cluster_src, prefix: String::new() };
+    let mut col = Collector {
+        errors: Vec::new(),
+        src: &spec.cluster_src,
+        prefix: String::new(),
+    };
     let cl = &spec.config.cluster;
     if cl.kind != "Cluster" {
-        col.err("kind", format!("kind is {:?}", cl.kind), "use `kind: Cluster`");
+        col.err(
+            "kind",
+            format!("kind is {:?}", cl.kind),
+            "use `kind: Cluster`",
+        );
     }
     if !is_dns1123_label(&cl.metadata.name) {
-        col.err("metadata.name", format!("cluster name {:?} is not a DNS-1123 label", cl.metadata.name), name_fix(&cl.metadata.name));
+        col.err(
+            "metadata.name",
+            format!(
+                "cluster name {:?} is not a DNS-1123 label",
+                cl.metadata.name
+            ),
+            name_fix(&cl.metadata.name),
+        );
     }
     let s = &cl.spec;
     if versions::release(&s.kubernetes_version).is_none() {
@@ -95,7 +120,9 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         );
     }
     let net = &s.networking;
-    if net.pod_cidr.contains(&net.service_cidr.network()) || net.service_cidr.contains(&net.pod_cidr.network()) {
+    if net.pod_cidr.contains(&net.service_cidr.network())
+        || net.service_cidr.contains(&net.pod_cidr.network())
+    {
         col.err(
             "spec.networking.podCIDR",
             format!("podCIDR {} overlaps serviceCIDR {}", net.pod_cidr, net.service_cidr),
@@ -116,14 +143,21 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     if net.pod_cidr.prefix_len() > 24 && net.pod_cidr.addr().is_ipv4() {
         col.err(
             "spec.networking.podCIDR",
-            format!("podCIDR {} is too small: every node takes a /24 from it", net.pod_cidr),
+            format!(
+                "podCIDR {} is too small: every node takes a /24 from it",
+                net.pod_cidr
+            ),
             "use a /16 (the default 10.244.0.0/16) or at least a /22",
         );
     }
     match &s.provider {
         ProviderSpec::Zstack(z) => {
             if !(z.endpoint.starts_with("http://") || z.endpoint.starts_with("https://")) {
-                col.err("spec.provider.zstack.endpoint", format!("{:?} is not an http(s) URL", z.endpoint), "write it like http://zstack-mn.example:8080");
+                col.err(
+                    "spec.provider.zstack.endpoint",
+                    format!("{:?} is not an http(s) URL", z.endpoint),
+                    "write it like http://zstack-mn.example:8080",
+                );
             }
         }
         ProviderSpec::Aws(a) => {
@@ -135,12 +169,20 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
                 );
             }
             if !a.subnet_ids.is_empty() && a.vpc_id.is_none() {
-                col.err("spec.provider.aws.subnetIds", "subnetIds given without vpcId", "set vpcId to the VPC those subnets belong to");
+                col.err(
+                    "spec.provider.aws.subnetIds",
+                    "subnetIds given without vpcId",
+                    "set vpcId to the VPC those subnets belong to",
+                );
             }
         }
         ProviderSpec::Libvirt(l) => {
             if !l.uri.contains(":///") && !l.uri.contains("://") {
-                col.err("spec.provider.libvirt.uri", format!("{:?} is not a libvirt URI", l.uri), "use qemu:///system or qemu+ssh://host/system");
+                col.err(
+                    "spec.provider.libvirt.uri",
+                    format!("{:?} is not a libvirt URI", l.uri),
+                    "use qemu:///system or qemu+ssh://host/system",
+                );
             }
         }
     }
@@ -157,48 +199,90 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     }
     if let Some(key) = &s.ssh_public_key {
         let ok = key.split_whitespace().count() >= 2
-            && ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com"]
-                .contains(&key.split_whitespace().next().unwrap_or(""));
+            && [
+                "ssh-ed25519",
+                "ssh-rsa",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "sk-ssh-ed25519@openssh.com",
+            ]
+            .contains(&key.split_whitespace().next().unwrap_or(""));
         if !ok {
             col.err("spec.sshPublicKey", "not an OpenSSH public key", "paste the contents of ~/.ssh/id_ed25519.pub (a line starting with ssh-ed25519 or ssh-rsa)");
         }
     }
     for (field, url) in [("spec.assets.fileRepository", &s.assets.file_repository)] {
         if let Some(u) = url {
-            if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                col.err(field, format!("{u:?} is not an http(s) URL"), "write it like https://files.example.com/k8s");
+            if reqwest::Url::parse(u)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                col.err(
+                    field,
+                    format!("{u:?} is not an http(s) URL"),
+                    "write it like https://files.example.com/k8s",
+                );
             }
         }
     }
     if let Some(reg) = &s.assets.container_registry {
         if reg.contains("://") || reg.is_empty() || reg.ends_with('/') {
-            col.err("spec.assets.containerRegistry", format!("{reg:?} is not a registry location"), "write host[:port][/prefix] without a scheme, e.g. mirror.example:5000/k8s");
+            col.err(
+                "spec.assets.containerRegistry",
+                format!("{reg:?} is not a registry location"),
+                "write host[:port][/prefix] without a scheme, e.g. mirror.example:5000/k8s",
+            );
         }
     }
     if let Some(p) = &s.assets.preset {
         if !crate::spec::PRESETS.contains(&p.as_str()) {
-            col.err("spec.assets.preset", format!("unknown preset {p:?}"), format!("use one of: {}", crate::spec::PRESETS.join(", ")));
+            col.err(
+                "spec.assets.preset",
+                format!("unknown preset {p:?}"),
+                format!("use one of: {}", crate::spec::PRESETS.join(", ")),
+            );
         }
     }
     if let Some(d) = &s.addons.dashboard {
         if !(30000..=32767).contains(&d.node_port) {
-            col.err("spec.addons.dashboard.nodePort", format!("{} is outside the NodePort range", d.node_port), "use a port between 30000 and 32767 (default 30090)");
+            col.err(
+                "spec.addons.dashboard.nodePort",
+                format!("{} is outside the NodePort range", d.node_port),
+                "use a port between 30000 and 32767 (default 30090)",
+            );
         }
     }
     if let Some(m) = &s.addons.metallb {
         if m.address_pools.is_empty() {
-            col.err("spec.addons.metallb.addressPools", "MetalLB needs at least one address pool", "add e.g. `addressPools: [{name: default, addresses: [192.0.2.240-192.0.2.250]}]`");
+            col.err(
+                "spec.addons.metallb.addressPools",
+                "MetalLB needs at least one address pool",
+                "add e.g. `addressPools: [{name: default, addresses: [192.0.2.240-192.0.2.250]}]`",
+            );
         }
         for (i, pool) in m.address_pools.iter().enumerate() {
             if !is_dns1123_label(&pool.name) {
-                col.err(&format!("spec.addons.metallb.addressPools[{i}].name"), format!("{:?} is not a DNS-1123 label", pool.name), name_fix(&pool.name));
+                col.err(
+                    &format!("spec.addons.metallb.addressPools[{i}].name"),
+                    format!("{:?} is not a DNS-1123 label", pool.name),
+                    name_fix(&pool.name),
+                );
             }
             for (j, a) in pool.addresses.iter().enumerate() {
                 if let Err(e) = parse_address_range(a) {
-                    col.err(&format!("spec.addons.metallb.addressPools[{i}].addresses[{j}]"), e, "use a CIDR (192.0.2.0/28) or a range (192.0.2.10-192.0.2.20)");
+                    col.err(
+                        &format!("spec.addons.metallb.addressPools[{i}].addresses[{j}]"),
+                        e,
+                        "use a CIDR (192.0.2.0/28) or a range (192.0.2.10-192.0.2.20)",
+                    );
                 } else if let Ok((lo, _)) = parse_address_range(a) {
                     if net.pod_cidr.contains(&lo) || net.service_cidr.contains(&lo) {
-                        col.err(&format!("spec.addons.metallb.addressPools[{i}].addresses[{j}]"), format!("{a} lies in the pod or service network"), "use addresses of the node network that nothing else uses");
+                        col.err(
+                            &format!("spec.addons.metallb.addressPools[{i}].addresses[{j}]"),
+                            format!("{a} lies in the pod or service network"),
+                            "use addresses of the node network that nothing else uses",
+                        );
                     }
                 }
             }
@@ -206,10 +290,18 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     }
     if let Some(n) = &s.addons.nfs_provisioner {
         if n.server.trim().is_empty() {
-            col.err("spec.addons.nfsProvisioner.server", "empty NFS server", "set the NFS server's host name or address");
+            col.err(
+                "spec.addons.nfsProvisioner.server",
+                "empty NFS server",
+                "set the NFS server's host name or address",
+            );
         }
         if !n.path.starts_with('/') {
-            col.err("spec.addons.nfsProvisioner.path", format!("{:?} is not an absolute export path", n.path), "e.g. /srv/nfs/k8s");
+            col.err(
+                "spec.addons.nfsProvisioner.path",
+                format!("{:?} is not an absolute export path", n.path),
+                "e.g. /srv/nfs/k8s",
+            );
         }
     }
     errors.append(&mut col.errors);
@@ -218,43 +310,89 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     let mut seen = BTreeSet::new();
     let mut control_planes: i64 = 0;
     for (g, src) in spec.config.groups.iter().zip(&spec.group_srcs) {
-        let mut col = Collector { errors: Vec::new(), src, prefix: format!("InstanceGroup {}: ", g.metadata.name) };
+        let mut col = Collector {
+            errors: Vec::new(),
+            src,
+            prefix: format!("InstanceGroup {}: ", g.metadata.name),
+        };
         if g.kind != "InstanceGroup" {
-            col.err("kind", format!("kind is {:?}", g.kind), "use `kind: InstanceGroup`");
+            col.err(
+                "kind",
+                format!("kind is {:?}", g.kind),
+                "use `kind: InstanceGroup`",
+            );
         }
         if !is_dns1123_label(&g.metadata.name) {
-            col.err("metadata.name", format!("instance group name {:?} is not a DNS-1123 label", g.metadata.name), name_fix(&g.metadata.name));
+            col.err(
+                "metadata.name",
+                format!(
+                    "instance group name {:?} is not a DNS-1123 label",
+                    g.metadata.name
+                ),
+                name_fix(&g.metadata.name),
+            );
         } else if cluster_name.len() + g.metadata.name.len() + 5 > 63 {
-            col.err("metadata.name", "cluster and instance group names together are too long for host names", "keep cluster name + group name under 58 characters");
+            col.err(
+                "metadata.name",
+                "cluster and instance group names together are too long for host names",
+                "keep cluster name + group name under 58 characters",
+            );
         }
         if !seen.insert(g.metadata.name.clone()) {
-            col.err("metadata.name", format!("instance group {:?} is defined twice", g.metadata.name), "give each instance group a unique name");
+            col.err(
+                "metadata.name",
+                format!("instance group {:?} is defined twice", g.metadata.name),
+                "give each instance group a unique name",
+            );
         }
         if let Some(c) = g.metadata.labels.get(LABEL_CLUSTER) {
             if c != &cluster_name {
-                col.err(&format!("metadata.labels.{LABEL_CLUSTER}"), format!("belongs to cluster {c:?}, not {cluster_name:?}"), "put it in its own cluster's file or fix the label");
+                col.err(
+                    &format!("metadata.labels.{LABEL_CLUSTER}"),
+                    format!("belongs to cluster {c:?}, not {cluster_name:?}"),
+                    "put it in its own cluster's file or fix the label",
+                );
             }
         }
         let gs = &g.spec;
         if gs.count < 0 {
-            col.err("spec.count", format!("count is {}", gs.count), "use 0 or more");
+            col.err(
+                "spec.count",
+                format!("count is {}", gs.count),
+                "use 0 or more",
+            );
         } else if gs.count > 1000 {
-            col.err("spec.count", format!("count {} is more than kprov manages in one group", gs.count), "split it into groups of at most 1000");
+            col.err(
+                "spec.count",
+                format!("count {} is more than kprov manages in one group", gs.count),
+                "split it into groups of at most 1000",
+            );
         }
         if gs.role == Role::ControlPlane {
             control_planes += gs.count.max(0);
         }
         if gs.size.is_some() && gs.flavor.is_some() {
-            col.err("spec.flavor", "both size and flavor are set", "keep one: size (cpu + memory) or a provider flavor");
+            col.err(
+                "spec.flavor",
+                "both size and flavor are set",
+                "keep one: size (cpu + memory) or a provider flavor",
+            );
         }
         if let Some(sz) = &gs.size {
             if sz.cpu == 0 {
-                col.err("spec.size.cpu", "cpu is 0", "give at least 1 vCPU (2 for control planes)");
+                col.err(
+                    "spec.size.cpu",
+                    "cpu is 0",
+                    "give at least 1 vCPU (2 for control planes)",
+                );
             }
             match parse_mib(&sz.memory) {
                 Ok(m) if gs.role == Role::ControlPlane && m < 1700 => col.err(
                     "spec.size.memory",
-                    format!("{} is below kubeadm's minimum of 1700Mi for a control plane", sz.memory),
+                    format!(
+                        "{} is below kubeadm's minimum of 1700Mi for a control plane",
+                        sz.memory
+                    ),
                     "use at least 2Gi (4Gi recommended)",
                 ),
                 Ok(0) => col.err("spec.size.memory", "memory is 0", "e.g. 4Gi"),
@@ -262,12 +400,20 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
                 Err(e) => col.err("spec.size.memory", e, "e.g. 4Gi"),
             }
             if gs.role == Role::ControlPlane && sz.cpu == 1 {
-                col.err("spec.size.cpu", "kubeadm needs at least 2 vCPUs on a control plane", "set cpu: 2 or more");
+                col.err(
+                    "spec.size.cpu",
+                    "kubeadm needs at least 2 vCPUs on a control plane",
+                    "set cpu: 2 or more",
+                );
             }
         }
         if let Some(d) = &gs.root_disk {
             match parse_mib(d) {
-                Ok(m) if m < 10 * 1024 => col.err("spec.rootDisk", format!("{d} is too small for a Kubernetes node"), "use at least 20Gi"),
+                Ok(m) if m < 10 * 1024 => col.err(
+                    "spec.rootDisk",
+                    format!("{d} is too small for a Kubernetes node"),
+                    "use at least 20Gi",
+                ),
                 Ok(_) => {}
                 Err(e) => col.err("spec.rootDisk", e, "e.g. 40Gi"),
             }
@@ -277,7 +423,10 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
                 if img_arch != gs.arch {
                     col.err(
                         "spec.image",
-                        format!("image {img:?} is built for {img_arch} but the group's arch is {}", gs.arch),
+                        format!(
+                            "image {img:?} is built for {img_arch} but the group's arch is {}",
+                            gs.arch
+                        ),
                         format!("use an {} image, or set arch: {img_arch}", gs.arch),
                     );
                 }
@@ -285,19 +434,42 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         }
         if let Some(gpu) = &gs.gpu {
             if gpu.count == 0 {
-                col.err("spec.gpu.count", "gpu.count is 0", "remove the gpu block or ask for 1 or more");
+                col.err(
+                    "spec.gpu.count",
+                    "gpu.count is 0",
+                    "remove the gpu block or ask for 1 or more",
+                );
             }
             match &s.provider {
                 ProviderSpec::Aws(_) => {
                     if gpu.mode == GpuMode::Mdev {
-                        col.err("spec.gpu.mode", "AWS cannot slice GPUs (mdev)", "use mode: passthrough with a GPU instance type");
+                        col.err(
+                            "spec.gpu.mode",
+                            "AWS cannot slice GPUs (mdev)",
+                            "use mode: passthrough with a GPU instance type",
+                        );
                     }
                     if gs.flavor.is_none() {
-                        col.err("spec.gpu", "on AWS GPUs come only with GPU instance types", format!("set flavor to a GPU instance type, e.g. {}", if gs.arch == Arch::Arm64 { "g5g.xlarge" } else { "g4dn.xlarge" }));
+                        col.err(
+                            "spec.gpu",
+                            "on AWS GPUs come only with GPU instance types",
+                            format!(
+                                "set flavor to a GPU instance type, e.g. {}",
+                                if gs.arch == Arch::Arm64 {
+                                    "g5g.xlarge"
+                                } else {
+                                    "g4dn.xlarge"
+                                }
+                            ),
+                        );
                     }
                 }
                 ProviderSpec::Libvirt(_) if gpu.mode == GpuMode::Mdev => {
-                    col.err("spec.gpu.mode", "the libvirt provider passes whole PCI devices only", "use mode: passthrough");
+                    col.err(
+                        "spec.gpu.mode",
+                        "the libvirt provider passes whole PCI devices only",
+                        "use mode: passthrough",
+                    );
                 }
                 _ => {}
             }
@@ -309,14 +481,26 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         }
         for k in gs.labels.keys() {
             if !is_label_key(k) {
-                col.err(&format!("spec.labels.{k}"), format!("{k:?} is not a valid Kubernetes label key"), "use [prefix/]name with letters, digits, '-', '_' and '.'");
+                col.err(
+                    &format!("spec.labels.{k}"),
+                    format!("{k:?} is not a valid Kubernetes label key"),
+                    "use [prefix/]name with letters, digits, '-', '_' and '.'",
+                );
             }
         }
         errors.append(&mut col.errors);
     }
-    let mut col = Collector { errors: Vec::new(), src: &spec.cluster_src, prefix: String::new() };
+    let mut col = Collector {
+        errors: Vec::new(),
+        src: &spec.cluster_src,
+        prefix: String::new(),
+    };
     if control_planes == 0 {
-        col.err("spec", "the cluster has no control-plane instance group (or its count is 0)", "add an InstanceGroup with role: control-plane and count: 1 (or 3 for HA)");
+        col.err(
+            "spec",
+            "the cluster has no control-plane instance group (or its count is 0)",
+            "add an InstanceGroup with role: control-plane and count: 1 (or 3 for HA)",
+        );
     } else if control_planes % 2 == 0 {
         col.err(
             "spec",
@@ -326,7 +510,9 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     }
     errors.append(&mut col.errors);
 
-    spec.config.groups.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    spec.config
+        .groups
+        .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -341,7 +527,10 @@ fn overlaps(a: IpNet, b: IpNet) -> bool {
 /// Check a CIDR against the node network the cloud reports, at plan time.
 pub fn check_node_network(spec: &super::ClusterSpec, node: IpNet) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, other) in [("podCIDR", spec.networking.pod_cidr), ("serviceCIDR", spec.networking.service_cidr)] {
+    for (name, other) in [
+        ("podCIDR", spec.networking.pod_cidr),
+        ("serviceCIDR", spec.networking.service_cidr),
+    ] {
         if overlaps(node, other) {
             out.push(format!("spec.networking.{name} {other} overlaps the node network {node}; move {name} to a range the nodes do not use"));
         }
@@ -365,15 +554,31 @@ fn is_aws_region(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
         && parts[0].chars().all(|c| c.is_ascii_lowercase())
-        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
         && ["us", "eu", "ap", "cn", "sa", "ca", "me", "af", "il", "mx"].contains(&parts[0])
         && parts[1..parts.len() - 1].iter().all(|p| {
-            ["east", "west", "north", "south", "central", "northeast", "northwest", "southeast", "southwest", "gov"].contains(p)
+            [
+                "east",
+                "west",
+                "north",
+                "south",
+                "central",
+                "northeast",
+                "northwest",
+                "southeast",
+                "southwest",
+                "gov",
+            ]
+            .contains(p)
         })
 }
 
 fn check_taint(t: &str) -> Result<(), String> {
-    let (kv, effect) = t.rsplit_once(':').ok_or_else(|| format!("taint {t:?} has no effect"))?;
+    let (kv, effect) = t
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint {t:?} has no effect"))?;
     if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
         return Err(format!("taint {t:?} has unknown effect {effect:?}"));
     }
@@ -391,12 +596,19 @@ fn is_label_key(k: &str) -> bool {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label)
-    });
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix
+        .is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(is_dns1123_label));
     name_ok && prefix_ok
 }
 
@@ -405,9 +617,17 @@ pub fn parse_address_range(s: &str) -> Result<(IpAddr, IpAddr), String> {
     if let Ok(n) = s.parse::<IpNet>() {
         return Ok((n.network(), n.broadcast()));
     }
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is neither a CIDR nor a range"))?;
-    let a: IpAddr = a.trim().parse().map_err(|_| format!("{a:?} is not an IP address"))?;
-    let b: IpAddr = b.trim().parse().map_err(|_| format!("{b:?} is not an IP address"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is neither a CIDR nor a range"))?;
+    let a: IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IP address"))?;
+    let b: IpAddr = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not an IP address"))?;
     if a.is_ipv4() != b.is_ipv4() || a > b {
         return Err(format!("range {s:?} is empty or mixes IPv4 and IPv6"));
     }
@@ -428,7 +648,13 @@ mod tests {
 
     #[test]
     fn regions() {
-        for ok in ["us-east-1", "cn-north-1", "cn-northwest-1", "ap-southeast-2", "eu-central-1"] {
+        for ok in [
+            "us-east-1",
+            "cn-north-1",
+            "cn-northwest-1",
+            "ap-southeast-2",
+            "eu-central-1",
+        ] {
             assert!(is_aws_region(ok), "{ok}");
         }
         for bad in ["us-esat-1", "useast1", "cn-north", "mars-east-1"] {

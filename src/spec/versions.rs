@@ -103,7 +103,11 @@ pub fn default_version() -> &'static str {
 
 /// Images of one add-on / CNI component.
 pub fn addon_images(component: &str) -> Vec<&'static str> {
-    ADDON_IMAGES.iter().filter(|a| a.component == component).map(|a| a.image).collect()
+    ADDON_IMAGES
+        .iter()
+        .filter(|a| a.component == component)
+        .map(|a| a.image)
+        .collect()
 }
 
 #[cfg(test)]
@@ -115,11 +119,20 @@ mod tests {
         assert!(!RELEASES.is_empty());
         for r in RELEASES {
             for name in ["kubeadm", "kubelet", "kubectl", "crictl", "cni-plugins"] {
-                let b = r.binary(name).unwrap_or_else(|| panic!("{} lacks {name}", r.version));
+                let b = r
+                    .binary(name)
+                    .unwrap_or_else(|| panic!("{} lacks {name}", r.version));
                 for arch in [Arch::Amd64, Arch::Arm64] {
                     let sum = b.sha256_for(arch);
-                    assert_eq!(sum.len(), 64, "{} {name} {arch}: sha256 must be 64 hex chars", r.version);
-                    assert!(sum.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+                    assert_eq!(
+                        sum.len(),
+                        64,
+                        "{} {name} {arch}: sha256 must be 64 hex chars",
+                        r.version
+                    );
+                    assert!(sum
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
                 }
                 assert!(b.url.contains("{arch}"), "{name} url must depend on arch");
             }
@@ -135,7 +148,14 @@ mod tests {
 
     #[test]
     fn every_component_has_images() {
-        for c in ["flannel", "calico", "dashboard", "metallb", "nfs-provisioner", "nvidia-device-plugin"] {
+        for c in [
+            "flannel",
+            "calico",
+            "dashboard",
+            "metallb",
+            "nfs-provisioner",
+            "nvidia-device-plugin",
+        ] {
             assert!(!addon_images(c).is_empty(), "{c} has no images");
         }
     }

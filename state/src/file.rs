@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::{is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version};
+use crate::{
+    is_secret_key, validate_key, Condition, Object, StateError, StateResult, StateStore, Version,
+};
 
 /// A state store in a local directory.
 #[derive(Debug, Clone)]
@@ -246,9 +248,21 @@ mod tests {
     async fn secrets_are_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        store.put("c/pki/ca.key", b"k", Condition::None).await.unwrap();
-        store.put("c/config.yaml", b"x", Condition::None).await.unwrap();
-        let mode = |p: &str| fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        store
+            .put("c/pki/ca.key", b"k", Condition::None)
+            .await
+            .unwrap();
+        store
+            .put("c/config.yaml", b"x", Condition::None)
+            .await
+            .unwrap();
+        let mode = |p: &str| {
+            fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode("c/pki/ca.key"), 0o600);
         assert_eq!(mode("c/pki"), 0o700);
         assert_eq!(mode("c/config.yaml"), 0o644);

@@ -43,7 +43,11 @@ impl LeaseInfo {
             self.pid,
             self.command,
             age,
-            if left >= 0 { format!("expires in {left}s") } else { format!("expired {}s ago", -left) }
+            if left >= 0 {
+                format!("expires in {left}s")
+            } else {
+                format!("expired {}s ago", -left)
+            }
         )
     }
 }
@@ -79,7 +83,9 @@ pub struct LeaseGuard {
 }
 
 fn whoami() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -125,7 +131,8 @@ impl Lease {
                             .map_err(|e| match e {
                                 StateError::Conflict { .. } => StateError::Locked {
                                     cluster: self.cluster.clone(),
-                                    holder: "another run that just took over the expired lease".into(),
+                                    holder: "another run that just took over the expired lease"
+                                        .into(),
                                 },
                                 e => e,
                             })?;
@@ -139,8 +146,13 @@ impl Lease {
         let version = Arc::new(Mutex::new(version));
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = {
-            let (store, key, version, lost, mut info) =
-                (store.clone(), key.clone(), version.clone(), lost.clone(), info.clone());
+            let (store, key, version, lost, mut info) = (
+                store.clone(),
+                key.clone(),
+                version.clone(),
+                lost.clone(),
+                info.clone(),
+            );
             let every = self.ttl / 3;
             Some(tokio::spawn(async move {
                 loop {
@@ -148,7 +160,10 @@ impl Lease {
                     info.expires = Utc::now() + ttl;
                     let body = serde_json::to_vec_pretty(&info).expect("lease serialises");
                     let mut v = version.lock().await;
-                    match store.put(&key, &body, Condition::IfVersion(v.clone())).await {
+                    match store
+                        .put(&key, &body, Condition::IfVersion(v.clone()))
+                        .await
+                    {
                         Ok(nv) => *v = nv,
                         Err(StateError::Conflict { .. }) => {
                             tracing::error!("lost the cluster lock {key}: another run broke it");
@@ -160,7 +175,15 @@ impl Lease {
                 }
             }))
         };
-        Ok(LeaseGuard { store, key, version, lost, renewer, info, took_over_from })
+        Ok(LeaseGuard {
+            store,
+            key,
+            version,
+            lost,
+            renewer,
+            info,
+            took_over_from,
+        })
     }
 }
 
@@ -210,7 +233,11 @@ mod tests {
     use crate::file::FileStore;
 
     fn lease(ttl_ms: u64) -> Lease {
-        Lease { cluster: "c".into(), command: "update cluster c --yes".into(), ttl: Duration::from_millis(ttl_ms) }
+        Lease {
+            cluster: "c".into(),
+            command: "update cluster c --yes".into(),
+            ttl: Duration::from_millis(ttl_ms),
+        }
     }
 
     #[tokio::test]
@@ -231,7 +258,10 @@ mod tests {
         drop(short);
         tokio::time::sleep(Duration::from_millis(60)).await;
         let g3 = lease(60_000).acquire(store.clone()).await.unwrap();
-        assert!(g3.took_over_from.is_some(), "an expired lease is taken over");
+        assert!(
+            g3.took_over_from.is_some(),
+            "an expired lease is taken over"
+        );
         g3.release().await.unwrap();
         assert!(current(store.as_ref(), "c").await.unwrap().is_none());
     }
@@ -242,7 +272,10 @@ mod tests {
         let store: Arc<dyn StateStore> = Arc::new(FileStore::new(dir.path()));
         let g = lease(150).acquire(store.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(lease(150).acquire(store.clone()).await.is_err(), "renewed lease must still hold");
+        assert!(
+            lease(150).acquire(store.clone()).await.is_err(),
+            "renewed lease must still hold"
+        );
         assert!(!g.is_lost());
         g.release().await.unwrap();
     }

@@ -160,10 +160,12 @@ pub fn validate_key(key: &str) -> StateResult<()> {
 /// Open a store from a URL. `file://` is built in; other schemes are opened by the caller
 /// (the `s3://` backend needs an async SDK config).
 pub fn open_file_url(url: &str) -> StateResult<file::FileStore> {
-    let path = url.strip_prefix("file://").ok_or_else(|| StateError::InvalidUrl {
-        url: url.into(),
-        why: "expected file:///ABSOLUTE/PATH".into(),
-    })?;
+    let path = url
+        .strip_prefix("file://")
+        .ok_or_else(|| StateError::InvalidUrl {
+            url: url.into(),
+            why: "expected file:///ABSOLUTE/PATH".into(),
+        })?;
     if !path.starts_with('/') {
         return Err(StateError::InvalidUrl {
             url: url.into(),

@@ -27,7 +27,12 @@ pub enum NodeKind {
 
 impl NodeKind {
     /// All four.
-    pub const ALL: [NodeKind; 4] = [NodeKind::FirstControlPlane, NodeKind::ExtraControlPlane, NodeKind::Worker, NodeKind::GpuWorker];
+    pub const ALL: [NodeKind; 4] = [
+        NodeKind::FirstControlPlane,
+        NodeKind::ExtraControlPlane,
+        NodeKind::Worker,
+        NodeKind::GpuWorker,
+    ];
 
     /// Short name for file names and messages.
     pub fn slug(self) -> &'static str {
@@ -61,12 +66,21 @@ pub struct Variant {
 
 impl Default for Variant {
     fn default() -> Self {
-        Variant { arch: Arch::Amd64, cni: "flannel", addons: true, mirror: true, provider: "libvirt", other_arch: None, dashboard_admin: false }
+        Variant {
+            arch: Arch::Amd64,
+            cni: "flannel",
+            addons: true,
+            mirror: true,
+            provider: "libvirt",
+            other_arch: None,
+            dashboard_admin: false,
+        }
     }
 }
 
 /// A test CA bundle (a real self-signed certificate is not needed: nodes only store it).
-pub const TEST_CA_BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nTEST-MIRROR-CA\n-----END CERTIFICATE-----\n";
+pub const TEST_CA_BUNDLE: &str =
+    "-----BEGIN CERTIFICATE-----\nTEST-MIRROR-CA\n-----END CERTIFICATE-----\n";
 /// The mirror registry of mirrored variants.
 pub const MIRROR_REGISTRY: &str = "mirror.example.internal:5000";
 /// The file repository of mirrored variants.
@@ -105,7 +119,17 @@ pub fn cluster_yaml(v: &Variant) -> String {
     ));
     if v.provider == "aws" {
         // AWS GPUs come with GPU instance types.
-        s = s.replace("  gpu: {count: 1, vendor: nvidia, model: A100}\n", &format!("  flavor: {}\n  gpu: {{count: 1, vendor: nvidia, model: A100}}\n", if v.arch == Arch::Arm64 { "g5g.xlarge" } else { "g4dn.xlarge" }));
+        s = s.replace(
+            "  gpu: {count: 1, vendor: nvidia, model: A100}\n",
+            &format!(
+                "  flavor: {}\n  gpu: {{count: 1, vendor: nvidia, model: A100}}\n",
+                if v.arch == Arch::Arm64 {
+                    "g5g.xlarge"
+                } else {
+                    "g4dn.xlarge"
+                }
+            ),
+        );
     }
     s
 }
@@ -113,10 +137,15 @@ pub fn cluster_yaml(v: &Variant) -> String {
 /// A validated cluster for a variant.
 pub fn config(v: &Variant) -> ClusterConfig {
     let yaml = cluster_yaml(v);
-    let docs = load_documents("test.yaml", &yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"));
+    let docs = load_documents("test.yaml", &yaml)
+        .unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"));
     let (cluster, src) = docs.clusters.into_iter().next().expect("a cluster");
     let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec { config: ClusterConfig { cluster, groups }, cluster_src: src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster, groups },
+        cluster_src: src,
+        group_srcs,
+    };
     validate(&mut spec).unwrap_or_else(|e| panic!("fixture is invalid: {e}\n{yaml}"));
     spec.config
 }
@@ -124,8 +153,12 @@ pub fn config(v: &Variant) -> ClusterConfig {
 /// Fixed placeholder secrets, so rendered output is stable (snapshots).
 pub fn placeholder_secrets() -> ClusterSecrets {
     let pair = |name: &str| CaPair {
-        cert_pem: format!("-----BEGIN CERTIFICATE-----\nTEST-{name}-CERT\n-----END CERTIFICATE-----\n"),
-        key_pem: format!("-----BEGIN PRIVATE KEY-----\nTEST-{name}-KEY\n-----END PRIVATE KEY-----\n"),
+        cert_pem: format!(
+            "-----BEGIN CERTIFICATE-----\nTEST-{name}-CERT\n-----END CERTIFICATE-----\n"
+        ),
+        key_pem: format!(
+            "-----BEGIN PRIVATE KEY-----\nTEST-{name}-KEY\n-----END PRIVATE KEY-----\n"
+        ),
     };
     ClusterSecrets {
         ca: pair("CLUSTER-CA"),
@@ -135,13 +168,17 @@ pub fn placeholder_secrets() -> ClusterSecrets {
             cert_pem: "-----BEGIN PUBLIC KEY-----\nTEST-SA-PUB\n-----END PUBLIC KEY-----\n".into(),
             key_pem: "-----BEGIN PRIVATE KEY-----\nTEST-SA-KEY\n-----END PRIVATE KEY-----\n".into(),
         },
-        token: BootstrapToken { token: "abcdef.0123456789abcdef".into(), expires: "2099-01-01T00:00:00Z".parse().expect("timestamp") },
+        token: BootstrapToken {
+            token: "abcdef.0123456789abcdef".into(),
+            expires: "2099-01-01T00:00:00Z".parse().expect("timestamp"),
+        },
         certificate_key: "c0ffee".repeat(10) + "c0ff",
     }
 }
 
 /// The discovery hash that goes with [`placeholder_secrets`].
-pub const PLACEHOLDER_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+pub const PLACEHOLDER_HASH: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Real secrets from kprov's PKI (RSA 2048, as `kprov create` makes them), made once per test
 /// binary, with their discovery hash.
@@ -153,7 +190,8 @@ pub fn real_secrets() -> &'static (ClusterSecrets, String) {
             front_proxy_ca: kprov::pki::new_ca(kprov::pki::FRONT_PROXY_CA_CN).expect("CA"),
             etcd_ca: kprov::pki::new_ca(kprov::pki::ETCD_CA_CN).expect("CA"),
             service_account: kprov::pki::new_service_account_key().expect("SA key"),
-            token: kprov::pki::new_bootstrap_token(std::time::Duration::from_secs(86400)).expect("token"),
+            token: kprov::pki::new_bootstrap_token(std::time::Duration::from_secs(86400))
+                .expect("token"),
             certificate_key: kprov::pki::new_certificate_key().expect("certificate key"),
         };
         let hash = kprov::pki::discovery_hash(&s.ca.cert_pem).expect("hash");
@@ -163,7 +201,13 @@ pub fn real_secrets() -> &'static (ClusterSecrets, String) {
 
 /// A renderer with placeholder secrets.
 pub fn renderer(v: &Variant) -> Renderer {
-    Renderer::new(config(v), placeholder_secrets(), PLACEHOLDER_HASH.into(), BootstrapOptions::default()).expect("renderer")
+    Renderer::new(
+        config(v),
+        placeholder_secrets(),
+        PLACEHOLDER_HASH.into(),
+        BootstrapOptions::default(),
+    )
+    .expect("renderer")
 }
 
 /// A renderer with real secrets.
@@ -178,9 +222,23 @@ pub fn node(v: &Variant, kind: NodeKind) -> (InstanceRequest, RenderContext) {
         NodeKind::FirstControlPlane => ("control-plane", 0, Role::ControlPlane, None),
         NodeKind::ExtraControlPlane => ("control-plane", 1, Role::ControlPlane, None),
         NodeKind::Worker => ("nodes", 1, Role::Node, None),
-        NodeKind::GpuWorker => ("gpu", 0, Role::Node, Some(GpuRequest { count: 1, vendor: Some("nvidia".into()), model: Some("A100".into()), mode: GpuMode::Passthrough })),
+        NodeKind::GpuWorker => (
+            "gpu",
+            0,
+            Role::Node,
+            Some(GpuRequest {
+                count: 1,
+                vendor: Some("nvidia".into()),
+                model: Some("A100".into()),
+                mode: GpuMode::Passthrough,
+            }),
+        ),
     };
-    let arch = if kind == NodeKind::Worker { v.other_arch.unwrap_or(v.arch) } else { v.arch };
+    let arch = if kind == NodeKind::Worker {
+        v.other_arch.unwrap_or(v.arch)
+    } else {
+        v.arch
+    };
     let req = InstanceRequest {
         cluster: "demo".into(),
         name: format!("demo-{group}-{index}"),
@@ -189,7 +247,10 @@ pub fn node(v: &Variant, kind: NodeKind) -> (InstanceRequest, RenderContext) {
         index,
         role,
         arch,
-        size: MachineSize::Shape { cpus: 2, memory_mib: 4096 },
+        size: MachineSize::Shape {
+            cpus: 2,
+            memory_mib: 4096,
+        },
         image: None,
         root_disk_gib: None,
         gpu,
@@ -197,6 +258,15 @@ pub fn node(v: &Variant, kind: NodeKind) -> (InstanceRequest, RenderContext) {
         user_data: Vec::new(),
         tags: BTreeMap::new(),
     };
-    let endpoint = if kind == NodeKind::FirstControlPlane { String::new() } else { "10.0.0.10:6443".to_string() };
-    (req, RenderContext { control_plane_endpoint: endpoint })
+    let endpoint = if kind == NodeKind::FirstControlPlane {
+        String::new()
+    } else {
+        "10.0.0.10:6443".to_string()
+    };
+    (
+        req,
+        RenderContext {
+            control_plane_endpoint: endpoint,
+        },
+    )
 }

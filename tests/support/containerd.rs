@@ -30,7 +30,12 @@ pub fn private_config(config: &str, dir: &Path) -> String {
 
 /// `containerd --config FILE config dump`.
 pub fn config_dump(bin: &Path, file: &Path) -> Output {
-    Command::new(bin).arg("--config").arg(file).args(["config", "dump"]).output().expect("run containerd config dump")
+    Command::new(bin)
+        .arg("--config")
+        .arg(file)
+        .args(["config", "dump"])
+        .output()
+        .expect("run containerd config dump")
 }
 
 /// Start containerd with `config` (already made private with [`private_config`]) written to
@@ -42,22 +47,49 @@ pub fn start(test: &str, config: &str, dir: &Path) -> Option<Containerd> {
     std::fs::write(&file, config).expect("write config");
     let log = dir.join("containerd.log");
     let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new(bin).arg("--config").arg(&file).stdout(out.try_clone().expect("dup")).stderr(out).stdin(Stdio::null()).spawn().expect("start containerd");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&file)
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start containerd");
     let mut guard = ChildGuard::new("containerd", child);
     let socket = dir.join("c.sock");
     let up = peers::wait_until(Duration::from_secs(30), || {
-        socket.exists() && Command::new(&ctr).arg("-a").arg(&socket).arg("version").output().is_ok_and(|o| o.status.success())
+        socket.exists()
+            && Command::new(&ctr)
+                .arg("-a")
+                .arg(&socket)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
     });
     if !up {
         let status = guard.exited();
-        panic!("containerd did not answer on {} within 30 s (exit {status:?}); log:\n{}", socket.display(), std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "containerd did not answer on {} within 30 s (exit {status:?}); log:\n{}",
+            socket.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
-    Some(Containerd { socket, log, ctr, _guard: guard })
+    Some(Containerd {
+        socket,
+        log,
+        ctr,
+        _guard: guard,
+    })
 }
 
 impl Containerd {
     /// Run `ctr -a SOCKET ARGS…`.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(&self.ctr).arg("-a").arg(&self.socket).args(args).output().expect("run ctr")
+        Command::new(&self.ctr)
+            .arg("-a")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ctr")
     }
 }

@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 
 /// The venv and peers prefix (`KPROV_PEERS`, default `/opt/kprov-peers`).
 pub fn prefix() -> PathBuf {
-    std::env::var_os("KPROV_PEERS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/opt/kprov-peers"))
+    std::env::var_os("KPROV_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/kprov-peers"))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         return Path::new(name).is_file().then(|| PathBuf::from(name));
     }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Is `KPROV_SKIP_PEERS=1` set?
@@ -44,17 +48,33 @@ pub fn require(test: &str, program: &str) -> Option<PathBuf> {
 
 /// The venv's `kubernetes-validate`.
 pub fn kubernetes_validate(test: &str) -> Option<PathBuf> {
-    require(test, prefix().join("venv/bin/kubernetes-validate").to_str().expect("utf-8 path"))
+    require(
+        test,
+        prefix()
+            .join("venv/bin/kubernetes-validate")
+            .to_str()
+            .expect("utf-8 path"),
+    )
 }
 
 /// The venv's python (has `jsonschema` and `yaml` through kubernetes-validate's dependencies).
 pub fn venv_python(test: &str) -> Option<PathBuf> {
-    require(test, prefix().join("venv/bin/python").to_str().expect("utf-8 path"))
+    require(
+        test,
+        prefix()
+            .join("venv/bin/python")
+            .to_str()
+            .expect("utf-8 path"),
+    )
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Poll `f` every 50 ms until it returns true or `timeout` passes.
@@ -80,7 +100,10 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Guard a spawned child.
     pub fn new(name: impl Into<String>, child: Child) -> Self {
-        ChildGuard { name: name.into(), child }
+        ChildGuard {
+            name: name.into(),
+            child,
+        }
     }
 
     /// Its PID.
@@ -100,8 +123,12 @@ impl Drop for ChildGuard {
             return;
         }
         let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-        let stopped = wait_until(Duration::from_secs(5), || self.child.try_wait().ok().flatten().is_some());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let stopped = wait_until(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
         if !stopped {
             let _ = self.child.kill();
             let _ = self.child.wait();

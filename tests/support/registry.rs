@@ -40,14 +40,31 @@ pub fn start(test: &str) -> Option<Registry> {
     .expect("write registry config");
     let log = dir.path().join("registry.log");
     let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(bin).arg("serve").arg(&config).stdout(out.try_clone().expect("dup")).stderr(out).stdin(Stdio::null()).spawn().expect("start docker-registry");
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&config)
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
     let mut guard = ChildGuard::new("docker-registry", child);
-    let up = peers::wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(&addr).is_ok());
+    let up = peers::wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     if !up {
         let status = guard.exited();
-        panic!("docker-registry did not listen on {addr} within 20 s (exit {status:?}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "docker-registry did not listen on {addr} within 20 s (exit {status:?}); log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
-    Some(Registry { addr, log, _guard: guard, _dir: dir })
+    Some(Registry {
+        addr,
+        log,
+        _guard: guard,
+        _dir: dir,
+    })
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -104,7 +121,11 @@ pub fn tiny_image(file_name: &str, content: &[u8]) -> Image {
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&layer), "size": layer.len()}]
     }))
     .expect("json");
-    Image { manifest, config, layer }
+    Image {
+        manifest,
+        config,
+        layer,
+    }
 }
 
 impl Registry {
@@ -122,10 +143,29 @@ impl Registry {
     pub async fn push(&self, repo: &str, tag: &str, image: &Image) -> String {
         let http = reqwest::Client::new();
         for blob in [&image.config, &image.layer] {
-            let start = http.post(format!("{}/v2/{repo}/blobs/uploads/", self.url())).send().await.expect("start upload");
-            assert_eq!(start.status().as_u16(), 202, "start upload of {repo}: {}", start.status());
-            let loc = start.headers().get("location").expect("upload location").to_str().expect("ascii").to_string();
-            let loc = if loc.starts_with('/') { format!("{}{loc}", self.url()) } else { loc };
+            let start = http
+                .post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))
+                .send()
+                .await
+                .expect("start upload");
+            assert_eq!(
+                start.status().as_u16(),
+                202,
+                "start upload of {repo}: {}",
+                start.status()
+            );
+            let loc = start
+                .headers()
+                .get("location")
+                .expect("upload location")
+                .to_str()
+                .expect("ascii")
+                .to_string();
+            let loc = if loc.starts_with('/') {
+                format!("{}{loc}", self.url())
+            } else {
+                loc
+            };
             let sep = if loc.contains('?') { '&' } else { '?' };
             let put = http
                 .put(format!("{loc}{sep}digest={}", sha(blob)))
@@ -134,7 +174,12 @@ impl Registry {
                 .send()
                 .await
                 .expect("upload blob");
-            assert_eq!(put.status().as_u16(), 201, "upload blob to {repo}: {}", put.status());
+            assert_eq!(
+                put.status().as_u16(),
+                201,
+                "upload blob to {repo}: {}",
+                put.status()
+            );
         }
         let put = http
             .put(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
@@ -143,7 +188,13 @@ impl Registry {
             .send()
             .await
             .expect("put manifest");
-        assert_eq!(put.status().as_u16(), 201, "put manifest {repo}:{tag}: {} {}", put.status(), put.text().await.unwrap_or_default());
+        assert_eq!(
+            put.status().as_u16(),
+            201,
+            "put manifest {repo}:{tag}: {} {}",
+            put.status(),
+            put.text().await.unwrap_or_default()
+        );
         sha(&image.manifest)
     }
 }

@@ -1,0 +1,2 @@
+//! Mirror benchmark (written below).
+fn main() {}

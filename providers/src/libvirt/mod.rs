@@ -1,0 +1,138 @@
+//! The libvirt adapter: [`LibvirtCloud`] implements [`crate::Cloud`] on the libvirt API (the
+//! `virt` crate), so it works the same on `qemu:///system`, a remote `qemu+ssh://HOST/system`
+//! (nothing assumes that the libvirt host's files are local: images and seeds are uploaded
+//! through storage-volume streams, disks are referenced as pool volumes) and the in-process
+//! `test:///default` driver. User documentation: `docs/providers/libvirt.md`.
+//!
+//! What kprov creates for cluster `C` (everything is found again by name or metadata, so
+//! `delete` also removes what a crashed run left):
+//! * storage pool `kprov.C` (a `dir` pool, unless the spec names a pool);
+//! * volumes named `kprov.C.*`: the base image per architecture (uploaded once, with a `.ok`
+//!   marker volume written after the upload completed), per node a copy-on-write qcow2 root disk
+//!   backed by it and a NoCloud `cidata` seed ISO, and its console log;
+//! * per node a domain whose UUID is kprov's instance id (so a re-run can never define a
+//!   second one) carrying `<metadata>` in namespace [`xml::METADATA_NS`];
+//! * with the NAT network mode, network `kprov.C`.
+//!
+//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`cloud`] (the adapter).
+
+pub mod cloud;
+pub mod seed;
+pub mod xml;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Arch;
+
+pub use cloud::LibvirtCloud;
+
+/// Provider name used in errors and by [`crate::Cloud::name`].
+pub const PROVIDER: &str = "libvirt";
+
+/// The guest address of every node in [`NetworkMode::User`] (slirp's fixed DHCP lease).
+pub const USER_NET_GUEST_ADDRESS: &str = "10.0.2.15";
+/// The address under which a user-mode guest reaches the host's forwarded loopback ports.
+pub const USER_NET_HOST_ALIAS: &str = "10.0.2.100";
+
+/// How nodes are networked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A NAT network `kprov.CLUSTER` with DHCP, created and deleted by kprov.
+    Nat {
+        /// Its IPv4 /24 (default: a free `192.168.X.0/24`).
+        cidr: Option<String>,
+    },
+    /// An existing libvirt network, by name (never deleted by kprov).
+    Existing(String),
+    /// QEMU user-mode networking with `restrict=on`: the guest reaches nothing but
+    /// `10.0.2.100:GUEST_PORT`, which QEMU hands to `127.0.0.1:HOST_PORT` on the libvirt host.
+    /// Nodes cannot reach each other; every node is `10.0.2.15`. For tests and air-gap proofs.
+    User {
+        /// Guest port on `10.0.2.100` → host port on `127.0.0.1`.
+        forwards: BTreeMap<u16, u16>,
+    },
+}
+
+/// libvirt domain type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DomainType {
+    /// `kvm` when the host's domain capabilities offer it for the guest arch, else `qemu`.
+    #[default]
+    Auto,
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (TCG).
+    Qemu,
+}
+
+/// Kernel and initrd for direct kernel boot (images without a boot loader, e.g. aarch64 images
+/// without an EFI partition). Files on the kprov machine; uploaded as volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectBoot {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    pub initrd: PathBuf,
+    /// Kernel command line (e.g. `root=UUID=… ro console=ttyAMA0`).
+    pub cmdline: String,
+}
+
+/// A base image of one architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// qcow2 cloud image on the kprov machine (with cloud-init and the NoCloud datasource).
+    pub path: PathBuf,
+    /// Boot its kernel directly instead of the image's boot loader / firmware.
+    pub direct_boot: Option<DirectBoot>,
+}
+
+/// Settings of the adapter (built from the cluster spec's `provider.libvirt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtConfig {
+    /// Connection URI (`qemu:///system`, `qemu+ssh://HOST/system`, `test:///default`).
+    pub uri: String,
+    /// An existing storage pool to put volumes in; `None`: pool `kprov.CLUSTER`, created by kprov.
+    pub pool: Option<String>,
+    /// Directory of the per-cluster pool on the libvirt host (default
+    /// `/var/lib/libvirt/images/kprov.CLUSTER`).
+    pub pool_dir: Option<String>,
+    /// Networking.
+    pub network: NetworkMode,
+    /// Domain type.
+    pub domain_type: DomainType,
+    /// Base image per architecture.
+    pub images: BTreeMap<Arch, BaseImage>,
+    /// x86_64 machine type: `pc` (default; seed cdrom on IDE) or `q35` (seed on virtio-scsi).
+    pub machine_x86: String,
+    /// How long `create_instance` waits for a DHCP lease (NAT / existing networks).
+    pub address_timeout: Duration,
+}
+
+impl LibvirtConfig {
+    /// Defaults for a URI: per-cluster pool, NAT network, auto domain type, no images.
+    pub fn new(uri: impl Into<String>) -> LibvirtConfig {
+        LibvirtConfig {
+            uri: uri.into(),
+            pool: None,
+            pool_dir: None,
+            network: NetworkMode::Nat { cidr: None },
+            domain_type: DomainType::Auto,
+            images: BTreeMap::new(),
+            machine_x86: "pc".into(),
+            address_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Name of the per-cluster storage pool and NAT network: `kprov.CLUSTER` (a dot cannot occur in
+/// a cluster name, so no cluster's names are a prefix of another's).
+pub fn cluster_object_name(cluster: &str) -> String {
+    format!("kprov.{cluster}")
+}
+
+/// Prefix of every volume of a cluster: `kprov.CLUSTER.`.
+pub fn volume_prefix(cluster: &str) -> String {
+    format!("kprov.{cluster}.")
+}
