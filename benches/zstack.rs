@@ -24,13 +24,20 @@ fn cluster(endpoint: &str, workers: usize) -> ClusterConfig {
     let docs = load_documents("bench.yaml", &yaml).expect("valid");
     let (c, src) = docs.clusters.into_iter().next().expect("cluster");
     let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec { config: ClusterConfig { cluster: c, groups }, cluster_src: src, group_srcs };
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster: c, groups },
+        cluster_src: src,
+        group_srcs,
+    };
     validate(&mut spec).expect("valid");
     spec.config
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -44,30 +51,73 @@ async fn main() {
         h.total_cpu_capacity *= 8;
         h.total_memory_capacity *= 4;
     }
-    let sim = Simulator::start(SimConfig { job_delay, inventory, ..SimConfig::default() }).await.expect("sim");
-    let creds = ZStackCredentials::Account { name: "admin".into(), password: Secret::new("password".to_string()) };
-    let cloud: Arc<dyn Cloud> = Arc::new(ZStackCloud::new(ZStackConfig::new(sim.endpoint(), creds)).expect("adapter"));
+    let sim = Simulator::start(SimConfig {
+        job_delay,
+        inventory,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let creds = ZStackCredentials::Account {
+        name: "admin".into(),
+        password: Secret::new("password".to_string()),
+    };
+    let cloud: Arc<dyn Cloud> =
+        Arc::new(ZStackCloud::new(ZStackConfig::new(sim.endpoint(), creds)).expect("adapter"));
     let cfg = cluster(&sim.endpoint(), n - 1);
-    let ud: Arc<dyn UserData> =
-        Arc::new(|r: &InstanceRequest, ctx: &RenderContext| Ok(format!("#cloud-config\nhostname: {}\n# {}\n{}", r.name, ctx.control_plane_endpoint, "#".repeat(4096)).into_bytes()));
-    let settings = Settings { concurrency: cloud.default_concurrency(), ..Settings::default() };
+    let ud: Arc<dyn UserData> = Arc::new(|r: &InstanceRequest, ctx: &RenderContext| {
+        Ok(format!(
+            "#cloud-config\nhostname: {}\n# {}\n{}",
+            r.name,
+            ctx.control_plane_endpoint,
+            "#".repeat(4096)
+        )
+        .into_bytes())
+    });
+    let settings = Settings {
+        concurrency: cloud.default_concurrency(),
+        ..Settings::default()
+    };
 
     sim.reset_stats();
     let t = Instant::now();
-    let plan = diff(&desired(&cfg), &cloud.list_instances("bench").await.expect("list"));
-    let out = apply::apply(cloud.clone(), &plan, ud, &settings, &Journal::disabled(), &Progress::hidden()).await.expect("apply");
+    let plan = diff(
+        &desired(&cfg),
+        &cloud.list_instances("bench").await.expect("list"),
+    );
+    let out = apply::apply(
+        cloud.clone(),
+        &plan,
+        ud,
+        &settings,
+        &Journal::disabled(),
+        &Progress::hidden(),
+    )
+    .await
+    .expect("apply");
     let wall = t.elapsed();
     let create_calls = sim.stats().total;
     assert_eq!(out.created.len(), n);
 
     sim.reset_stats();
-    let noop = diff(&desired(&cfg), &cloud.list_instances("bench").await.expect("list"));
+    let noop = diff(
+        &desired(&cfg),
+        &cloud.list_instances("bench").await.expect("list"),
+    );
     assert!(noop.is_empty(), "second plan must be empty");
     let noop_calls = sim.stats().total;
 
     sim.reset_stats();
     let t_del = Instant::now();
-    let deleted = apply::delete_all(cloud.clone(), "bench", &settings, Duration::from_secs(600), &Progress::hidden()).await.expect("delete");
+    let deleted = apply::delete_all(
+        cloud.clone(),
+        "bench",
+        &settings,
+        Duration::from_secs(600),
+        &Progress::hidden(),
+    )
+    .await
+    .expect("delete");
     let del_wall = t_del.elapsed();
     let delete_calls = sim.stats().total;
     assert_eq!(sim.vm_count(), 0);
@@ -77,10 +127,22 @@ async fn main() {
     let lower = job_delay * rounds as u32;
     println!("zstack benchmark: N = {n} VMs, job delay {job_delay:?}, concurrency {c}");
     println!("  create wall time   : {:>8.2} s", wall.as_secs_f64());
-    println!("  lower bound        : {:>8.2} s  (1 + ceil((N-1)/C) = {rounds} job rounds)", lower.as_secs_f64());
-    println!("  ratio              : {:>8.3}  (goal <= 1.15)", wall.as_secs_f64() / lower.as_secs_f64());
-    println!("  API calls, create  : {create_calls} ({:.2} per VM)", create_calls as f64 / n as f64);
+    println!(
+        "  lower bound        : {:>8.2} s  (1 + ceil((N-1)/C) = {rounds} job rounds)",
+        lower.as_secs_f64()
+    );
+    println!(
+        "  ratio              : {:>8.3}  (goal <= 1.15)",
+        wall.as_secs_f64() / lower.as_secs_f64()
+    );
+    println!(
+        "  API calls, create  : {create_calls} ({:.2} per VM)",
+        create_calls as f64 / n as f64
+    );
     println!("  API calls, no-op   : {noop_calls} (constant: not per VM)");
-    println!("  API calls, delete  : {delete_calls} for {deleted} resources in {:.2} s", del_wall.as_secs_f64());
+    println!(
+        "  API calls, delete  : {delete_calls} for {deleted} resources in {:.2} s",
+        del_wall.as_secs_f64()
+    );
     sim.shutdown().await;
 }

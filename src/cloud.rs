@@ -37,11 +37,69 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
             let mut cfg = ZStackConfig::new(z.endpoint.clone(), creds);
             cfg.zone = z.zone.clone();
             cfg.l3_network = z.l3_network.clone();
-            if let Some(t) = std::env::var("KPROV_ZSTACK_JOB_TIMEOUT").ok().and_then(|s| crate::spec::quantity::parse_duration(&s).ok()) {
+            if let Some(t) = std::env::var("KPROV_ZSTACK_JOB_TIMEOUT")
+                .ok()
+                .and_then(|s| crate::spec::quantity::parse_duration(&s).ok())
+            {
                 cfg.job_timeout = t;
             }
             Ok(Arc::new(ZStackCloud::new(cfg)?))
         }
+        #[cfg(feature = "aws")]
+        ProviderSpec::Aws(a) => {
+            use kprov_providers::aws::{AwsCloud, AwsConfig};
+            let mut cfg = AwsConfig::new(a.region.clone());
+            cfg.vpc_id = a.vpc_id.clone();
+            cfg.subnet_ids = a.subnet_ids.clone();
+            if let Some(c) = &a.vpc_cidr {
+                cfg.vpc_cidr = c.to_string();
+            }
+            cfg.api_access = a.api_access.iter().map(|c| c.to_string()).collect();
+            cfg.ssh_access = a.ssh_access.iter().map(|c| c.to_string()).collect();
+            cfg.api_port = spec.control_plane.port;
+            cfg.ami_owner = a.ami_owner.clone();
+            cfg.ami_name = a.ami_name.clone();
+            cfg.zones = a.zones.clone();
+            cfg.ssh_public_key = spec.ssh_public_key.clone();
+            // connect() sees only the cluster spec, not the instance groups: 0 lets the adapter
+            // infer an HA control plane from the requests it is given.
+            cfg.control_plane_count = 0;
+            // Missing credentials or an unknown region are setup problems the user fixes before
+            // anything happens (exit 2); an unreachable cloud is not.
+            let cloud = AwsCloud::new(cfg).await.map_err(|e| match e {
+                kprov_providers::CloudError::Auth { .. }
+                | kprov_providers::CloudError::Fatal { .. } => ExitError::usage(e.to_string()),
+                e => anyhow::Error::new(e),
+            })?;
+            Ok(Arc::new(cloud))
+        }
+        #[cfg(feature = "libvirt")]
+        ProviderSpec::Libvirt(l) => {
+            use kprov_providers::libvirt::{self as lv, LibvirtCloud};
+            let cfg = lv::config_from_parts(
+                &l.uri,
+                l.pool.clone(),
+                match &l.network {
+                    crate::spec::LibvirtNetwork::Nat => lv::NetworkMode::Nat { cidr: None },
+                    crate::spec::LibvirtNetwork::Existing(n) => {
+                        lv::NetworkMode::Existing(n.clone())
+                    }
+                    crate::spec::LibvirtNetwork::User(u) => lv::NetworkMode::User {
+                        forwards: u.forwards.clone(),
+                    },
+                },
+                match l.domain_type {
+                    crate::spec::LibvirtDomainType::Auto => lv::DomainType::Auto,
+                    crate::spec::LibvirtDomainType::Kvm => lv::DomainType::Kvm,
+                    crate::spec::LibvirtDomainType::Qemu => lv::DomainType::Qemu,
+                },
+                &l.images,
+            )
+            .map_err(|e| ExitError::usage(e.to_string()))?;
+            Ok(Arc::new(LibvirtCloud::connect(cfg)?))
+        }
+        // unreachable when every provider is compiled in
+        #[allow(unreachable_patterns)]
         other => Err(ExitError::usage(format!(
             "provider {} is not available in this build of kprov (compiled: {})",
             other.name(),

@@ -476,6 +476,13 @@ pub trait Cloud: Send + Sync {
     /// Create an instance, idempotently by `req.id`: if it exists already, return it.
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance>;
 
+    /// The `host:port` clients and joining nodes use for the API server when the provider
+    /// manages one (e.g. an AWS network load balancer made by `ensure_network`). `None` means
+    /// the engine uses the first control plane's address.
+    async fn control_plane_endpoint(&self, _cluster: &str) -> CloudResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Every resource the cluster owns (instances, networks, volumes, tags, ...), found by tag.
     async fn list_resources(&self, cluster: &str) -> CloudResult<Vec<Resource>>;
 

@@ -246,7 +246,20 @@ async fn run(
         let started = Instant::now();
         // Without a known endpoint the first control plane goes alone: its address becomes the
         // endpoint every other node joins. With one (spec or existing control plane), all at once.
-        let mut endpoint = plan.control_plane_endpoint.clone();
+        // Spec endpoint > the provider's load balancer > a running control plane > first-CP wave.
+        let mut endpoint = plan.spec_endpoint.clone();
+        if endpoint.is_none() {
+            endpoint = match cloud.control_plane_endpoint(&plan.cluster).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("could not ask the provider for a control-plane endpoint: {e}");
+                    None
+                }
+            };
+        }
+        if endpoint.is_none() {
+            endpoint = plan.control_plane_endpoint.clone();
+        }
         let mut rest: Vec<InstanceRequest> = creates.iter().map(|r| (*r).clone()).collect();
         if endpoint.is_none() {
             let first = rest

@@ -37,7 +37,7 @@ pub struct CreateArgs {
 #[derive(Debug, Subcommand)]
 pub enum CreateWhat {
     /// Create a cluster spec from flags.
-    Cluster(CreateClusterArgs),
+    Cluster(Box<CreateClusterArgs>),
     /// Add an instance group to an existing cluster.
     #[command(alias = "ig")]
     Instancegroup(CreateGroupArgs),
@@ -190,16 +190,18 @@ fn parse_gpu(s: &str) -> anyhow::Result<Gpu> {
     })
 }
 
-fn group(
-    cluster: &str,
-    name: &str,
+/// What the flags say about one instance group.
+struct GroupFlags<'a> {
     role: Role,
     count: i64,
     arch: Arch,
-    size: Option<&str>,
+    size: Option<&'a str>,
     image: Option<String>,
     gpu: Option<Gpu>,
-) -> InstanceGroup {
+}
+
+fn group(cluster: &str, name: &str, f: GroupFlags<'_>) -> InstanceGroup {
+    let GroupFlags { role, count, arch, size, image, gpu } = f;
     let (size, flavor) = size.map(parse_size).unwrap_or((None, None));
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CLUSTER.to_string(), cluster.to_string());
@@ -299,9 +301,11 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
         None => None,
     };
     let gpu = a.gpu.as_deref().map(parse_gpu).transpose()?;
-    let mut assets = spec::Assets::default();
-    assets.container_registry = a.registry_mirror.clone();
-    assets.file_repository = a.file_repository.clone();
+    let assets = spec::Assets {
+        container_registry: a.registry_mirror.clone(),
+        file_repository: a.file_repository.clone(),
+        ..Default::default()
+    };
     let cluster = Cluster {
         api_version: API_VERSION.into(),
         kind: "Cluster".into(),
@@ -324,23 +328,27 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
     let mut groups = vec![group(
         &a.cluster,
         "control-plane",
-        Role::ControlPlane,
-        a.control_plane_count,
-        arch,
-        a.control_plane_size.as_deref(),
-        a.image.clone(),
-        None,
+        GroupFlags {
+            role: Role::ControlPlane,
+            count: a.control_plane_count,
+            arch,
+            size: a.control_plane_size.as_deref(),
+            image: a.image.clone(),
+            gpu: None,
+        },
     )];
     if a.node_count != 0 || gpu.is_some() {
         groups.push(group(
             &a.cluster,
             "nodes",
-            Role::Node,
-            a.node_count,
-            node_arch,
-            a.node_size.as_deref(),
-            a.image.clone(),
-            gpu,
+            GroupFlags {
+                role: Role::Node,
+                count: a.node_count,
+                arch: node_arch,
+                size: a.node_size.as_deref(),
+                image: a.image.clone(),
+                gpu,
+            },
         ));
     }
     let flags: BTreeMap<String, String> = [
@@ -569,12 +577,14 @@ async fn create_group(cli: &Cli, a: &CreateGroupArgs) -> anyhow::Result<()> {
     let g = group(
         &name,
         &a.group,
-        role,
-        a.count,
-        parse_arch("--arch", &a.arch)?,
-        a.size.as_deref(),
-        a.image.clone(),
-        gpu,
+        GroupFlags {
+            role,
+            count: a.count,
+            arch: parse_arch("--arch", &a.arch)?,
+            size: a.size.as_deref(),
+            image: a.image.clone(),
+            gpu,
+        },
     );
     let mut cfg = prev.config.clone();
     cfg.groups.push(g);

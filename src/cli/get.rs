@@ -40,6 +40,8 @@ pub enum GetWhat {
     },
     /// The user-data (cloud-config) a node gets, secrets redacted unless --show-secrets.
     Userdata(super::userdata::UserdataArgs),
+    /// Every image and file the cluster pulls, with upstream and mirror locations.
+    Assets(super::assets::GetAssetsArgs),
 }
 
 /// Print rows as aligned columns.
@@ -186,5 +188,6 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
             emit(a.output, &list, &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"], rows)
         }
         GetWhat::Userdata(u) => super::userdata::run(cli, u, &repo).await,
+        GetWhat::Assets(x) => super::assets::run_get(cli, x, a.output, &repo).await,
     }
 }

@@ -7,11 +7,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kprov_state::StateStore;
 
+pub mod assets;
 pub mod completion;
 pub mod create;
 pub mod delete;
 pub mod export;
 pub mod get;
+pub mod mirror;
 pub mod state;
 pub mod update;
 pub mod userdata;
@@ -51,7 +53,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a cluster or instance group in the state store (nothing is created in the cloud
     /// until `kprov update cluster --yes`).
-    Create(create::CreateArgs),
+    Create(Box<create::CreateArgs>),
     /// Show clusters, instance groups and instances.
     Get(get::GetArgs),
     /// Show what must change to make the cloud match the spec; apply it with --yes.
@@ -62,6 +64,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Operate on state stores (copy clusters between them).
     State(state::StateArgs),
+    /// Copy a cluster's images and files to its mirrors, or into / out of an offline bundle.
+    Mirror(mirror::MirrorArgs),
+    /// Check a cluster before create (`check assets NAME`: every asset is at its mirror).
+    Check(assets::CheckArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.
@@ -151,6 +157,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
         Command::State(ref a) => state::run(&cli, a).await,
+        Command::Mirror(ref a) => mirror::run(&cli, a).await,
+        Command::Check(ref a) => assets::run_check(&cli, a).await,
         Command::Version => {
             println!("kprov {}", env!("CARGO_PKG_VERSION"));
             println!("kubernetes versions: {}", crate::spec::versions::supported().join(", "));

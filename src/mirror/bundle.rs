@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::catalogue::FileAsset;
-use super::copy::{self, BlobSource, CopyJob, CopyOptions, CopyReport, Descriptor, ImagePlan, VerifyStream};
+use super::copy::{
+    self, BlobSource, CopyJob, CopyOptions, CopyReport, Descriptor, ImagePlan, VerifyStream,
+};
 use super::files::{self, FileOutcome, FileTarget};
 use super::registry::{RawManifest, RegistryClient, OCI_INDEX};
 use super::{sha256_digest, ImageRef, MirrorError};
@@ -125,8 +127,12 @@ pub struct BundleReport {
 
 async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
     let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, bytes).await.map_err(|e| MirrorError::io(tmp.display(), e))?;
-    tokio::fs::rename(&tmp, path).await.map_err(|e| MirrorError::io(path.display(), e))
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(|e| MirrorError::io(tmp.display(), e))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| MirrorError::io(path.display(), e))
 }
 
 /// Download one blob into `dest` through the verifying stream; renamed into place only when
@@ -141,7 +147,9 @@ async fn fetch_blob(
     let what = format!("blob {} of {source}", d.digest);
     client
         .retry(&what, || async {
-            let resp = client.get_blob(&source.registry, &source.repository, &d.digest).await?;
+            let resp = client
+                .get_blob(&source.registry, &source.repository, &d.digest)
+                .await?;
             let (mut verify, slot) = VerifyStream::new(
                 resp.bytes_stream(),
                 &d.digest,
@@ -150,21 +158,32 @@ async fn fetch_blob(
                 Some(progress.clone()),
             );
             let tmp = dest.with_extension("partial");
-            let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| MirrorError::io(tmp.display(), e))?;
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| MirrorError::io(tmp.display(), e))?;
             while let Some(chunk) = verify.next().await {
                 match chunk {
-                    Ok(c) => f.write_all(&c).await.map_err(|e| MirrorError::io(tmp.display(), e))?,
+                    Ok(c) => f
+                        .write_all(&c)
+                        .await
+                        .map_err(|e| MirrorError::io(tmp.display(), e))?,
                     Err(_) => {
                         drop(f);
                         let _ = tokio::fs::remove_file(&tmp).await;
                         let e = slot.lock().expect("slot").take();
-                        return Err(e.unwrap_or_else(|| MirrorError::Usage(format!("{what}: stream failed"))));
+                        return Err(e.unwrap_or_else(|| {
+                            MirrorError::Usage(format!("{what}: stream failed"))
+                        }));
                     }
                 }
             }
-            f.flush().await.map_err(|e| MirrorError::io(tmp.display(), e))?;
+            f.flush()
+                .await
+                .map_err(|e| MirrorError::io(tmp.display(), e))?;
             drop(f);
-            tokio::fs::rename(&tmp, dest).await.map_err(|e| MirrorError::io(dest.display(), e))
+            tokio::fs::rename(&tmp, dest)
+                .await
+                .map_err(|e| MirrorError::io(dest.display(), e))
         })
         .await
 }
@@ -183,7 +202,9 @@ pub async fn export(
     let started = Instant::now();
     let staging = PathBuf::from(format!("{}.partial", out.display()));
     let blobs_dir = staging.join("blobs/sha256");
-    tokio::fs::create_dir_all(&blobs_dir).await.map_err(|e| MirrorError::io(blobs_dir.display(), e))?;
+    tokio::fs::create_dir_all(&blobs_dir)
+        .await
+        .map_err(|e| MirrorError::io(blobs_dir.display(), e))?;
     let conc = opts.concurrency.max(1);
     // Resolve every image (manifests are small; fetched every time so a changed tag is seen).
     let plans: Vec<(String, ImagePlan)> = futures::stream::iter(images.iter())
@@ -192,9 +213,13 @@ pub async fn export(
                 source: src.clone(),
                 target: src.clone(),
             };
-            let plan = copy::resolve(client, &job, opts, false)
-                .await?
-                .expect("an export resolves every image");
+            // Without target checks every image resolves to a plan.
+            let plan = match copy::resolve(client, &job, opts, false).await? {
+                copy::Resolved::Plan(p) => *p,
+                copy::Resolved::UpToDate(_) => {
+                    return Err(MirrorError::Usage(format!("{up}: nothing to export")))
+                }
+            };
             Ok::<_, MirrorError>((up.clone(), plan))
         })
         .buffered(conc)
@@ -212,7 +237,9 @@ pub async fn export(
             write_atomic(&staging.join(blob_entry(&m.digest)), &m.bytes).await?;
         }
         for b in &p.blobs {
-            unique.entry(b.digest.clone()).or_insert((p.job.source.clone(), b.clone()));
+            unique
+                .entry(b.digest.clone())
+                .or_insert((p.job.source.clone(), b.clone()));
         }
         let blob = |m: &RawManifest| BundleBlob {
             digest: m.digest.clone(),
@@ -237,7 +264,10 @@ pub async fn export(
     let todo: Vec<&(ImageRef, Descriptor)> = unique
         .values()
         .filter(|(_, d)| {
-            std::fs::metadata(staging.join(blob_entry(&d.digest))).map(|m| m.len()) .ok() != Some(d.size)
+            std::fs::metadata(staging.join(blob_entry(&d.digest)))
+                .map(|m| m.len())
+                .ok()
+                != Some(d.size)
         })
         .collect();
     let total = todo.iter().map(|(_, d)| d.size).sum();
@@ -265,7 +295,9 @@ pub async fn export(
             };
             files::download(client.http(), &src, &f.sha256, &dest).await?;
         }
-        let size = std::fs::metadata(&dest).map_err(|e| MirrorError::io(dest.display(), e))?.len();
+        let size = std::fs::metadata(&dest)
+            .map_err(|e| MirrorError::io(dest.display(), e))?
+            .len();
         index.files.push(BundleFile {
             name: f.name.clone(),
             upstream_url: f.upstream_url.clone(),
@@ -289,14 +321,23 @@ pub async fn export(
             }
         })).collect::<Vec<_>>(),
     });
-    write_atomic(&staging.join("index.json"), &serde_json::to_vec_pretty(&oci_index).expect("json")).await?;
-    write_atomic(&staging.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
+    write_atomic(
+        &staging.join("index.json"),
+        &serde_json::to_vec_pretty(&oci_index).expect("json"),
+    )
+    .await?;
+    write_atomic(
+        &staging.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .await?;
     let index_bytes = serde_json::to_vec_pretty(&index).expect("json");
     write_atomic(&staging.join(INDEX_ENTRY), &index_bytes).await?;
     // Tar it: the index first, so an import knows the plan before reading blobs.
     let out_path = out.to_path_buf();
     let staging2 = staging.clone();
-    let mut entries: Vec<String> = vec![INDEX_ENTRY.into(), "oci-layout".into(), "index.json".into()];
+    let mut entries: Vec<String> =
+        vec![INDEX_ENTRY.into(), "oci-layout".into(), "index.json".into()];
     let mut blob_names: Vec<String> = unique.keys().map(|d| blob_entry(d)).collect();
     for i in &index.images {
         blob_names.push(blob_entry(&i.manifest.digest));
@@ -315,7 +356,9 @@ pub async fn export(
             b.append_path_with_name(staging2.join(e), e)
                 .map_err(|err| MirrorError::io(staging2.join(e).display(), err))?;
         }
-        let w = b.into_inner().map_err(|e| MirrorError::io(tmp.display(), e))?;
+        let w = b
+            .into_inner()
+            .map_err(|e| MirrorError::io(tmp.display(), e))?;
         w.into_inner()
             .map_err(|e| MirrorError::io(tmp.display(), e.into_error()))?
             .sync_all()
@@ -368,7 +411,10 @@ impl OpenBundle {
         let mut ar = tar::Archive::new(f);
         let mut entries = BTreeMap::new();
         let mut index_bytes = None;
-        for e in ar.entries().map_err(|e| bad("(tar header)", e.to_string()))? {
+        for e in ar
+            .entries()
+            .map_err(|e| bad("(tar header)", e.to_string()))?
+        {
             let mut e = e.map_err(|e| bad("(tar header)", e.to_string()))?;
             let name = e
                 .path()
@@ -379,15 +425,23 @@ impl OpenBundle {
             entries.insert(name.clone(), (e.raw_file_position(), size));
             if name == INDEX_ENTRY {
                 let mut v = Vec::new();
-                e.read_to_end(&mut v).map_err(|err| bad(INDEX_ENTRY, err.to_string()))?;
+                e.read_to_end(&mut v)
+                    .map_err(|err| bad(INDEX_ENTRY, err.to_string()))?;
                 index_bytes = Some(v);
             }
         }
-        let index_bytes = index_bytes.ok_or_else(|| bad(INDEX_ENTRY, "missing: not a kprov bundle".into()))?;
-        let index: BundleIndex =
-            serde_json::from_slice(&index_bytes).map_err(|e| bad(INDEX_ENTRY, format!("not valid: {e}")))?;
+        let index_bytes =
+            index_bytes.ok_or_else(|| bad(INDEX_ENTRY, "missing: not a kprov bundle".into()))?;
+        let index: BundleIndex = serde_json::from_slice(&index_bytes)
+            .map_err(|e| bad(INDEX_ENTRY, format!("not valid: {e}")))?;
         if index.version != FORMAT_VERSION {
-            return Err(bad(INDEX_ENTRY, format!("format version {} is not {FORMAT_VERSION}; use the kprov that wrote it", index.version)));
+            return Err(bad(
+                INDEX_ENTRY,
+                format!(
+                    "format version {} is not {FORMAT_VERSION}; use the kprov that wrote it",
+                    index.version
+                ),
+            ));
         }
         let b = OpenBundle {
             path: path.to_path_buf(),
@@ -395,10 +449,15 @@ impl OpenBundle {
             entries,
         };
         for i in &b.index.images {
-            for blob in std::iter::once(&i.manifest).chain(&i.children).chain(&i.blobs) {
+            for blob in std::iter::once(&i.manifest)
+                .chain(&i.children)
+                .chain(&i.blobs)
+            {
                 let entry = blob_entry(&blob.digest);
                 match b.entries.get(&entry) {
-                    None => return Err(b.err(&entry, format!("missing (needed by {})", i.upstream))),
+                    None => {
+                        return Err(b.err(&entry, format!("missing (needed by {})", i.upstream)))
+                    }
                     Some((_, size)) if *size != blob.size => {
                         return Err(b.err(&entry, format!("{size} bytes, expected {}", blob.size)))
                     }
@@ -425,13 +484,19 @@ impl OpenBundle {
         if size as usize > super::registry::MAX_MANIFEST_BYTES {
             return Err(self.err(&entry, "manifest too large"));
         }
-        let mut f = std::fs::File::open(&self.path).map_err(|e| MirrorError::io(self.path.display(), e))?;
-        f.seek(SeekFrom::Start(off)).map_err(|e| MirrorError::io(self.path.display(), e))?;
+        let mut f =
+            std::fs::File::open(&self.path).map_err(|e| MirrorError::io(self.path.display(), e))?;
+        f.seek(SeekFrom::Start(off))
+            .map_err(|e| MirrorError::io(self.path.display(), e))?;
         let mut bytes = vec![0u8; size as usize];
-        f.read_exact(&mut bytes).map_err(|e| self.err(&entry, e.to_string()))?;
+        f.read_exact(&mut bytes)
+            .map_err(|e| self.err(&entry, e.to_string()))?;
         let digest = sha256_digest(&bytes);
         if digest != blob.digest {
-            return Err(self.err(&entry, format!("content hashes to {digest}, expected {}", blob.digest)));
+            return Err(self.err(
+                &entry,
+                format!("content hashes to {digest}, expected {}", blob.digest),
+            ));
         }
         Ok(RawManifest {
             media_type: blob
@@ -451,24 +516,36 @@ impl OpenBundle {
         if let Some(p) = dest.parent() {
             std::fs::create_dir_all(p).map_err(|e| MirrorError::io(p.display(), e))?;
         }
-        let mut src = std::fs::File::open(&self.path).map_err(|e| MirrorError::io(self.path.display(), e))?;
-        src.seek(SeekFrom::Start(off)).map_err(|e| MirrorError::io(self.path.display(), e))?;
+        let mut src =
+            std::fs::File::open(&self.path).map_err(|e| MirrorError::io(self.path.display(), e))?;
+        src.seek(SeekFrom::Start(off))
+            .map_err(|e| MirrorError::io(self.path.display(), e))?;
         let mut src = src.take(size);
-        let mut out = std::fs::File::create(dest).map_err(|e| MirrorError::io(dest.display(), e))?;
+        let mut out =
+            std::fs::File::create(dest).map_err(|e| MirrorError::io(dest.display(), e))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = src.read(&mut buf).map_err(|e| self.err(&f.entry, e.to_string()))?;
+            let n = src
+                .read(&mut buf)
+                .map_err(|e| self.err(&f.entry, e.to_string()))?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
-            std::io::Write::write_all(&mut out, &buf[..n]).map_err(|e| MirrorError::io(dest.display(), e))?;
+            std::io::Write::write_all(&mut out, &buf[..n])
+                .map_err(|e| MirrorError::io(dest.display(), e))?;
         }
         let actual = hex::encode(h.finalize());
         if actual != f.sha256 {
             let _ = std::fs::remove_file(dest);
-            return Err(self.err(&f.entry, format!("content hashes to sha256:{actual}, expected sha256:{}", f.sha256)));
+            return Err(self.err(
+                &f.entry,
+                format!(
+                    "content hashes to sha256:{actual}, expected sha256:{}",
+                    f.sha256
+                ),
+            ));
         }
         Ok(())
     }
@@ -499,9 +576,17 @@ pub async fn import(
         let up = ImageRef::parse(&i.upstream)?;
         let target = target_of(&i.upstream)?;
         let top = b.read_manifest(&i.manifest)?;
-        if client.head_manifest(&target).await?.and_then(|h| h.digest).as_deref() == Some(top.digest.as_str()) {
+        if client
+            .head_manifest(&target)
+            .await?
+            .and_then(|h| h.digest)
+            .as_deref()
+            == Some(top.digest.as_str())
+        {
             report.images_up_to_date += 1;
-            report.digests.insert(target.to_string(), top.digest.clone());
+            report
+                .digests
+                .insert(target.to_string(), top.digest.clone());
             continue;
         }
         let mut children = Vec::new();
@@ -580,5 +665,8 @@ pub async fn import(
 
 /// Outcomes of files, for reports.
 pub fn count_copied(outcomes: &[FileOutcome]) -> usize {
-    outcomes.iter().filter(|o| matches!(o, FileOutcome::Copied(_))).count()
+    outcomes
+        .iter()
+        .filter(|o| matches!(o, FileOutcome::Copied(_)))
+        .count()
 }

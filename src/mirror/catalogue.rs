@@ -64,9 +64,17 @@ pub struct Catalogue {
 }
 
 /// Core images only control-plane nodes run (kubeadm static pods).
-const CONTROL_PLANE_ONLY: &[&str] = &["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+const CONTROL_PLANE_ONLY: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+];
 
-fn arches_of(config: &ClusterConfig, pred: impl Fn(&crate::spec::InstanceGroup) -> bool) -> Vec<Arch> {
+fn arches_of(
+    config: &ClusterConfig,
+    pred: impl Fn(&crate::spec::InstanceGroup) -> bool,
+) -> Vec<Arch> {
     let mut a: Vec<Arch> = config
         .groups
         .iter()
@@ -200,7 +208,11 @@ impl Catalogue {
             rows.push(vec![
                 "image".into(),
                 i.component.clone(),
-                i.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
+                i.arches
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 i.upstream.clone(),
                 i.mirror.clone(),
                 i.digest.clone().unwrap_or_else(|| "-".into()),
@@ -220,7 +232,8 @@ impl Catalogue {
     }
 
     /// Column headers of [`Catalogue::table_rows`].
-    pub const TABLE_HEADER: [&'static str; 6] = ["KIND", "NAME", "ARCH", "UPSTREAM", "MIRROR", "DIGEST"];
+    pub const TABLE_HEADER: [&'static str; 6] =
+        ["KIND", "NAME", "ARCH", "UPSTREAM", "MIRROR", "DIGEST"];
 }
 
 #[cfg(test)]

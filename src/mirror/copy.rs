@@ -25,7 +25,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::registry::{RawManifest, RegistryClient, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use super::registry::{
+    RawManifest, RegistryClient, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
 use super::{ImageRef, MirrorError};
 
 /// A descriptor inside a manifest or index.
@@ -120,7 +122,10 @@ pub fn parse_manifest(image: &str, m: &RawManifest) -> Result<Parsed, MirrorErro
     if doc.schema_version == Some(1) {
         return Err(bad("Docker schema 1 manifests are deprecated and not copied; re-push the image with a current client".into()));
     }
-    let mt = doc.media_type.clone().unwrap_or_else(|| m.media_type.clone());
+    let mt = doc
+        .media_type
+        .clone()
+        .unwrap_or_else(|| m.media_type.clone());
     if let Some(list) = doc.manifests {
         if !mt.is_empty() && mt != OCI_INDEX && mt != DOCKER_LIST {
             return Err(bad(format!("index with unexpected media type {mt}")));
@@ -133,7 +138,9 @@ pub fn parse_manifest(image: &str, m: &RawManifest) -> Result<Parsed, MirrorErro
         }
         return Ok(Parsed::Image { config, layers });
     }
-    Err(bad(format!("neither an index nor an image manifest (media type {mt:?})")))
+    Err(bad(format!(
+        "neither an index nor an image manifest (media type {mt:?})"
+    )))
 }
 
 /// A `--platform` filter: `os/arch[/variant]`.
@@ -144,7 +151,12 @@ impl PlatformFilter {
     /// Parse `linux/amd64,linux/arm64`.
     pub fn parse(list: &[String]) -> Result<PlatformFilter, MirrorError> {
         let mut out = Vec::new();
-        for p in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for p in list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let parts: Vec<&str> = p.split('/').collect();
             if !(2..=3).contains(&parts.len()) || parts.iter().any(|x| x.is_empty()) {
                 return Err(MirrorError::Usage(format!(
@@ -159,9 +171,9 @@ impl PlatformFilter {
     /// Does the filter keep this index entry? (A filter without variant keeps every variant.)
     pub fn keeps(&self, p: Option<&Platform>) -> bool {
         let Some(p) = p else { return false };
-        self.0.iter().any(|f| {
-            f == &p.to_filter_string() || *f == format!("{}/{}", p.os, p.architecture)
-        })
+        self.0
+            .iter()
+            .any(|f| f == &p.to_filter_string() || *f == format!("{}/{}", p.os, p.architecture))
     }
 }
 
@@ -319,7 +331,13 @@ pub struct VerifyStream<S> {
 
 impl<S> VerifyStream<S> {
     /// Wrap `inner`, expecting `size` bytes hashing to `digest`; `what` names the blob in errors.
-    pub fn new(inner: S, digest: &str, size: u64, what: String, progress: Option<ProgressBar>) -> (Self, ErrorSlot) {
+    pub fn new(
+        inner: S,
+        digest: &str,
+        size: u64,
+        what: String,
+        progress: Option<ProgressBar>,
+    ) -> (Self, ErrorSlot) {
         let slot: ErrorSlot = Arc::new(Mutex::new(None));
         (
             VerifyStream {
@@ -345,7 +363,10 @@ impl<S> VerifyStream<S> {
     }
 
     fn check_digest(&mut self) -> Option<MirrorError> {
-        let actual = format!("sha256:{}", hex::encode(std::mem::take(&mut self.hasher).finalize()));
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(std::mem::take(&mut self.hasher).finalize())
+        );
         (actual != self.digest).then(|| MirrorError::DigestMismatch {
             what: self.what.clone(),
             expected: self.digest.clone(),
@@ -441,11 +462,16 @@ pub fn byte_progress(total: u64, show: bool, prefix: &str) -> ProgressBar {
 }
 
 /// The platform-filtered variant of an index (new bytes, so a new digest).
-fn filter_index(image: &str, top: &RawManifest, filter: &PlatformFilter) -> Result<RawManifest, MirrorError> {
-    let mut v: serde_json::Value = serde_json::from_slice(&top.bytes).map_err(|e| MirrorError::Manifest {
-        image: image.into(),
-        message: e.to_string(),
-    })?;
+fn filter_index(
+    image: &str,
+    top: &RawManifest,
+    filter: &PlatformFilter,
+) -> Result<RawManifest, MirrorError> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&top.bytes).map_err(|e| MirrorError::Manifest {
+            image: image.into(),
+            message: e.to_string(),
+        })?;
     let list = v
         .get_mut("manifests")
         .and_then(|m| m.as_array_mut())
@@ -454,7 +480,9 @@ fn filter_index(image: &str, top: &RawManifest, filter: &PlatformFilter) -> Resu
             message: "index without manifests".into(),
         })?;
     list.retain(|d| {
-        let p: Option<Platform> = d.get("platform").and_then(|p| serde_json::from_value(p.clone()).ok());
+        let p: Option<Platform> = d
+            .get("platform")
+            .and_then(|p| serde_json::from_value(p.clone()).ok());
         filter.keeps(p.as_ref())
     });
     if list.is_empty() {
@@ -472,6 +500,15 @@ fn filter_index(image: &str, top: &RawManifest, filter: &PlatformFilter) -> Resu
     })
 }
 
+/// The outcome of [`resolve`].
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// The target already has this manifest digest under the tag.
+    UpToDate(String),
+    /// What to copy.
+    Plan(Box<ImagePlan>),
+}
+
 /// Work out what copying `job` takes: `None` when the target already has the same manifest.
 /// With `check_target` false (exports) nothing at the target is looked at.
 pub async fn resolve(
@@ -479,14 +516,17 @@ pub async fn resolve(
     job: &CopyJob,
     opts: &CopyOptions,
     check_target: bool,
-) -> Result<Option<ImagePlan>, MirrorError> {
+) -> Result<Resolved, MirrorError> {
     let image = job.source.to_string();
     let (target_head, source_head) = if !check_target {
         (None, None)
     } else if job.source.digest.is_some() {
         (client.head_manifest(&job.target).await?, None)
     } else {
-        let (t, s) = tokio::join!(client.head_manifest(&job.target), client.head_manifest(&job.source));
+        let (t, s) = tokio::join!(
+            client.head_manifest(&job.target),
+            client.head_manifest(&job.source)
+        );
         (t?, s?)
     };
     let target_digest = target_head.and_then(|h| h.digest);
@@ -496,7 +536,7 @@ pub async fn resolve(
         .clone()
         .or_else(|| source_head.and_then(|h| h.digest));
     if opts.platforms.is_none() && target_digest.is_some() && target_digest == source_digest {
-        return Ok(None);
+        return Ok(Resolved::UpToDate(target_digest.unwrap_or_default()));
     }
     let src_top = client.get_manifest(&job.source).await?;
     let parsed = parse_manifest(&image, &src_top)?;
@@ -516,13 +556,17 @@ pub async fn resolve(
             if let Some(f) = &opts.platforms {
                 plan.top = filter_index(&image, &src_top, f)?;
                 if target_digest.as_deref() == Some(plan.top.digest.as_str()) {
-                    return Ok(None);
+                    return Ok(Resolved::UpToDate(plan.top.digest));
                 }
             }
             // Worklist: nested indexes are rare but legal.
             let mut work: Vec<Descriptor> = list
                 .into_iter()
-                .filter(|d| opts.platforms.as_ref().is_none_or(|f| f.keeps(d.platform.as_ref())))
+                .filter(|d| {
+                    opts.platforms
+                        .as_ref()
+                        .is_none_or(|f| f.keeps(d.platform.as_ref()))
+                })
                 .collect();
             let mut children = Vec::new();
             while let Some(d) = work.pop() {
@@ -555,8 +599,9 @@ pub async fn resolve(
         }
     }
     // Foreign layers live at their URLs, not in registries.
-    plan.blobs.retain(|d| d.urls.as_ref().is_none_or(|u| u.is_empty()));
-    Ok(Some(plan))
+    plan.blobs
+        .retain(|d| d.urls.as_ref().is_none_or(|u| u.is_empty()));
+    Ok(Resolved::Plan(Box::new(plan)))
 }
 
 type KnownBlobs = Mutex<HashMap<(String, String), String>>;
@@ -598,7 +643,10 @@ async fn open_source(
 fn describe(need: &BlobNeed) -> String {
     match &need.source {
         BlobSource::Registry { registry, repo } => {
-            format!("blob {} of {} (from {registry}/{repo})", need.digest, need.image)
+            format!(
+                "blob {} of {} (from {registry}/{repo})",
+                need.digest, need.image
+            )
         }
         BlobSource::Bundle { entry, .. } => format!("bundle entry {entry}"),
     }
@@ -607,12 +655,17 @@ fn describe(need: &BlobNeed) -> String {
 /// In a bundle, a bad blob is a bad bundle entry: say so, naming it.
 fn bundle_error(need: &BlobNeed, e: MirrorError) -> MirrorError {
     match (&need.source, &e) {
-        (BlobSource::Bundle { path, entry, .. }, MirrorError::DigestMismatch { .. } | MirrorError::SizeMismatch { .. })
-        | (BlobSource::Bundle { path, entry, .. }, MirrorError::Http { status: 0, .. }) => MirrorError::Bundle {
-            bundle: path.display().to_string(),
-            entry: entry.clone(),
-            problem: e.to_string(),
-        },
+        (
+            BlobSource::Bundle { path, entry, .. },
+            MirrorError::DigestMismatch { .. } | MirrorError::SizeMismatch { .. },
+        )
+        | (BlobSource::Bundle { path, entry, .. }, MirrorError::Http { status: 0, .. }) => {
+            MirrorError::Bundle {
+                bundle: path.display().to_string(),
+                entry: entry.clone(),
+                problem: e.to_string(),
+            }
+        }
         _ => e,
     }
 }
@@ -635,10 +688,24 @@ async fn stream_blob(
             let src = src.inspect_ok(move |b| {
                 c2.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
             });
-            let (verify, slot) = VerifyStream::new(src, &need.digest, need.size, what.clone(), Some(progress.clone()));
+            let (verify, slot) = VerifyStream::new(
+                src,
+                &need.digest,
+                need.size,
+                what.clone(),
+                Some(progress.clone()),
+            );
             let body = reqwest::Body::wrap_stream(verify);
             let res = client
-                .finish_upload(registry, repo, &location, &need.digest, need.size, body, &what)
+                .finish_upload(
+                    registry,
+                    repo,
+                    &location,
+                    &need.digest,
+                    need.size,
+                    body,
+                    &what,
+                )
                 .await;
             let stream_err = slot.lock().expect("slot").take();
             let res = match (res, stream_err) {
@@ -722,7 +789,7 @@ pub async fn copy_images(
         images: jobs.len(),
         ..Default::default()
     };
-    let mut resolved: Vec<(usize, Option<ImagePlan>)> = futures::stream::iter(jobs.iter().enumerate())
+    let mut resolved: Vec<(usize, Resolved)> = futures::stream::iter(jobs.iter().enumerate())
         .map(|(i, j)| async move { resolve(client, j, opts, true).await.map(|p| (i, p)) })
         .buffer_unordered(conc)
         .try_collect()
@@ -731,13 +798,11 @@ pub async fn copy_images(
     let mut plans = Vec::new();
     for (i, p) in resolved {
         match p {
-            None => {
+            Resolved::UpToDate(d) => {
                 report.images_up_to_date += 1;
-                if let Some(h) = client.head_manifest(&jobs[i].target).await?.and_then(|h| h.digest) {
-                    report.digests.insert(jobs[i].target.to_string(), h);
-                }
+                report.digests.insert(jobs[i].target.to_string(), d);
             }
-            Some(p) => plans.push(p),
+            Resolved::Plan(p) => plans.push(*p),
         }
     }
     let source = |p: &ImagePlan, _d: &Descriptor| BlobSource::Registry {
@@ -763,7 +828,10 @@ pub async fn execute(
     for p in plans {
         report.manifests_present += p.manifests_present;
         for b in &p.blobs {
-            let t = (p.job.target.registry.clone(), p.job.target.repository.clone());
+            let t = (
+                p.job.target.registry.clone(),
+                p.job.target.repository.clone(),
+            );
             let n = needs.entry(b.digest.clone()).or_insert_with(|| BlobNeed {
                 digest: b.digest.clone(),
                 size: b.size,
@@ -798,7 +866,10 @@ pub async fn execute(
             let mut n = 0;
             for c in &p.children {
                 client
-                    .put_manifest(&p.job.target.with_reference(None, Some(c.digest.clone())), c)
+                    .put_manifest(
+                        &p.job.target.with_reference(None, Some(c.digest.clone())),
+                        c,
+                    )
                     .await?;
                 n += 1;
             }

@@ -93,7 +93,10 @@ async fn hash_file(path: &Path) -> Result<Option<(String, u64)>, MirrorError> {
     let mut n = 0u64;
     loop {
         use tokio::io::AsyncReadExt;
-        let k = f.read(&mut buf).await.map_err(|e| MirrorError::io(path.display(), e))?;
+        let k = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| MirrorError::io(path.display(), e))?;
         if k == 0 {
             break;
         }
@@ -116,9 +119,15 @@ pub async fn download(
         message,
     };
     if let Some(p) = dest.parent() {
-        tokio::fs::create_dir_all(p).await.map_err(|e| MirrorError::io(p.display(), e))?;
+        tokio::fs::create_dir_all(p)
+            .await
+            .map_err(|e| MirrorError::io(p.display(), e))?;
     }
-    let resp = http.get(url).send().await.map_err(|e| file_err(format!("download failed: {e}")))?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| file_err(format!("download failed: {e}")))?;
     if !resp.status().is_success() {
         return Err(file_err(format!(
             "download failed: HTTP {}; check the URL and --files-from",
@@ -126,7 +135,9 @@ pub async fn download(
         )));
     }
     let tmp = dest.with_extension("kprov-partial");
-    let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| MirrorError::io(tmp.display(), e))?;
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| MirrorError::io(tmp.display(), e))?;
     let mut h = Sha256::new();
     let mut n = 0u64;
     let mut body = resp.bytes_stream();
@@ -134,9 +145,13 @@ pub async fn download(
         let chunk = chunk.map_err(|e| file_err(format!("download cut after {n} bytes: {e}")))?;
         h.update(&chunk);
         n += chunk.len() as u64;
-        out.write_all(&chunk).await.map_err(|e| MirrorError::io(tmp.display(), e))?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| MirrorError::io(tmp.display(), e))?;
     }
-    out.flush().await.map_err(|e| MirrorError::io(tmp.display(), e))?;
+    out.flush()
+        .await
+        .map_err(|e| MirrorError::io(tmp.display(), e))?;
     drop(out);
     let actual = hex::encode(h.finalize());
     if actual != sha256 {
@@ -147,7 +162,9 @@ pub async fn download(
             actual: format!("sha256:{actual}"),
         });
     }
-    tokio::fs::rename(&tmp, dest).await.map_err(|e| MirrorError::io(dest.display(), e))?;
+    tokio::fs::rename(&tmp, dest)
+        .await
+        .map_err(|e| MirrorError::io(dest.display(), e))?;
     Ok(n)
 }
 
@@ -164,7 +181,9 @@ pub async fn present(
         }
         FileTarget::Http(base) => {
             let url = base_url(base, &file.upstream_url);
-            let Ok(resp) = http.get(&url).send().await else { return Ok(false) };
+            let Ok(resp) = http.get(&url).send().await else {
+                return Ok(false);
+            };
             if !resp.status().is_success() {
                 return Ok(false);
             }
@@ -195,8 +214,8 @@ async fn s3_location(
     url: &str,
     upstream_url: &str,
 ) -> Result<(aws_sdk_s3::Client, String, String), MirrorError> {
-    let opts = kprov_state::s3::S3Options::from_env()
-        .map_err(|e| MirrorError::Usage(e.to_string()))?;
+    let opts =
+        kprov_state::s3::S3Options::from_env().map_err(|e| MirrorError::Usage(e.to_string()))?;
     let store = kprov_state::s3::S3Store::open(url, opts)
         .await
         .map_err(|e| MirrorError::Usage(e.to_string()))?;
@@ -221,17 +240,29 @@ pub async fn upload(
         FileTarget::Dir(d) => {
             let dest = d.join(relative_path(&file.upstream_url));
             if let Some(p) = dest.parent() {
-                tokio::fs::create_dir_all(p).await.map_err(|e| refused(0, format!("{}: {e}", p.display())))?;
+                tokio::fs::create_dir_all(p)
+                    .await
+                    .map_err(|e| refused(0, format!("{}: {e}", p.display())))?;
             }
             let tmp = dest.with_extension("kprov-partial");
-            tokio::fs::copy(local, &tmp).await.map_err(|e| refused(0, format!("{}: {e}", tmp.display())))?;
-            tokio::fs::rename(&tmp, &dest).await.map_err(|e| refused(0, format!("{}: {e}", dest.display())))?;
+            tokio::fs::copy(local, &tmp)
+                .await
+                .map_err(|e| refused(0, format!("{}: {e}", tmp.display())))?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| refused(0, format!("{}: {e}", dest.display())))?;
             Ok(())
         }
         FileTarget::Http(base) => {
             let url = base_url(base, &file.upstream_url);
-            let f = tokio::fs::File::open(local).await.map_err(|e| MirrorError::io(local.display(), e))?;
-            let len = f.metadata().await.map_err(|e| MirrorError::io(local.display(), e))?.len();
+            let f = tokio::fs::File::open(local)
+                .await
+                .map_err(|e| MirrorError::io(local.display(), e))?;
+            let len = f
+                .metadata()
+                .await
+                .map_err(|e| MirrorError::io(local.display(), e))?
+                .len();
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
             let resp = http
                 .put(&url)
@@ -254,7 +285,9 @@ pub async fn upload(
             let (client, bucket, key) = s3_location(url, &file.upstream_url).await?;
             let body = aws_sdk_s3::primitives::ByteStream::from_path(local)
                 .await
-                .map_err(|e| MirrorError::io(local.display(), std::io::Error::other(e.to_string())))?;
+                .map_err(|e| {
+                    MirrorError::io(local.display(), std::io::Error::other(e.to_string()))
+                })?;
             client
                 .put_object()
                 .bucket(&bucket)
@@ -263,7 +296,9 @@ pub async fn upload(
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| refused(0, format!("{}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+                .map_err(|e| {
+                    refused(0, format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+                })?;
             Ok(())
         }
     }

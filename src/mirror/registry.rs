@@ -17,7 +17,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
@@ -202,11 +204,7 @@ pub struct RawManifest {
 enum HostAuth {
     Anonymous,
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        tokens: HashMap<String, String>,
-    },
+    Bearer { tokens: HashMap<String, String> },
 }
 
 /// What a request needs access to (for bearer token scopes).
@@ -351,8 +349,7 @@ impl RegistryClient {
             message.push_str(&format!(": {s}"));
             src = s.source();
         }
-        let fix = if url.starts_with("https://") && message.to_lowercase().contains("certificate")
-        {
+        let fix = if url.starts_with("https://") && message.to_lowercase().contains("certificate") {
             format!("trust its CA with --ca-bundle FILE, or if {registry} is a plain-HTTP registry on a trusted network pass --insecure-registry {registry}")
         } else if url.starts_with("https://") {
             format!("check that it is up; if {registry} speaks plain HTTP pass --insecure-registry {registry}")
@@ -392,7 +389,9 @@ impl RegistryClient {
         challenge: Option<&str>,
         what: &str,
     ) -> Result<bool, MirrorError> {
-        let Some(ch) = challenge else { return Ok(false) };
+        let Some(ch) = challenge else {
+            return Ok(false);
+        };
         let (scheme, params) = parse_challenge(ch);
         let creds = self.opts.docker_config.for_registry(registry).cloned();
         match scheme.as_str() {
@@ -408,12 +407,15 @@ impl RegistryClient {
                 Ok(true)
             }
             "bearer" => {
-                let realm = params.get("realm").cloned().ok_or_else(|| MirrorError::Auth {
-                    registry: registry.into(),
-                    what: what.into(),
-                    status: 401,
-                    message: format!("bearer challenge without realm: {ch}"),
-                })?;
+                let realm = params
+                    .get("realm")
+                    .cloned()
+                    .ok_or_else(|| MirrorError::Auth {
+                        registry: registry.into(),
+                        what: what.into(),
+                        status: 401,
+                        message: format!("bearer challenge without realm: {ch}"),
+                    })?;
                 let service = params.get("service").cloned();
                 let mut scopes = scope.0.clone();
                 if let Some(s) = params.get("scope") {
@@ -435,7 +437,10 @@ impl RegistryClient {
                 if let Some(c) = &creds {
                     req = req.basic_auth(&c.username, Some(&c.password));
                 }
-                let resp = req.send().await.map_err(|e| self.unreachable(registry, &realm, &e))?;
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(registry, &realm, &e))?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(MirrorError::Auth {
@@ -458,14 +463,19 @@ impl RegistryClient {
                     status: status.as_u16(),
                     message: format!("token service {realm} answered no token: {e}"),
                 })?;
-                let token = t.token.or(t.access_token).ok_or_else(|| MirrorError::Auth {
-                    registry: registry.into(),
-                    what: what.into(),
-                    status: status.as_u16(),
-                    message: format!("token service {realm} answered no token"),
-                })?;
+                let token = t
+                    .token
+                    .or(t.access_token)
+                    .ok_or_else(|| MirrorError::Auth {
+                        registry: registry.into(),
+                        what: what.into(),
+                        status: status.as_u16(),
+                        message: format!("token service {realm} answered no token"),
+                    })?;
                 let mut map = self.auth.lock().expect("auth lock");
-                let entry = map.entry(registry.to_string()).or_insert(HostAuth::Anonymous);
+                let entry = map
+                    .entry(registry.to_string())
+                    .or_insert(HostAuth::Anonymous);
                 match entry {
                     HostAuth::Bearer { tokens, .. } => {
                         if tokens.get(&scope.key()) == Some(&token) {
@@ -477,11 +487,7 @@ impl RegistryClient {
                     _ => {
                         let mut tokens = HashMap::new();
                         tokens.insert(scope.key(), token);
-                        *entry = HostAuth::Bearer {
-                            realm,
-                            service,
-                            tokens,
-                        };
+                        *entry = HostAuth::Bearer { tokens };
                     }
                 }
                 Ok(true)
@@ -505,7 +511,9 @@ impl RegistryClient {
             if let Some(h) = self.auth_header(registry, scope) {
                 req = req.header(AUTHORIZATION, h);
             }
-            let req = req.build().map_err(|e| MirrorError::Usage(format!("{what}: {e}")))?;
+            let req = req
+                .build()
+                .map_err(|e| MirrorError::Usage(format!("{what}: {e}")))?;
             let url = req.url().to_string();
             let resp = self
                 .http
@@ -514,7 +522,10 @@ impl RegistryClient {
                 .map_err(|e| self.unreachable(registry, &url, &e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && round < 2 {
                 let ch = header(&resp, "www-authenticate");
-                if self.authenticate(registry, scope, ch.as_deref(), what).await? {
+                if self
+                    .authenticate(registry, scope, ch.as_deref(), what)
+                    .await?
+                {
                     continue;
                 }
             }
@@ -544,7 +555,13 @@ impl RegistryClient {
         }
     }
 
-    async fn error_for(&self, registry: &str, what: &str, url: &str, resp: Response) -> MirrorError {
+    async fn error_for(
+        &self,
+        registry: &str,
+        what: &str,
+        url: &str,
+        resp: Response,
+    ) -> MirrorError {
         let status = resp.status().as_u16();
         let message = body_excerpt(resp).await;
         match status {
@@ -709,7 +726,13 @@ impl RegistryClient {
         .await
     }
 
-    async fn write_error(&self, registry: &str, what: &str, url: &str, resp: Response) -> MirrorError {
+    async fn write_error(
+        &self,
+        registry: &str,
+        what: &str,
+        url: &str,
+        resp: Response,
+    ) -> MirrorError {
         let status = resp.status().as_u16();
         match status {
             401 | 403 => self.error_for(registry, what, url, resp).await,
@@ -723,7 +746,10 @@ impl RegistryClient {
             s if s >= 500 => {
                 let message = body_excerpt(resp).await;
                 let lower = message.to_lowercase();
-                if lower.contains("no space") || lower.contains("read-only") || lower.contains("readonly") {
+                if lower.contains("no space")
+                    || lower.contains("read-only")
+                    || lower.contains("readonly")
+                {
                     MirrorError::WriteRefused {
                         target: registry.into(),
                         what: what.into(),
@@ -838,7 +864,12 @@ impl RegistryClient {
     }
 
     /// Start an upload session in `repo`; returns its absolute location.
-    pub async fn start_upload(&self, registry: &str, repo: &str, what: &str) -> Result<String, MirrorError> {
+    pub async fn start_upload(
+        &self,
+        registry: &str,
+        repo: &str,
+        what: &str,
+    ) -> Result<String, MirrorError> {
         let url = format!("{}/v2/{repo}/blobs/uploads/", self.base_url(registry));
         let resp = self
             .send(registry, &Scope::push(repo), what, |h| {
@@ -861,6 +892,8 @@ impl RegistryClient {
     /// the digest too; the body stream (see `copy`) refuses to deliver its last bytes when they do
     /// not hash to `digest`, so a bad blob is never committed even by a registry that trusts.
     /// When the body stream fails, the caller finds the real cause in the stream's error slot.
+    // The upload's identity (registry, repo, location, digest, size) is all needed here.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_upload(
         &self,
         registry: &str,
@@ -874,9 +907,16 @@ impl RegistryClient {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        let mut req = self.http.request(Method::PUT, &url).headers(headers).body(body);
+        let mut req = self
+            .http
+            .request(Method::PUT, &url)
+            .headers(headers)
+            .body(body);
         if let Some(h) = self.auth_header(registry, &Scope::push(repo)) {
             req = req.header(AUTHORIZATION, h);
         }

@@ -158,6 +158,8 @@ pub struct Plan {
     pub control_plane_endpoint: Option<String>,
     /// API server port.
     pub api_port: u16,
+    /// The spec's `controlPlane.endpoint`, which wins over every other source.
+    pub spec_endpoint: Option<String>,
 }
 
 impl Plan {
@@ -240,6 +242,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         unchanged,
         control_plane_endpoint,
         api_port: desired.api_port,
+        spec_endpoint: desired.endpoint.clone(),
     }
 }
 
@@ -282,7 +285,7 @@ fn describe(req: &InstanceRequest) -> String {
 }
 
 fn fmt_mib(m: u64) -> String {
-    if m % 1024 == 0 {
+    if m.is_multiple_of(1024) {
         format!("{}Gi", m / 1024)
     } else {
         format!("{m}Mi")

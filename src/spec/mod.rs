@@ -152,6 +152,14 @@ pub struct AwsProvider {
     /// AMI owner for the default image lookup (default: Canonical / the region's partition owner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ami_owner: Option<String>,
+    /// Name pattern (`*` wildcards) of the default images, matched together with `amiOwner` and
+    /// the instance group's architecture; the newest match wins (default: Ubuntu 22.04 server,
+    /// `ubuntu/images/hvm-ssd*/ubuntu-jammy-22.04-*-server-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_name: Option<String>,
+    /// Availability zones for the subnets kprov creates (default: the region's first three).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 /// libvirt settings.
@@ -289,7 +297,10 @@ pub struct ControlPlaneSpec {
 
 impl Default for ControlPlaneSpec {
     fn default() -> Self {
-        ControlPlaneSpec { endpoint: None, port: default_api_port() }
+        ControlPlaneSpec {
+            endpoint: None,
+            port: default_api_port(),
+        }
     }
 }
 
@@ -428,7 +439,9 @@ pub struct BootstrapSpec {
 
 impl Default for BootstrapSpec {
     fn default() -> Self {
-        BootstrapSpec { token_ttl: default_token_ttl() }
+        BootstrapSpec {
+            token_ttl: default_token_ttl(),
+        }
     }
 }
 

@@ -82,7 +82,10 @@ impl fmt::Debug for AwsConfig {
         f.debug_struct("AwsConfig")
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<static>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<static>"),
+            )
             .field("vpc_id", &self.vpc_id)
             .field("subnet_ids", &self.subnet_ids)
             .field("vpc_cidr", &self.vpc_cidr)

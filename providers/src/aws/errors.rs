@@ -168,9 +168,15 @@ where
         SdkError::ResponseError(_) => CloudError::Unreachable {
             provider: PROVIDER,
             endpoint: endpoint.to_string(),
-            message: format!("{op}: the response could not be read: {}", DisplayErrorContext(&err)),
+            message: format!(
+                "{op}: the response could not be read: {}",
+                DisplayErrorContext(&err)
+            ),
         },
-        _ => CloudError::Protocol { provider: PROVIDER, message: format!("{op}: {}", DisplayErrorContext(&err)) },
+        _ => CloudError::Protocol {
+            provider: PROVIDER,
+            message: format!("{op}: {}", DisplayErrorContext(&err)),
+        },
     }
 }
 
@@ -219,6 +225,10 @@ mod tests {
         assert_eq!(classify("InvalidParameterValue", 400), Class::Fatal);
         assert!(from_code("DependencyViolation", 400, "x".into()).is_retryable());
         assert!(!from_code("InvalidParameterValue", 400, "x".into()).is_retryable());
-        assert!(is_gone(&from_code("InvalidVpcID.NotFound", 400, "x".into())));
+        assert!(is_gone(&from_code(
+            "InvalidVpcID.NotFound",
+            400,
+            "x".into()
+        )));
     }
 }

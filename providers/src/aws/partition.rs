@@ -14,14 +14,32 @@ pub struct Partition {
     pub dns_suffix: &'static str,
     /// Canonical's account publishing Ubuntu images in this partition.
     pub canonical_owner: &'static str,
+    /// A region that always exists in the partition: `DescribeRegions` is asked there, since a
+    /// mistyped region has no endpoint to ask.
+    pub anchor_region: &'static str,
 }
 
 /// The commercial partition.
-pub const AWS: Partition = Partition { name: "aws", dns_suffix: "amazonaws.com", canonical_owner: "099720109477" };
+pub const AWS: Partition = Partition {
+    name: "aws",
+    dns_suffix: "amazonaws.com",
+    canonical_owner: "099720109477",
+    anchor_region: "us-east-1",
+};
 /// The China partition (Beijing `cn-north-1`, Ningxia `cn-northwest-1`).
-pub const AWS_CN: Partition = Partition { name: "aws-cn", dns_suffix: "amazonaws.com.cn", canonical_owner: "837727238323" };
+pub const AWS_CN: Partition = Partition {
+    name: "aws-cn",
+    dns_suffix: "amazonaws.com.cn",
+    canonical_owner: "837727238323",
+    anchor_region: "cn-north-1",
+};
 /// The GovCloud partition.
-pub const AWS_US_GOV: Partition = Partition { name: "aws-us-gov", dns_suffix: "amazonaws.com", canonical_owner: "513442679011" };
+pub const AWS_US_GOV: Partition = Partition {
+    name: "aws-us-gov",
+    dns_suffix: "amazonaws.com",
+    canonical_owner: "513442679011",
+    anchor_region: "us-gov-west-1",
+};
 
 /// The partition of a region, by the same prefixes the SDK's partition table uses.
 pub fn partition_for(region: &str) -> Partition {
@@ -36,14 +54,20 @@ pub fn partition_for(region: &str) -> Partition {
 
 /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`, with the partition taken from `region`.
 pub fn arn(service: &str, region: &str, account: &str, resource: &str) -> String {
-    format!("arn:{}:{service}:{region}:{account}:{resource}", partition_for(region).name)
+    format!(
+        "arn:{}:{service}:{region}:{account}:{resource}",
+        partition_for(region).name
+    )
 }
 
 /// The EC2 endpoint the SDK would call for `region`, resolved by the SDK's own endpoint rules
 /// without sending anything.
 pub async fn ec2_endpoint(region: &str) -> CloudResult<String> {
     use aws_sdk_ec2::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-    let params = Params::builder().region(region).build().map_err(|e| protocol(format!("EC2 endpoint parameters: {e}")))?;
+    let params = Params::builder()
+        .region(region)
+        .build()
+        .map_err(|e| protocol(format!("EC2 endpoint parameters: {e}")))?;
     let ep = DefaultResolver::new()
         .resolve_endpoint(&params)
         .await
@@ -53,8 +77,13 @@ pub async fn ec2_endpoint(region: &str) -> CloudResult<String> {
 
 /// The ELBv2 endpoint the SDK would call for `region` (see [`ec2_endpoint`]).
 pub async fn elb_endpoint(region: &str) -> CloudResult<String> {
-    use aws_sdk_elasticloadbalancingv2::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-    let params = Params::builder().region(region).build().map_err(|e| protocol(format!("ELB endpoint parameters: {e}")))?;
+    use aws_sdk_elasticloadbalancingv2::config::endpoint::{
+        DefaultResolver, Params, ResolveEndpoint,
+    };
+    let params = Params::builder()
+        .region(region)
+        .build()
+        .map_err(|e| protocol(format!("ELB endpoint parameters: {e}")))?;
     let ep = DefaultResolver::new()
         .resolve_endpoint(&params)
         .await
@@ -63,7 +92,10 @@ pub async fn elb_endpoint(region: &str) -> CloudResult<String> {
 }
 
 fn protocol(message: String) -> CloudError {
-    CloudError::Protocol { provider: PROVIDER, message }
+    CloudError::Protocol {
+        provider: PROVIDER,
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -87,20 +119,37 @@ mod tests {
             "arn:aws-cn:ec2:cn-north-1:123456789012:instance/i-0abc"
         );
         assert_eq!(
-            arn("elasticloadbalancing", "us-east-1", "123456789012", "loadbalancer/net/x/1"),
+            arn(
+                "elasticloadbalancing",
+                "us-east-1",
+                "123456789012",
+                "loadbalancer/net/x/1"
+            ),
             "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/x/1"
         );
     }
 
     #[tokio::test]
     async fn sdk_resolves_china_endpoints_without_calling_out() {
-        assert_eq!(ec2_endpoint("cn-north-1").await.unwrap(), "https://ec2.cn-north-1.amazonaws.com.cn");
-        assert_eq!(ec2_endpoint("cn-northwest-1").await.unwrap(), "https://ec2.cn-northwest-1.amazonaws.com.cn");
-        assert_eq!(ec2_endpoint("us-east-1").await.unwrap(), "https://ec2.us-east-1.amazonaws.com");
+        assert_eq!(
+            ec2_endpoint("cn-north-1").await.unwrap(),
+            "https://ec2.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            ec2_endpoint("cn-northwest-1").await.unwrap(),
+            "https://ec2.cn-northwest-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            ec2_endpoint("us-east-1").await.unwrap(),
+            "https://ec2.us-east-1.amazonaws.com"
+        );
         assert_eq!(
             elb_endpoint("cn-north-1").await.unwrap(),
             "https://elasticloadbalancing.cn-north-1.amazonaws.com.cn"
         );
-        assert_eq!(elb_endpoint("us-east-1").await.unwrap(), "https://elasticloadbalancing.us-east-1.amazonaws.com");
+        assert_eq!(
+            elb_endpoint("us-east-1").await.unwrap(),
+            "https://elasticloadbalancing.us-east-1.amazonaws.com"
+        );
     }
 }

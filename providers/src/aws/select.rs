@@ -39,7 +39,11 @@ impl TypeInfo {
         if self.arches.is_empty() {
             return "unknown".into();
         }
-        self.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        self.arches
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -57,25 +61,44 @@ fn class_rank(name: &str) -> u8 {
 
 /// Generation number of a type (`m6g.large` → 6), for preferring newer families.
 fn generation(name: &str) -> u32 {
-    name.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0)
+    name.chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// The smallest current-generation, non-GPU, virtualised type of `arch` with at least `cpus`
 /// vCPUs and `memory_mib` MiB: fewest vCPUs, then least memory, then general purpose before
 /// burstable before compute before memory families, then the newest generation, then the name.
-pub fn pick_instance_type(types: &[TypeInfo], arch: Arch, cpus: u32, memory_mib: u64) -> Option<&TypeInfo> {
+pub fn pick_instance_type(
+    types: &[TypeInfo],
+    arch: Arch,
+    cpus: u32,
+    memory_mib: u64,
+) -> Option<&TypeInfo> {
     types
         .iter()
-        .filter(|t| t.arches.contains(&arch) && t.current_generation && !t.bare_metal && t.gpus == 0)
+        .filter(|t| {
+            t.arches.contains(&arch) && t.current_generation && !t.bare_metal && t.gpus == 0
+        })
         .filter(|t| t.vcpus >= cpus && t.memory_mib >= memory_mib)
         .min_by(|a, b| {
-            (a.vcpus, a.memory_mib, class_rank(&a.name), std::cmp::Reverse(generation(&a.name)), &a.name).cmp(&(
-                b.vcpus,
-                b.memory_mib,
-                class_rank(&b.name),
-                std::cmp::Reverse(generation(&b.name)),
-                &b.name,
-            ))
+            (
+                a.vcpus,
+                a.memory_mib,
+                class_rank(&a.name),
+                std::cmp::Reverse(generation(&a.name)),
+                &a.name,
+            )
+                .cmp(&(
+                    b.vcpus,
+                    b.memory_mib,
+                    class_rank(&b.name),
+                    std::cmp::Reverse(generation(&b.name)),
+                    &b.name,
+                ))
         })
 }
 
@@ -99,8 +122,18 @@ pub fn encode_user_data(instance: &str, data: &[u8]) -> CloudResult<Option<Strin
 /// The `ClientToken` of an instance: a hash of cluster, instance group, index and spec hash, so
 /// a retry of the same request is recognised by EC2 and a replacement (new spec hash) is not.
 pub fn client_token(req: &InstanceRequest) -> String {
-    let hash = req.tags.get(TAG_SPEC_HASH).map(String::as_str).unwrap_or("");
-    let d = Sha256::digest(format!("{}/{}/{}/{hash}", req.cluster, req.instance_group, req.index).as_bytes());
+    let hash = req
+        .tags
+        .get(TAG_SPEC_HASH)
+        .map(String::as_str)
+        .unwrap_or("");
+    let d = Sha256::digest(
+        format!(
+            "{}/{}/{}/{hash}",
+            req.cluster, req.instance_group, req.index
+        )
+        .as_bytes(),
+    );
     // EC2 allows 64 ASCII characters.
     format!("kprov-{}", hex::encode(&d[..24]))
 }
@@ -124,7 +157,10 @@ pub fn cidr_subnet(vpc_cidr: &str, newbits: u8, index: u32) -> Option<String> {
 /// `what` (`api`): `kprov-CLUSTER-what`, with the cluster part shortened and a hash appended
 /// when that does not fit, so different long cluster names still get different names.
 pub fn elb_name(cluster: &str, what: &str) -> String {
-    let clean: String = cluster.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let clean: String = cluster
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let full = format!("kprov-{clean}-{what}");
     if full.len() <= 32 {
         return full;
@@ -181,24 +217,56 @@ mod tests {
             t("m5.xlarge", Arch::Amd64, 4, 16384, 0),
             old,
         ];
-        assert_eq!(pick_instance_type(&types, Arch::Amd64, 2, 4096).unwrap().name, "t3.medium");
-        assert_eq!(pick_instance_type(&types, Arch::Amd64, 2, 6000).unwrap().name, "m6i.large");
-        assert_eq!(pick_instance_type(&types, Arch::Arm64, 2, 4096).unwrap().name, "t4g.medium");
-        assert_eq!(pick_instance_type(&types, Arch::Amd64, 4, 16384).unwrap().name, "m5.xlarge", "GPU types are never picked for a shape");
+        assert_eq!(
+            pick_instance_type(&types, Arch::Amd64, 2, 4096)
+                .unwrap()
+                .name,
+            "t3.medium"
+        );
+        assert_eq!(
+            pick_instance_type(&types, Arch::Amd64, 2, 6000)
+                .unwrap()
+                .name,
+            "m6i.large"
+        );
+        assert_eq!(
+            pick_instance_type(&types, Arch::Arm64, 2, 4096)
+                .unwrap()
+                .name,
+            "t4g.medium"
+        );
+        assert_eq!(
+            pick_instance_type(&types, Arch::Amd64, 4, 16384)
+                .unwrap()
+                .name,
+            "m5.xlarge",
+            "GPU types are never picked for a shape"
+        );
         assert!(pick_instance_type(&types, Arch::Arm64, 64, 4096).is_none());
     }
 
     #[test]
     fn user_data_is_base64_and_limited_to_16_kib() {
-        assert_eq!(encode_user_data("x", b"#cloud-config\n").unwrap().unwrap(), "I2Nsb3VkLWNvbmZpZwo=");
+        assert_eq!(
+            encode_user_data("x", b"#cloud-config\n").unwrap().unwrap(),
+            "I2Nsb3VkLWNvbmZpZwo="
+        );
         assert_eq!(encode_user_data("x", b"").unwrap(), None);
         let max = vec![b'a'; USER_DATA_LIMIT];
         let enc = encode_user_data("x", &max).unwrap().unwrap();
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(enc).unwrap(), max);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(enc)
+                .unwrap(),
+            max
+        );
         let err = encode_user_data("demo-nodes-0", &vec![b'a'; USER_DATA_LIMIT + 1]).unwrap_err();
         assert!(!err.is_retryable());
         let msg = err.to_string();
-        assert!(msg.contains("demo-nodes-0") && msg.contains("16384"), "{msg}");
+        assert!(
+            msg.contains("demo-nodes-0") && msg.contains("16384"),
+            "{msg}"
+        );
     }
 
     fn req(index: u32, hash: &str) -> InstanceRequest {
@@ -224,14 +292,21 @@ mod tests {
     fn client_tokens_are_deterministic_per_instance_and_spec() {
         assert_eq!(client_token(&req(0, "a")), client_token(&req(0, "a")));
         assert_ne!(client_token(&req(0, "a")), client_token(&req(1, "a")));
-        assert_ne!(client_token(&req(0, "a")), client_token(&req(0, "b")), "a replacement gets a new token");
+        assert_ne!(
+            client_token(&req(0, "a")),
+            client_token(&req(0, "b")),
+            "a replacement gets a new token"
+        );
         assert!(client_token(&req(0, "a")).len() <= 64);
     }
 
     #[test]
     fn subnets_are_carved_from_the_vpc() {
         assert_eq!(cidr_subnet("172.20.0.0/16", 4, 0).unwrap(), "172.20.0.0/20");
-        assert_eq!(cidr_subnet("172.20.0.0/16", 4, 2).unwrap(), "172.20.32.0/20");
+        assert_eq!(
+            cidr_subnet("172.20.0.0/16", 4, 2).unwrap(),
+            "172.20.32.0/20"
+        );
         assert_eq!(cidr_subnet("10.0.0.0/8", 4, 15).unwrap(), "10.240.0.0/12");
         assert!(cidr_subnet("172.20.0.0/16", 4, 16).is_none());
         assert!(cidr_subnet("nonsense", 4, 0).is_none());
@@ -241,7 +316,13 @@ mod tests {
     fn elb_names_fit_32_characters() {
         assert_eq!(elb_name("demo", "api"), "kprov-demo-api");
         let long = elb_name("a-very-long-cluster-name-for-production", "api");
-        assert!(long.len() <= 32 && long.starts_with("kprov-") && long.ends_with("-api"), "{long}");
-        assert_ne!(long, elb_name("a-very-long-cluster-name-for-productioN", "api"));
+        assert!(
+            long.len() <= 32 && long.starts_with("kprov-") && long.ends_with("-api"),
+            "{long}"
+        );
+        assert_ne!(
+            long,
+            elb_name("a-very-long-cluster-name-for-productioN", "api")
+        );
     }
 }

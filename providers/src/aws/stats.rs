@@ -28,7 +28,12 @@ impl ApiStats {
     }
 
     fn add(&self, action: &str) {
-        *self.0.lock().expect("stats lock").entry(action.to_string()).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .expect("stats lock")
+            .entry(action.to_string())
+            .or_default() += 1;
     }
 }
 
@@ -54,7 +59,12 @@ impl Intercept for ApiStats {
     ) -> Result<(), BoxError> {
         // Only the action name is read from the body; headers (and with them the signature)
         // are never looked at, so nothing secret can leak through the counters.
-        let action = ctx.request().body().bytes().map(action_of).unwrap_or_else(|| "?".into());
+        let action = ctx
+            .request()
+            .body()
+            .bytes()
+            .map(action_of)
+            .unwrap_or_else(|| "?".into());
         self.add(&action);
         Ok(())
     }
@@ -64,8 +74,14 @@ impl Intercept for ApiStats {
 mod tests {
     #[test]
     fn action_is_read_from_the_query_body() {
-        assert_eq!(super::action_of(b"Action=RunInstances&Version=2016-11-15"), "RunInstances");
-        assert_eq!(super::action_of(b"Version=1&Action=DescribeTags"), "DescribeTags");
+        assert_eq!(
+            super::action_of(b"Action=RunInstances&Version=2016-11-15"),
+            "RunInstances"
+        );
+        assert_eq!(
+            super::action_of(b"Version=1&Action=DescribeTags"),
+            "DescribeTags"
+        );
         assert_eq!(super::action_of(b""), "?");
     }
 }

@@ -45,7 +45,9 @@ pub struct LibvirtCloud {
 
 impl std::fmt::Debug for LibvirtCloud {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LibvirtCloud").field("cfg", &self.cfg).finish()
+        f.debug_struct("LibvirtCloud")
+            .field("cfg", &self.cfg)
+            .finish()
     }
 }
 
@@ -63,13 +65,20 @@ fn verr(what: &str, e: VirtError) -> CloudError {
     let code = e.code();
     let msg = format!("{what}: {}", e.message());
     let known = |n: ErrorNumber| code == virt::enumutil::Enum::Known(n);
-    if known(ErrorNumber::AuthFailed) || known(ErrorNumber::AuthCancelled) || known(ErrorNumber::AccessDenied) {
+    if known(ErrorNumber::AuthFailed)
+        || known(ErrorNumber::AuthCancelled)
+        || known(ErrorNumber::AccessDenied)
+    {
         CloudError::Auth {
             provider: PROVIDER,
             message: msg,
-            fix: "check the libvirt URI's user and permissions (e.g. membership of group libvirt)".into(),
+            fix: "check the libvirt URI's user and permissions (e.g. membership of group libvirt)"
+                .into(),
         }
-    } else if known(ErrorNumber::SystemError) || known(ErrorNumber::Rpc) || known(ErrorNumber::NoConnect) {
+    } else if known(ErrorNumber::SystemError)
+        || known(ErrorNumber::Rpc)
+        || known(ErrorNumber::NoConnect)
+    {
         CloudError::Unreachable {
             provider: PROVIDER,
             endpoint: "libvirt".into(),
@@ -115,7 +124,9 @@ pub fn qcow2_virtual_size(path: &Path) -> std::io::Result<Option<u64>> {
     if f.read_exact(&mut h).is_err() || &h[0..4] != b"QFI\xfb" {
         return Ok(None);
     }
-    Ok(Some(u64::from_be_bytes(h[24..32].try_into().expect("8 bytes"))))
+    Ok(Some(u64::from_be_bytes(
+        h[24..32].try_into().expect("8 bytes"),
+    )))
 }
 
 /// A MAC address derived from the instance id (stable across re-creates).
@@ -133,6 +144,9 @@ pub fn domain_uuid(instance_id: &str) -> String {
             .to_string(),
     }
 }
+
+/// Direct kernel boot on the libvirt host: kernel path, initrd path, kernel command line.
+pub type DirectBootPaths = (String, String, String);
 
 /// How a node's NIC is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +173,7 @@ pub struct DomainParams<'a> {
     /// Seed ISO volume.
     pub seed_volume: String,
     /// Direct kernel boot: kernel path, initrd path (on the libvirt host), command line.
-    pub direct_boot: Option<(String, String, String)>,
+    pub direct_boot: Option<DirectBootPaths>,
     /// NIC.
     pub nic: Nic,
     /// Host PCI devices to pass through.
@@ -174,7 +188,10 @@ pub fn shape(req: &InstanceRequest) -> CloudResult<(u32, u64)> {
         MachineSize::Shape { cpus, memory_mib } => Ok((*cpus, *memory_mib)),
         MachineSize::Flavor(f) => Err(fatal(
             "NoFlavors",
-            format!("{}: size {f:?} is a flavor name, but libvirt has no flavors", req.name),
+            format!(
+                "{}: size {f:?} is a flavor name, but libvirt has no flavors",
+                req.name
+            ),
             "give the instance group's size as CPU:MEMORY, e.g. 2:4Gi",
         )),
     }
@@ -197,33 +214,61 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
             tags: req
                 .tags
                 .iter()
-                .map(|(k, v)| KprovTag { key: k.clone(), value: v.clone() })
+                .map(|(k, v)| KprovTag {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
                 .collect(),
         },
     };
     let arm = req.arch == Arch::Arm64;
-    let machine = if arm { "virt".to_string() } else { p.machine_x86.clone() };
+    let machine = if arm {
+        "virt".to_string()
+    } else {
+        p.machine_x86.clone()
+    };
     let pc = machine == "pc" || machine.starts_with("pc-i440fx");
     let uefi = arm && p.direct_boot.is_none();
     let os = Os {
         firmware: uefi.then(|| "efi".to_string()),
-        os_type: OsType { arch: req.arch.machine().into(), machine: machine.clone(), kind: "hvm".into() },
+        os_type: OsType {
+            arch: req.arch.machine().into(),
+            machine: machine.clone(),
+            kind: "hvm".into(),
+        },
         kernel: p.direct_boot.as_ref().map(|d| d.0.clone()),
         initrd: p.direct_boot.as_ref().map(|d| d.1.clone()),
         cmdline: p.direct_boot.as_ref().map(|d| d.2.clone()),
         boot: p.direct_boot.is_none().then(|| Boot { dev: "hd".into() }),
     };
     let features = if arm {
-        Features { acpi: uefi.then_some(Empty {}), apic: None, gic: Some(Gic { version: "3".into() }) }
+        Features {
+            acpi: uefi.then_some(Empty {}),
+            apic: None,
+            gic: Some(Gic {
+                version: "3".into(),
+            }),
+        }
     } else {
-        Features { acpi: Some(Empty {}), apic: Some(Empty {}), gic: None }
+        Features {
+            acpi: Some(Empty {}),
+            apic: Some(Empty {}),
+            gic: None,
+        }
     };
     let cpu = match (p.domain_type.as_str(), arm) {
-        ("kvm", _) => Some(Cpu { mode: "host-passthrough".into(), match_: None, model: None }),
+        ("kvm", _) => Some(Cpu {
+            mode: "host-passthrough".into(),
+            match_: None,
+            model: None,
+        }),
         ("qemu", true) => Some(Cpu {
             mode: "custom".into(),
             match_: Some("exact".into()),
-            model: Some(CpuModel { fallback: "forbid".into(), name: "cortex-a57".into() }),
+            model: Some(CpuModel {
+                fallback: "forbid".into(),
+                name: "cortex-a57".into(),
+            }),
         }),
         _ => None,
     };
@@ -232,23 +277,44 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
     let controllers = if pc {
         vec![]
     } else {
-        vec![Controller { kind: "scsi".into(), model: "virtio-scsi".into() }]
+        vec![Controller {
+            kind: "scsi".into(),
+            model: "virtio-scsi".into(),
+        }]
     };
     let disks = vec![
         Disk {
             kind: "volume".into(),
             device: "disk".into(),
-            driver: Driver { name: "qemu".into(), format: "qcow2".into() },
-            source: VolumeSource { pool: p.pool.clone(), volume: p.root_volume.clone() },
-            target: Target { dev: "vda".into(), bus: "virtio".into() },
+            driver: Driver {
+                name: "qemu".into(),
+                format: "qcow2".into(),
+            },
+            source: VolumeSource {
+                pool: p.pool.clone(),
+                volume: p.root_volume.clone(),
+            },
+            target: Target {
+                dev: "vda".into(),
+                bus: "virtio".into(),
+            },
             readonly: None,
         },
         Disk {
             kind: "volume".into(),
             device: "cdrom".into(),
-            driver: Driver { name: "qemu".into(), format: "raw".into() },
-            source: VolumeSource { pool: p.pool.clone(), volume: p.seed_volume.clone() },
-            target: Target { dev: cd_dev.into(), bus: cd_bus.into() },
+            driver: Driver {
+                name: "qemu".into(),
+                format: "raw".into(),
+            },
+            source: VolumeSource {
+                pool: p.pool.clone(),
+                volume: p.seed_volume.clone(),
+            },
+            target: Target {
+                dev: cd_dev.into(),
+                bus: cd_bus.into(),
+            },
             readonly: Some(Empty {}),
         },
     ];
@@ -259,7 +325,9 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
                 kind: "network".into(),
                 mac: Mac { address: mac },
                 source: NetworkSource { network: n.clone() },
-                model: ModelType { kind: "virtio".into() },
+                model: ModelType {
+                    kind: "virtio".into(),
+                },
             }],
             None,
         ),
@@ -281,7 +349,9 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
             ];
             (
                 vec![],
-                Some(QemuCommandline { args: args.into_iter().map(|value| QemuArg { value }).collect() }),
+                Some(QemuCommandline {
+                    args: args.into_iter().map(|value| QemuArg { value }).collect(),
+                }),
             )
         }
     };
@@ -301,7 +371,10 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
         name: req.name.clone(),
         uuid: domain_uuid(&req.id),
         metadata,
-        memory: Memory { unit: "MiB".into(), amount: mem },
+        memory: Memory {
+            unit: "MiB".into(),
+            amount: mem,
+        },
         vcpu: cpus,
         os,
         features,
@@ -316,14 +389,22 @@ pub fn domain_xml(p: &DomainParams<'_>) -> CloudResult<DomainXml> {
             hostdevs,
             serials: vec![Serial {
                 kind: "pty".into(),
-                log: p.console_log.as_ref().map(|f| Log { file: f.clone(), append: "off".into() }),
+                log: p.console_log.as_ref().map(|f| Log {
+                    file: f.clone(),
+                    append: "off".into(),
+                }),
                 target: SerialTarget { port: 0 },
             }],
             consoles: vec![Console {
                 kind: "pty".into(),
-                target: ConsoleTarget { kind: "serial".into(), port: 0 },
+                target: ConsoleTarget {
+                    kind: "serial".into(),
+                    port: 0,
+                },
             }],
-            memballoon: Model { model: "none".into() },
+            memballoon: Model {
+                model: "none".into(),
+            },
         },
         qemu_commandline,
     })
@@ -342,8 +423,12 @@ pub fn pick_gpus(
         .filter(|d| gpu_info(d, None).matches(req))
         .collect();
     free.sort_by(|a, b| a.address.cmp(&b.address));
-    (free.len() >= req.count as usize)
-        .then(|| free.into_iter().take(req.count as usize).map(|d| d.address.clone()).collect())
+    (free.len() >= req.count as usize).then(|| {
+        free.into_iter()
+            .take(req.count as usize)
+            .map(|d| d.address.clone())
+            .collect()
+    })
 }
 
 fn gpu_info(d: &PciDevice, attached_to: Option<String>) -> GpuInfo {
@@ -362,13 +447,15 @@ struct Listed {
     dom: Domain,
     uuid: String,
     name: String,
-    xml: String,
     meta: ParsedMetadata,
 }
 
 impl LibvirtCloud {
     /// Open the connection named by `cfg.uri`.
     pub fn connect(cfg: LibvirtConfig) -> CloudResult<LibvirtCloud> {
+        // libvirt prints every error to stderr by default; kprov reports them itself (many are
+        // expected: "not found" while looking for leftovers).
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(&cfg.uri)).map_err(|e| {
             let mut err = verr(&format!("opening {}", cfg.uri), e);
             if let CloudError::Unreachable { message, .. } = &mut err {
@@ -378,7 +465,11 @@ impl LibvirtCloud {
             }
             err
         })?;
-        Ok(LibvirtCloud { cfg, conn: Arc::new(Mutex::new(conn)), image_ids: Mutex::new(HashMap::new()) })
+        Ok(LibvirtCloud {
+            cfg,
+            conn: Arc::new(Mutex::new(conn)),
+            image_ids: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The adapter's settings.
@@ -402,11 +493,17 @@ impl LibvirtCloud {
             f(&guard)
         })
         .await
-        .map_err(|e| CloudError::Protocol { provider: PROVIDER, message: format!("libvirt worker: {e}") })?
+        .map_err(|e| CloudError::Protocol {
+            provider: PROVIDER,
+            message: format!("libvirt worker: {e}"),
+        })?
     }
 
     fn pool_name(&self, cluster: &str) -> String {
-        self.cfg.pool.clone().unwrap_or_else(|| cluster_object_name(cluster))
+        self.cfg
+            .pool
+            .clone()
+            .unwrap_or_else(|| cluster_object_name(cluster))
     }
 
     fn image(&self, arch: Arch) -> CloudResult<&BaseImage> {
@@ -422,24 +519,42 @@ impl LibvirtCloud {
     /// First 12 hex digits of the base image's SHA-256 (names its volume: a changed file is
     /// uploaded again under a new name).
     fn image_id(&self, arch: Arch) -> CloudResult<String> {
-        if let Some(id) = self.image_ids.lock().unwrap_or_else(|p| p.into_inner()).get(&arch) {
+        if let Some(id) = self
+            .image_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&arch)
+        {
             return Ok(id.clone());
         }
         let img = self.image(arch)?;
         let mut f = std::fs::File::open(&img.path).map_err(|e| {
-            fatal("ImageUnreadable", format!("base image {}: {e}", img.path.display()), "build or download the image first (tests/vm/build-image.sh)")
+            fatal(
+                "ImageUnreadable",
+                format!("base image {}: {e}", img.path.display()),
+                "build or download the image first (tests/vm/build-image.sh)",
+            )
         })?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = f.read(&mut buf).map_err(|e| fatal("ImageUnreadable", format!("{}: {e}", img.path.display()), "check the file"))?;
+            let n = f.read(&mut buf).map_err(|e| {
+                fatal(
+                    "ImageUnreadable",
+                    format!("{}: {e}", img.path.display()),
+                    "check the file",
+                )
+            })?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
         }
         let id = hex::encode(h.finalize())[..12].to_string();
-        self.image_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(arch, id.clone());
+        self.image_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(arch, id.clone());
         Ok(id)
     }
 
@@ -452,8 +567,18 @@ impl LibvirtCloud {
             DomainType::Kvm => "kvm".into(),
             DomainType::Qemu => "qemu".into(),
             DomainType::Auto => {
-                let machine = if arch == Arch::Arm64 { "virt" } else { self.cfg.machine_x86.as_str() };
-                match conn.domain_capabilities(None, Some(arch.machine()), Some(machine), Some("kvm"), 0) {
+                let machine = if arch == Arch::Arm64 {
+                    "virt"
+                } else {
+                    self.cfg.machine_x86.as_str()
+                };
+                match conn.domain_capabilities(
+                    None,
+                    Some(arch.machine()),
+                    Some(machine),
+                    Some("kvm"),
+                    0,
+                ) {
                     Ok(_) => "kvm".into(),
                     Err(_) => "qemu".into(),
                 }
@@ -463,15 +588,25 @@ impl LibvirtCloud {
 
     fn list_cluster_domains(conn: &Connect, cluster: &str) -> CloudResult<Vec<Listed>> {
         let mut out = Vec::new();
-        for dom in conn.list_all_domains(0).map_err(|e| verr("listing domains", e))? {
+        for dom in conn
+            .list_all_domains(0)
+            .map_err(|e| verr("listing domains", e))?
+        {
             let Ok(xml) = dom.xml_desc(0) else { continue };
-            let Some(meta) = parse_metadata(&xml) else { continue };
+            let Some(meta) = parse_metadata(&xml) else {
+                continue;
+            };
             if meta.cluster != cluster {
                 continue;
             }
             let uuid = dom.uuid_string().map_err(|e| verr("domain uuid", e))?;
             let name = dom.name().map_err(|e| verr("domain name", e))?;
-            out.push(Listed { dom, uuid, name, xml, meta });
+            out.push(Listed {
+                dom,
+                uuid,
+                name,
+                meta,
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -489,7 +624,7 @@ impl LibvirtCloud {
             Ok(S::PMSuspended) => "Suspended",
             _ => "Unknown",
         };
-        let address = if l.xml.contains("restrict=on") {
+        let address = if matches!(self.cfg.network, NetworkMode::User { .. }) {
             Some(USER_NET_GUEST_ADDRESS.to_string())
         } else {
             Self::address_now(conn, &l.dom)
@@ -526,7 +661,11 @@ impl LibvirtCloud {
     }
 
     /// Make sure the pool exists and is active; returns it and its directory (dir pools).
-    fn ensure_pool(&self, conn: &Connect, cluster: &str) -> CloudResult<(StoragePool, Option<String>)> {
+    fn ensure_pool(
+        &self,
+        conn: &Connect,
+        cluster: &str,
+    ) -> CloudResult<(StoragePool, Option<String>)> {
         let name = self.pool_name(cluster);
         let pool = match conn.lookup_storage_pool_by_name(&name) {
             Ok(p) => p,
@@ -559,39 +698,71 @@ impl LibvirtCloud {
             Err(e) => return Err(verr("looking up pool", e)),
         };
         if !pool.is_active().unwrap_or(false) {
-            pool.create(0).map_err(|e| verr(&format!("starting pool {name}"), e))?;
+            pool.create(0)
+                .map_err(|e| verr(&format!("starting pool {name}"), e))?;
         }
         let pxml = pool.xml_desc(0).unwrap_or_default();
-        let is_dir = attrs_of(&pxml, "pool").first().and_then(|a| a.get("type")).map(String::as_str) == Some("dir");
-        let dir = is_dir.then(|| texts_of(&pxml, "path").into_iter().next()).flatten();
+        let is_dir = attrs_of(&pxml, "pool")
+            .first()
+            .and_then(|a| a.get("type"))
+            .map(String::as_str)
+            == Some("dir");
+        let dir = is_dir
+            .then(|| texts_of(&pxml, "path").into_iter().next())
+            .flatten();
         Ok((pool, dir))
     }
 
     /// Upload `data` (a file or bytes) into a new raw volume `name` of `pool`. The `test:///`
     /// driver has no `virStorageVolUpload`: there the volume stays empty.
-    fn upload_volume(&self, conn: &Connect, pool: &StoragePool, name: &str, src: Upload<'_>) -> CloudResult<StorageVol> {
+    fn upload_volume(
+        &self,
+        conn: &Connect,
+        pool: &StoragePool,
+        name: &str,
+        src: Upload<'_>,
+    ) -> CloudResult<StorageVol> {
         if let Ok(old) = pool.lookup_storage_vol_by_name(name) {
-            old.delete(0).map_err(|e| verr(&format!("deleting stale volume {name}"), e))?;
+            old.delete(0)
+                .map_err(|e| verr(&format!("deleting stale volume {name}"), e))?;
         }
         let len = match &src {
             Upload::File(p) => std::fs::metadata(p)
-                .map_err(|e| fatal("FileUnreadable", format!("{}: {e}", p.display()), "check the path"))?
+                .map_err(|e| {
+                    fatal(
+                        "FileUnreadable",
+                        format!("{}: {e}", p.display()),
+                        "check the path",
+                    )
+                })?
                 .len(),
             Upload::Bytes(b) => b.len() as u64,
         };
         let doc = VolumeXml {
             name: name.into(),
-            capacity: Capacity { unit: "bytes".into(), amount: len.max(1) },
-            target: VolTarget { format: ModelType { kind: "raw".into() } },
+            capacity: Capacity {
+                unit: "bytes".into(),
+                amount: len.max(1),
+            },
+            target: VolTarget {
+                format: ModelType { kind: "raw".into() },
+            },
             backing_store: None,
         };
-        let x = to_xml(&doc).map_err(|e| CloudError::Protocol { provider: PROVIDER, message: e.to_string() })?;
-        let vol = StorageVol::create_xml(pool, &x, 0).map_err(|e| verr(&format!("creating volume {name}"), e))?;
+        let x = to_xml(&doc).map_err(|e| CloudError::Protocol {
+            provider: PROVIDER,
+            message: e.to_string(),
+        })?;
+        let vol = StorageVol::create_xml(pool, &x, 0)
+            .map_err(|e| verr(&format!("creating volume {name}"), e))?;
         let stream = Stream::new(conn, 0).map_err(|e| verr("opening a stream", e))?;
         match vol.upload(&stream, 0, len, 0) {
             Ok(()) => {}
             Err(e) if is(&e, ErrorNumber::NoSupport) && self.is_test_driver() => {
-                tracing::debug!(volume = name, "test driver: no volume upload, volume left empty");
+                tracing::debug!(
+                    volume = name,
+                    "test driver: no volume upload, volume left empty"
+                );
                 let _ = stream.abort();
                 return Ok(vol);
             }
@@ -600,9 +771,15 @@ impl LibvirtCloud {
         let send_all = |chunk: &[u8]| -> CloudResult<()> {
             let mut off = 0;
             while off < chunk.len() {
-                let n = stream.send(&chunk[off..]).map_err(|e| verr(&format!("uploading volume {name}"), e))?;
+                let n = stream
+                    .send(&chunk[off..])
+                    .map_err(|e| verr(&format!("uploading volume {name}"), e))?;
                 if n <= 0 {
-                    return Err(fatal("UploadFailed", format!("uploading volume {name}: stream refused data"), "see libvirtd's log"));
+                    return Err(fatal(
+                        "UploadFailed",
+                        format!("uploading volume {name}: stream refused data"),
+                        "see libvirtd's log",
+                    ));
                 }
                 off += n as usize;
             }
@@ -610,10 +787,22 @@ impl LibvirtCloud {
         };
         match src {
             Upload::File(p) => {
-                let mut f = std::fs::File::open(p).map_err(|e| fatal("FileUnreadable", format!("{}: {e}", p.display()), "check the path"))?;
+                let mut f = std::fs::File::open(p).map_err(|e| {
+                    fatal(
+                        "FileUnreadable",
+                        format!("{}: {e}", p.display()),
+                        "check the path",
+                    )
+                })?;
                 let mut buf = vec![0u8; 4 << 20];
                 loop {
-                    let n = f.read(&mut buf).map_err(|e| fatal("FileUnreadable", format!("{}: {e}", p.display()), "check the path"))?;
+                    let n = f.read(&mut buf).map_err(|e| {
+                        fatal(
+                            "FileUnreadable",
+                            format!("{}: {e}", p.display()),
+                            "check the path",
+                        )
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -626,7 +815,9 @@ impl LibvirtCloud {
                 }
             }
         }
-        stream.finish().map_err(|e| verr(&format!("finishing upload of {name}"), e))?;
+        stream
+            .finish()
+            .map_err(|e| verr(&format!("finishing upload of {name}"), e))?;
         Ok(vol)
     }
 
@@ -640,7 +831,7 @@ impl LibvirtCloud {
         cluster: &str,
         arch: Arch,
         image_id: &str,
-    ) -> CloudResult<(StorageVol, Option<(String, String, String)>)> {
+    ) -> CloudResult<(StorageVol, Option<DirectBootPaths>)> {
         let img = self.image(arch)?.clone();
         let base = format!("{}base-{arch}-{image_id}", volume_prefix(cluster));
         let marker = format!("{base}.ok");
@@ -666,8 +857,12 @@ impl LibvirtCloud {
         };
         let direct = match &img.direct_boot {
             Some(db) => {
-                let k = pool.lookup_storage_vol_by_name(&format!("{base}.vmlinuz")).map_err(|e| verr("kernel volume", e))?;
-                let i = pool.lookup_storage_vol_by_name(&format!("{base}.initrd")).map_err(|e| verr("initrd volume", e))?;
+                let k = pool
+                    .lookup_storage_vol_by_name(&format!("{base}.vmlinuz"))
+                    .map_err(|e| verr("kernel volume", e))?;
+                let i = pool
+                    .lookup_storage_vol_by_name(&format!("{base}.initrd"))
+                    .map_err(|e| verr("initrd volume", e))?;
                 Some((
                     k.path().map_err(|e| verr("kernel path", e))?,
                     i.path().map_err(|e| verr("initrd path", e))?,
@@ -684,7 +879,10 @@ impl LibvirtCloud {
             .list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
             .or_else(|_| conn.list_all_node_devices(0))
             .unwrap_or_default();
-        devs.iter().filter_map(|d| d.xml_desc(0).ok()).filter_map(|x| parse_pci_device(&x)).collect()
+        devs.iter()
+            .filter_map(|d| d.xml_desc(0).ok())
+            .filter_map(|x| parse_pci_device(&x))
+            .collect()
     }
 
     /// PCI addresses passed through to any domain, with the domain's name.
@@ -704,18 +902,28 @@ impl LibvirtCloud {
     }
 
     /// The blocking part of `create_instance`, under the connection lock.
-    fn create_blocking(&self, conn: &Connect, req: &InstanceRequest, image_id: &str) -> CloudResult<(Domain, bool)> {
+    fn create_blocking(
+        &self,
+        conn: &Connect,
+        req: &InstanceRequest,
+        image_id: &str,
+    ) -> CloudResult<(Domain, bool)> {
         let uuid = domain_uuid(&req.id);
         if let Ok(dom) = conn.lookup_domain_by_uuid_string(&uuid) {
             // exists (a re-run after a crash): make sure it runs
             if !dom.is_active().unwrap_or(false) {
-                dom.create().map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
+                dom.create()
+                    .map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
             }
             return Ok((dom, false));
         }
         let (cpus, _) = shape(req)?;
         if cpus == 0 {
-            return Err(fatal("BadSize", format!("{}: 0 vCPUs", req.name), "give at least 1 CPU"));
+            return Err(fatal(
+                "BadSize",
+                format!("{}: 0 vCPUs", req.name),
+                "give at least 1 CPU",
+            ));
         }
         let (pool, dir) = self.ensure_pool(conn, &req.cluster)?;
         let pool_name = self.pool_name(&req.cluster);
@@ -726,43 +934,77 @@ impl LibvirtCloud {
             .ok()
             .flatten()
             .unwrap_or(2 * GIB);
-        let want = req.root_disk_gib.map(|g| g as u64 * GIB).unwrap_or(base_size);
+        let want = req
+            .root_disk_gib
+            .map(|g| g as u64 * GIB)
+            .unwrap_or(base_size);
         if want < base_size {
             return Err(fatal(
                 "RootDiskTooSmall",
-                format!("{}: root disk {} GiB is smaller than the base image ({} bytes)", req.name, want / GIB, base_size),
+                format!(
+                    "{}: root disk {} GiB is smaller than the base image ({} bytes)",
+                    req.name,
+                    want / GIB,
+                    base_size
+                ),
                 "raise the instance group's rootVolumeSize",
             ));
         }
         let root = format!("{prefix}{}.root.qcow2", req.name);
         if let Ok(old) = pool.lookup_storage_vol_by_name(&root) {
             // left by a crashed run before the domain was defined: never booted, start afresh
-            old.delete(0).map_err(|e| verr(&format!("deleting stale volume {root}"), e))?;
+            old.delete(0)
+                .map_err(|e| verr(&format!("deleting stale volume {root}"), e))?;
         }
         let doc = VolumeXml {
             name: root.clone(),
-            capacity: Capacity { unit: "bytes".into(), amount: want },
-            target: VolTarget { format: ModelType { kind: "qcow2".into() } },
+            capacity: Capacity {
+                unit: "bytes".into(),
+                amount: want,
+            },
+            target: VolTarget {
+                format: ModelType {
+                    kind: "qcow2".into(),
+                },
+            },
             backing_store: Some(BackingStore {
                 path: base.path().map_err(|e| verr("base volume path", e))?,
-                format: ModelType { kind: "qcow2".into() },
+                format: ModelType {
+                    kind: "qcow2".into(),
+                },
             }),
         };
-        let x = to_xml(&doc).map_err(|e| CloudError::Protocol { provider: PROVIDER, message: e.to_string() })?;
-        StorageVol::create_xml(&pool, &x, 0).map_err(|e| verr(&format!("creating root volume {root}"), e))?;
+        let x = to_xml(&doc).map_err(|e| CloudError::Protocol {
+            provider: PROVIDER,
+            message: e.to_string(),
+        })?;
+        StorageVol::create_xml(&pool, &x, 0)
+            .map_err(|e| verr(&format!("creating root volume {root}"), e))?;
         // NoCloud seed
         let seed_name = format!("{prefix}{}.seed.iso", req.name);
-        let iso = build_seed_iso(&req.user_data, &meta_data(&req.id, &req.name))
-            .map_err(|e| CloudError::Protocol { provider: PROVIDER, message: format!("building the seed ISO: {e}") })?;
+        let iso = build_seed_iso(&req.user_data, &meta_data(&req.id, &req.name)).map_err(|e| {
+            CloudError::Protocol {
+                provider: PROVIDER,
+                message: format!("building the seed ISO: {e}"),
+            }
+        })?;
         self.upload_volume(conn, &pool, &seed_name, Upload::Bytes(&iso))?;
         // GPUs
         let hostdevs = match &req.gpu {
             None => vec![],
             Some(g) if g.mode == GpuMode::Mdev => {
-                return Err(fatal("NoMdev", format!("{}: mediated GPUs are not supported by the libvirt adapter", req.name), "use gpu mode passthrough"))
+                return Err(fatal(
+                    "NoMdev",
+                    format!(
+                        "{}: mediated GPUs are not supported by the libvirt adapter",
+                        req.name
+                    ),
+                    "use gpu mode passthrough",
+                ))
             }
             Some(g) => {
-                let used: BTreeSet<PciAddress> = Self::hostdevs_in_use(conn, None).into_keys().collect();
+                let used: BTreeSet<PciAddress> =
+                    Self::hostdevs_in_use(conn, None).into_keys().collect();
                 pick_gpus(&Self::pci_devices(conn), &used, g).ok_or_else(|| {
                     fatal(
                         "NoFreeGpu",
@@ -778,7 +1020,11 @@ impl LibvirtCloud {
             NetworkMode::User { forwards } => Nic::User(forwards.clone()),
         };
         let console_log = match (&dir, self.is_test_driver()) {
-            (Some(d), false) => Some(format!("{}/{prefix}{}.console.log", d.trim_end_matches('/'), req.name)),
+            (Some(d), false) => Some(format!(
+                "{}/{prefix}{}.console.log",
+                d.trim_end_matches('/'),
+                req.name
+            )),
             _ => None,
         };
         let params = DomainParams {
@@ -793,9 +1039,15 @@ impl LibvirtCloud {
             hostdevs,
             console_log,
         };
-        let dx = to_xml(&domain_xml(&params)?).map_err(|e| CloudError::Protocol { provider: PROVIDER, message: e.to_string() })?;
-        let dom = conn.define_domain_xml(&dx).map_err(|e| verr(&format!("defining domain {}", req.name), e))?;
-        dom.create().map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
+        let dx = to_xml(&domain_xml(&params)?).map_err(|e| CloudError::Protocol {
+            provider: PROVIDER,
+            message: e.to_string(),
+        })?;
+        let dom = conn
+            .define_domain_xml(&dx)
+            .map_err(|e| verr(&format!("defining domain {}", req.name), e))?;
+        dom.create()
+            .map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
         Ok((dom, true))
     }
 
@@ -811,9 +1063,18 @@ impl LibvirtCloud {
                 NetworkMode::Existing(n) => Nic::Network(n.clone()),
                 NetworkMode::User { forwards } => Nic::User(forwards.clone()),
             };
-            let direct = this.cfg.images.get(&req.arch).and_then(|i| i.direct_boot.as_ref()).map(|d| {
-                (d.kernel.display().to_string(), d.initrd.display().to_string(), d.cmdline.clone())
-            });
+            let direct = this
+                .cfg
+                .images
+                .get(&req.arch)
+                .and_then(|i| i.direct_boot.as_ref())
+                .map(|d| {
+                    (
+                        d.kernel.display().to_string(),
+                        d.initrd.display().to_string(),
+                        d.cmdline.clone(),
+                    )
+                });
             let p = DomainParams {
                 req: &req,
                 domain_type: this.domain_type_for(conn, req.arch),
@@ -826,7 +1087,10 @@ impl LibvirtCloud {
                 hostdevs: vec![],
                 console_log: None,
             };
-            to_xml(&domain_xml(&p)?).map_err(|e| CloudError::Protocol { provider: PROVIDER, message: e.to_string() })
+            to_xml(&domain_xml(&p)?).map_err(|e| CloudError::Protocol {
+                provider: PROVIDER,
+                message: e.to_string(),
+            })
         })
         .await
     }
@@ -836,7 +1100,12 @@ impl LibvirtCloud {
         Arc::new(LibvirtCloud {
             cfg: self.cfg.clone(),
             conn: self.conn.clone(),
-            image_ids: Mutex::new(self.image_ids.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            image_ids: Mutex::new(
+                self.image_ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         })
     }
 
@@ -872,7 +1141,9 @@ impl Cloud for LibvirtCloud {
         let this = self.shallow();
         self.with_conn(move |conn| {
             let host = conn.hostname().unwrap_or_else(|_| "libvirt".into());
-            let caps = conn.capabilities().map_err(|e| verr("reading capabilities", e))?;
+            let caps = conn
+                .capabilities()
+                .map_err(|e| verr("reading capabilities", e))?;
             let mut arches: Vec<Arch> = attrs_of(&caps, "arch")
                 .iter()
                 .filter_map(|a| a.get("name").and_then(|n| Arch::parse(n)))
@@ -883,13 +1154,22 @@ impl Cloud for LibvirtCloud {
                 .cfg
                 .images
                 .iter()
-                .map(|(a, i)| ImageInfo { id: i.path.display().to_string(), name: i.path.display().to_string(), arch: Some(*a) })
+                .map(|(a, i)| ImageInfo {
+                    id: i.path.display().to_string(),
+                    name: i.path.display().to_string(),
+                    arch: Some(*a),
+                })
                 .collect();
             let mut networks = Vec::new();
             for n in conn.list_all_networks(0).unwrap_or_default() {
                 let name = n.name().unwrap_or_default();
                 let x = n.xml_desc(0).unwrap_or_default();
-                networks.push(Network { id: name.clone(), cidr: Self::network_cidr(&x), owned: name.starts_with("kprov."), name });
+                networks.push(Network {
+                    id: name.clone(),
+                    cidr: Self::network_cidr(&x),
+                    owned: name.starts_with("kprov."),
+                    name,
+                });
             }
             let used = Self::hostdevs_in_use(conn, None);
             let gpus = Self::pci_devices(conn)
@@ -900,14 +1180,25 @@ impl Cloud for LibvirtCloud {
                     g
                 })
                 .collect();
-            Ok(Inventory { zones: vec![host.clone()], arches, images, flavors: vec![], networks, gpus })
+            Ok(Inventory {
+                zones: vec![host.clone()],
+                arches,
+                images,
+                flavors: vec![],
+                networks,
+                gpus,
+            })
         })
         .await
     }
 
     async fn check(&self, desired: &[InstanceRequest]) -> CloudResult<Vec<PlanProblem>> {
         let mut problems = Vec::new();
-        let problem = |ig: &str, p: String, f: &str| PlanProblem { instance_group: ig.into(), problem: p, fix: f.into() };
+        let problem = |ig: &str, p: String, f: &str| PlanProblem {
+            instance_group: ig.into(),
+            problem: p,
+            fix: f.into(),
+        };
         let mut seen_arch = BTreeSet::new();
         for r in desired {
             if let Err(CloudError::Fatal { message, fix, .. }) = shape(r) {
@@ -928,7 +1219,12 @@ impl Cloud for LibvirtCloud {
             }
             if let Some(g) = &r.gpu {
                 if g.mode == GpuMode::Mdev {
-                    problems.push(problem(&r.instance_group, "mediated GPU devices (mdev) are not supported by the libvirt adapter".into(), "use passthrough"));
+                    problems.push(problem(
+                        &r.instance_group,
+                        "mediated GPU devices (mdev) are not supported by the libvirt adapter"
+                            .into(),
+                        "use passthrough",
+                    ));
                 }
             }
         }
@@ -1007,16 +1303,26 @@ impl Cloud for LibvirtCloud {
                 self.with_conn(move |conn| {
                     let n = conn.lookup_network_by_name(&name).map_err(|e| {
                         if not_found(&e) {
-                            fatal("NoNetwork", format!("libvirt network {name:?} does not exist"), "create it or use network: nat")
+                            fatal(
+                                "NoNetwork",
+                                format!("libvirt network {name:?} does not exist"),
+                                "create it or use network: nat",
+                            )
                         } else {
                             verr("looking up network", e)
                         }
                     })?;
                     if !n.is_active().unwrap_or(false) {
-                        n.create().map_err(|e| verr(&format!("starting network {name}"), e))?;
+                        n.create()
+                            .map_err(|e| verr(&format!("starting network {name}"), e))?;
                     }
                     let x = n.xml_desc(0).unwrap_or_default();
-                    Ok(Network { id: name.clone(), cidr: Self::network_cidr(&x), name, owned: false })
+                    Ok(Network {
+                        id: name.clone(),
+                        cidr: Self::network_cidr(&x),
+                        name,
+                        owned: false,
+                    })
                 })
                 .await
             }
@@ -1080,7 +1386,10 @@ impl Cloud for LibvirtCloud {
         let cluster = cluster.to_string();
         let this = self.shallow();
         self.with_conn(move |conn| {
-            Ok(Self::list_cluster_domains(conn, &cluster)?.iter().map(|l| this.instance_of(conn, l)).collect())
+            Ok(Self::list_cluster_domains(conn, &cluster)?
+                .iter()
+                .map(|l| this.instance_of(conn, l))
+                .collect())
         })
         .await
     }
@@ -1092,7 +1401,10 @@ impl Cloud for LibvirtCloud {
         let (created, uuid) = self
             .with_conn(move |conn| {
                 let (dom, created) = this.create_blocking(conn, &r, &image_id)?;
-                Ok((created, dom.uuid_string().map_err(|e| verr("domain uuid", e))?))
+                Ok((
+                    created,
+                    dom.uuid_string().map_err(|e| verr("domain uuid", e))?,
+                ))
             })
             .await?;
         tracing::info!(node = %req.name, created, "libvirt domain running");
@@ -1103,13 +1415,14 @@ impl Cloud for LibvirtCloud {
             let this = self.shallow();
             let inst = self
                 .with_conn(move |conn| {
-                    let dom = conn.lookup_domain_by_uuid_string(&u).map_err(|e| verr("looking up the new domain", e))?;
+                    let dom = conn
+                        .lookup_domain_by_uuid_string(&u)
+                        .map_err(|e| verr("looking up the new domain", e))?;
                     let xml = dom.xml_desc(0).map_err(|e| verr("domain xml", e))?;
                     let l = Listed {
                         name: dom.name().unwrap_or_default(),
                         uuid: u,
                         meta: parse_metadata(&xml).unwrap_or_default(),
-                        xml,
                         dom,
                     };
                     Ok(this.instance_of(conn, &l))
@@ -1138,11 +1451,19 @@ impl Cloud for LibvirtCloud {
                 t
             };
             for l in Self::list_cluster_domains(conn, &cluster)? {
-                out.push(Resource { kind: ResourceKind::Instance, id: l.uuid, name: l.name, tags: l.meta.tags });
+                out.push(Resource {
+                    kind: ResourceKind::Instance,
+                    id: l.uuid,
+                    name: l.name,
+                    tags: l.meta.tags,
+                });
             }
             let prefix = volume_prefix(&cluster);
             let own = cluster_object_name(&cluster);
-            for pool in conn.list_all_storage_pools(0).map_err(|e| verr("listing pools", e))? {
+            for pool in conn
+                .list_all_storage_pools(0)
+                .map_err(|e| verr("listing pools", e))?
+            {
                 let pname = pool.name().unwrap_or_default();
                 if !pool.is_active().unwrap_or(false) {
                     if pname != own {
@@ -1154,16 +1475,31 @@ impl Cloud for LibvirtCloud {
                 let _ = pool.refresh(0);
                 for v in pool.list_volumes().unwrap_or_default() {
                     if v.starts_with(&prefix) {
-                        out.push(Resource { kind: ResourceKind::Volume, id: format!("{pname}/{v}"), name: v, tags: tags(&[]) });
+                        out.push(Resource {
+                            kind: ResourceKind::Volume,
+                            id: format!("{pname}/{v}"),
+                            name: v,
+                            tags: tags(&[]),
+                        });
                     }
                 }
                 if own_pool && pname == own {
-                    out.push(Resource { kind: ResourceKind::StoragePool, id: pname.clone(), name: pname, tags: tags(&[]) });
+                    out.push(Resource {
+                        kind: ResourceKind::StoragePool,
+                        id: pname.clone(),
+                        name: pname,
+                        tags: tags(&[]),
+                    });
                 }
             }
             if let Ok(n) = conn.lookup_network_by_name(&own) {
                 let name = n.name().unwrap_or(own.clone());
-                out.push(Resource { kind: ResourceKind::Network, id: name.clone(), name, tags: tags(&[]) });
+                out.push(Resource {
+                    kind: ResourceKind::Network,
+                    id: name.clone(),
+                    name,
+                    tags: tags(&[]),
+                });
             }
             Ok(out)
         })
@@ -1226,9 +1562,14 @@ impl Cloud for LibvirtCloud {
                     let _ = pool.refresh(0);
                     let left = pool.list_volumes().unwrap_or_default();
                     if !left.is_empty() {
-                        return Err(fatal("PoolNotEmpty", format!("pool {} still holds {left:?}", r.id), "delete those volumes or re-run `kprov delete cluster`"));
+                        return Err(fatal(
+                            "PoolNotEmpty",
+                            format!("pool {} still holds {left:?}", r.id),
+                            "delete those volumes or re-run `kprov delete cluster`",
+                        ));
                     }
-                    pool.destroy().map_err(|e| verr(&format!("stopping pool {}", r.id), e))?;
+                    pool.destroy()
+                        .map_err(|e| verr(&format!("stopping pool {}", r.id), e))?;
                 }
                 if let Err(e) = pool.delete(0) {
                     // the test driver has no directories; a remaining directory is harmless
@@ -1247,7 +1588,8 @@ impl Cloud for LibvirtCloud {
                     Err(e) => return Err(verr("looking up network", e)),
                 };
                 if n.is_active().unwrap_or(false) {
-                    n.destroy().map_err(|e| verr(&format!("stopping network {}", r.id), e))?;
+                    n.destroy()
+                        .map_err(|e| verr(&format!("stopping network {}", r.id), e))?;
                 }
                 match n.undefine() {
                     Ok(()) => Ok(()),
@@ -1255,7 +1597,11 @@ impl Cloud for LibvirtCloud {
                     Err(e) => Err(verr(&format!("undefining network {}", r.id), e)),
                 }
             }
-            other => Err(fatal("UnknownKind", format!("libvirt has no {other} resources"), "report this as a kprov bug")),
+            other => Err(fatal(
+                "UnknownKind",
+                format!("libvirt has no {other} resources"),
+                "report this as a kprov bug",
+            )),
         })
         .await
     }

@@ -21,7 +21,7 @@ pub mod seed;
 pub mod xml;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::Arch;
@@ -135,4 +135,53 @@ pub fn cluster_object_name(cluster: &str) -> String {
 /// Prefix of every volume of a cluster: `kprov.CLUSTER.`.
 pub fn volume_prefix(cluster: &str) -> String {
     format!("kprov.{cluster}.")
+}
+
+/// Build a [`LibvirtConfig`] from the cluster spec's parts. Each `images` value is a qcow2 file
+/// or an image directory: `DIR/base.qcow2`, plus — for direct kernel boot — `DIR/vmlinuz`,
+/// `DIR/initrd.img` and `DIR/cmdline` (one line), as `tests/vm/build-image.sh` writes them.
+/// URLs are refused (kprov does not download images).
+pub fn config_from_parts(
+    uri: &str,
+    pool: Option<String>,
+    network: NetworkMode,
+    domain_type: DomainType,
+    images: &BTreeMap<Arch, String>,
+) -> Result<LibvirtConfig, String> {
+    let mut cfg = LibvirtConfig::new(uri);
+    cfg.pool = pool;
+    cfg.network = network;
+    cfg.domain_type = domain_type;
+    for (arch, loc) in images {
+        if loc.contains("://") {
+            return Err(format!(
+                "spec.provider.libvirt.images.{arch}: {loc:?} is a URL; download the image and give its local path"
+            ));
+        }
+        cfg.images.insert(*arch, base_image_at(Path::new(loc)));
+    }
+    Ok(cfg)
+}
+
+/// The [`BaseImage`] at a file or image directory (see [`config_from_parts`]).
+pub fn base_image_at(p: &Path) -> BaseImage {
+    if !p.is_dir() {
+        return BaseImage {
+            path: p.to_path_buf(),
+            direct_boot: None,
+        };
+    }
+    let (kernel, initrd, cmdline) = (p.join("vmlinuz"), p.join("initrd.img"), p.join("cmdline"));
+    let direct_boot = match std::fs::read_to_string(&cmdline) {
+        Ok(c) if kernel.is_file() && initrd.is_file() => Some(DirectBoot {
+            kernel,
+            initrd,
+            cmdline: c.trim().to_string(),
+        }),
+        _ => None,
+    };
+    BaseImage {
+        path: p.join("base.qcow2"),
+        direct_boot,
+    }
 }

@@ -45,13 +45,17 @@ pub fn build_seed_iso(user_data: &[u8], meta_data: &str) -> std::io::Result<Vec<
         features: CreationFeatures::with_extensions(),
         strict_charset: false,
     };
-    let mut buf = Cursor::new(Vec::new());
+    // The writer needs the whole image area to exist (it reads back what it wrote): allocate
+    // generously, then cut to the volume space size the primary volume descriptor records.
+    let room = 1024 * 1024 + 2 * (user_data.len() + meta_data.len());
+    let mut buf = Cursor::new(vec![0u8; room.next_multiple_of(2048)]);
     IsoImageWriter::format_new(&mut buf, files, opts).map_err(std::io::Error::other)?;
     let mut bytes = buf.into_inner();
-    // whole sectors, as block devices read them
-    let rem = bytes.len() % 2048;
-    if rem != 0 {
-        bytes.resize(bytes.len() + 2048 - rem, 0);
+    let pvd = 16 * 2048;
+    let sectors =
+        u32::from_le_bytes(bytes[pvd + 80..pvd + 84].try_into().expect("4 bytes")) as usize;
+    if sectors > 0 && sectors * 2048 <= bytes.len() {
+        bytes.truncate(sectors * 2048);
     }
     Ok(bytes)
 }

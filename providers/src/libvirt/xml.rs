@@ -639,9 +639,7 @@ pub struct ParsedMetadata {
     pub tags: BTreeMap<String, String>,
 }
 
-fn attrs(
-    e: &quick_xml::events::BytesStart<'_>,
-) -> BTreeMap<String, String> {
+fn attrs(e: &quick_xml::events::BytesStart<'_>) -> BTreeMap<String, String> {
     e.attributes()
         .flatten()
         .filter_map(|a| {
@@ -719,7 +717,9 @@ pub fn attrs_of(xml: &str, name: &str) -> Vec<BTreeMap<String, String>> {
     let mut out = Vec::new();
     loop {
         match r.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == name.as_bytes() => {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e))
+                if e.local_name().as_ref() == name.as_bytes() =>
+            {
                 out.push(attrs(&e))
             }
             Ok(Event::Eof) | Err(_) => break,
@@ -738,14 +738,17 @@ pub fn hostdev_addresses(domain_xml: &str) -> Vec<PciAddress> {
     loop {
         match r.read_event() {
             Ok(Event::Start(e)) => match e.local_name().as_ref() {
-                b"hostdev" => depth_hostdev = attrs(&e).get("type").map(String::as_str) == Some("pci"),
+                b"hostdev" => {
+                    depth_hostdev = attrs(&e).get("type").map(String::as_str) == Some("pci")
+                }
                 b"source" if depth_hostdev => in_source = true,
                 _ => {}
             },
             Ok(Event::Empty(e)) if in_source && e.local_name().as_ref() == b"address" => {
                 let a = attrs(&e);
                 let g = |k: &str| a.get(k).map(String::as_str).unwrap_or("0");
-                if let Some(p) = PciAddress::parse(g("domain"), g("bus"), g("slot"), g("function")) {
+                if let Some(p) = PciAddress::parse(g("domain"), g("bus"), g("slot"), g("function"))
+                {
                     out.push(p);
                 }
             }
@@ -779,7 +782,10 @@ pub struct PciDevice {
 /// Parse a node device XML of capability `pci`; `None` for other devices.
 pub fn parse_pci_device(xml: &str) -> Option<PciDevice> {
     let caps = attrs_of(xml, "capability");
-    if !caps.iter().any(|c| c.get("type").map(String::as_str) == Some("pci")) {
+    if !caps
+        .iter()
+        .any(|c| c.get("type").map(String::as_str) == Some("pci"))
+    {
         return None;
     }
     let first = |n: &str| texts_of(xml, n).into_iter().next();
@@ -827,7 +833,10 @@ mod tests {
                 index: 2,
                 instance_id: "abc".into(),
                 spec_hash: "h".into(),
-                tags: vec![KprovTag { key: "kprov.io/cluster".into(), value: "demo".into() }],
+                tags: vec![KprovTag {
+                    key: "kprov.io/cluster".into(),
+                    value: "demo".into(),
+                }],
             },
         };
         let xml = to_xml(&md).unwrap();
@@ -835,7 +844,9 @@ mod tests {
         assert_eq!(m.cluster, "demo");
         assert_eq!(m.tags["kprov.io/cluster"], "demo");
         // libvirt may re-emit the element with another prefix
-        let other = xml.replace("kprov:", "k:").replace("xmlns:kprov", "xmlns:k");
+        let other = xml
+            .replace("kprov:", "k:")
+            .replace("xmlns:kprov", "xmlns:k");
         assert_eq!(parse_metadata(&other).unwrap().cluster, "demo");
         // a foreign namespace with the same local names is not ours
         let foreign = xml.replace(METADATA_NS, "https://example.com/x");
@@ -851,7 +862,10 @@ mod tests {
         assert_eq!(d.address, PciAddress::new(0, 0x3b, 0, 0));
         assert!(d.vendor.starts_with("NVIDIA Corporation"));
         assert!(d.product.contains("A100"));
-        assert!(parse_pci_device("<device><name>net_lo</name><capability type='net'/></device>").is_none());
+        assert!(
+            parse_pci_device("<device><name>net_lo</name><capability type='net'/></device>")
+                .is_none()
+        );
     }
 
     #[test]

@@ -677,7 +677,8 @@ impl Client {
 
     /// Poll a job until it ends or `job_timeout` passes.
     async fn poll(&self, url: &str, job: &str, api: &str) -> Result<Value, Failure> {
-        let deadline = Instant::now() + self.job_timeout;
+        let started = Instant::now();
+        let deadline = started + self.job_timeout;
         let mut interval = self.poll_interval;
         let mut transient_in_a_row = 0;
         loop {
@@ -690,7 +691,11 @@ impl Client {
                 }));
             }
             tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = (interval * 2).min(self.max_poll_interval);
+            // Short jobs (most actions, the simulator) are caught within one poll interval;
+            // long ones (VM creates on a busy cloud) back off gently to the cap.
+            if started.elapsed() >= self.poll_interval * 10 {
+                interval = (interval * 3 / 2).min(self.max_poll_interval);
+            }
             let session = self.session.read().await.clone();
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
             let r = match self

@@ -298,7 +298,7 @@ pub struct ZStackConfig {
 
 impl ZStackConfig {
     /// A configuration with defaults: any zone, the first Userdata-capable L3, jobs time out
-    /// after 30 min, polling starts at 200 ms and backs off to 2 s, HTTP requests time out after
+    /// after 30 min, polling every 100 ms for the first second, then backing off to 2 s, HTTP requests time out after
     /// 60 s, 4 in-adapter retries, query pages of 1000, concurrency 5, GPUs by `pciDevice::` tags.
     pub fn new(endpoint: impl Into<String>, credentials: ZStackCredentials) -> Self {
         ZStackConfig {
@@ -307,7 +307,7 @@ impl ZStackConfig {
             zone: None,
             l3_network: None,
             job_timeout: Duration::from_secs(30 * 60),
-            poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(100),
             max_poll_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
             max_retries: 4,

@@ -1,0 +1,298 @@
+//! `kprov mirror`: copy a cluster's images (and files) to its mirrors, arbitrary image lists to a
+//! registry, or everything into / out of an offline bundle. See `docs/mirror.md`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{current_cluster, open_store, Cli, ExitError};
+use crate::assets::image_ref;
+use crate::mirror::bundle;
+use crate::mirror::copy::{copy_images, CopyJob, CopyOptions, PlatformFilter};
+use crate::mirror::files::{self, FileTarget};
+use crate::mirror::registry::RegistryClient;
+use crate::mirror::{Catalogue, ImageRef, MirrorError};
+use crate::repo::Repo;
+use crate::spec::Assets;
+
+/// Arguments of `mirror`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kprov mirror demo                                  # to the cluster's assets.containerRegistry\n  kprov mirror demo --to mirror.local:5000 --files-to s3://bucket/k8s\n  kprov mirror --from-file images.txt --to mirror.local:5000\n  kprov mirror demo --to-bundle demo.tar             # on the connected side\n  kprov mirror --from-bundle demo.tar --to mirror.local:5000 --files-to file:///srv/files"
+)]
+pub struct MirrorArgs {
+    /// Cluster whose catalogue is mirrored (default: the current cluster; not with --from-file/--from-bundle).
+    pub cluster: Option<String>,
+    /// Target registry `host[:port][/prefix]`; images keep their upstream host as first path
+    /// segment. Default: the cluster's `assets` mapping.
+    #[arg(long, value_name = "REGISTRY")]
+    pub to: Option<String>,
+    /// Pull from this registry (laid out like a kprov mirror) instead of upstream.
+    #[arg(long, value_name = "REGISTRY")]
+    pub from: Option<String>,
+    /// Copy the cluster's files here: s3://BUCKET[/PREFIX], file:///DIR or https://HOST/PATH (HTTP PUT).
+    #[arg(long, value_name = "URL")]
+    pub files_to: Option<String>,
+    /// Download files from this file repository (laid out HOST/PATH) instead of upstream.
+    #[arg(long, value_name = "URL")]
+    pub files_from: Option<String>,
+    /// Mirror the images listed in FILE (one reference a line, `#` comments) instead of a cluster's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cluster", "from_bundle"])]
+    pub from_file: Option<PathBuf>,
+    /// Write an offline bundle (one tar) instead of copying to a registry.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "from_bundle", "files_to"])]
+    pub to_bundle: Option<PathBuf>,
+    /// Load an offline bundle into --to (and its files into --files-to).
+    #[arg(long, value_name = "FILE", conflicts_with = "cluster", requires = "to")]
+    pub from_bundle: Option<PathBuf>,
+    /// Copy only these platforms of multi-arch images (`linux/arm64`, repeatable or comma
+    /// separated). The index is rewritten to list only them, so its digest differs from
+    /// upstream (pins of the upstream index digest will not resolve); platform manifests keep
+    /// their digests. Default: all platforms, byte-identical.
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Vec<String>,
+    /// Registry host spoken to over plain HTTP (repeatable). Only for trusted networks.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// The --from / upstream registries speak plain HTTP.
+    #[arg(long)]
+    pub src_insecure: bool,
+    /// The target registry speaks plain HTTP (implied by the cluster's `assets.insecure`).
+    #[arg(long)]
+    pub dest_insecure: bool,
+    /// Extra PEM CA bundle to trust (repeatable; the cluster's `assets.caBundle` is trusted too).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Vec<PathBuf>,
+    /// Blobs in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Attempts per request for transient failures (first try included).
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_list(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ExitError::usage(format!("--from-file {}: {e}", path.display())))?;
+    let list: Vec<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        return Err(ExitError::usage(format!(
+            "--from-file {}: no image references in it",
+            path.display()
+        )));
+    }
+    Ok(list)
+}
+
+fn host_of(location: &str) -> String {
+    location.split('/').next().unwrap_or(location).to_string()
+}
+
+fn usage(e: MirrorError) -> anyhow::Error {
+    match e {
+        MirrorError::Usage(m) => ExitError::usage(m),
+        other => other.into(),
+    }
+}
+
+/// Run `mirror`.
+pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
+    // What to copy: (upstream reference, files) from a cluster or a list.
+    let mut cluster_assets = Assets::default();
+    let mut cluster_name = None;
+    let mut files_list = Vec::new();
+    let upstreams: Vec<String> = if let Some(list) = &a.from_file {
+        if a.to.is_none() && a.to_bundle.is_none() {
+            return Err(ExitError::usage(
+                "--from-file needs --to REGISTRY or --to-bundle FILE",
+            ));
+        }
+        read_list(list)?
+    } else if a.from_bundle.is_some() {
+        Vec::new()
+    } else {
+        let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+        let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+        let s = repo.require(&name).await?;
+        cluster_assets = s.config.cluster.spec.assets.clone();
+        let cat = Catalogue::for_cluster(&s.config).map_err(usage)?;
+        files_list = cat.files.clone();
+        cluster_name = Some(name);
+        cat.images.iter().map(|i| i.upstream.clone()).collect()
+    };
+    // Where to: --to replaces the cluster's mapping with a plain host-prefixed mirror.
+    let target_assets = match &a.to {
+        Some(to) => Assets {
+            container_registry: Some(to.clone()),
+            insecure: a.dest_insecure || cluster_assets.insecure,
+            ..Default::default()
+        },
+        None => cluster_assets.clone(),
+    };
+    if a.to_bundle.is_none() && a.from_bundle.is_none() {
+        let unmapped: Vec<&String> = upstreams
+            .iter()
+            .filter(|u| image_ref(u, &target_assets) == **u)
+            .collect();
+        if !unmapped.is_empty() {
+            return Err(ExitError::usage(format!(
+                "no mirror location for {} (and {} more): the cluster has no assets.containerRegistry / mappings for them; pass --to REGISTRY",
+                unmapped[0],
+                unmapped.len() - 1
+            )));
+        }
+    }
+    let source_assets = a.from.as_ref().map(|f| Assets {
+        container_registry: Some(f.clone()),
+        ..Default::default()
+    });
+    let source_of = |up: &str| -> String {
+        match &source_assets {
+            Some(s) => image_ref(up, s),
+            None => up.to_string(),
+        }
+    };
+    // Connection settings.
+    let mut insecure = a.insecure_registry.clone();
+    let sources: Vec<String> = upstreams.iter().map(|u| source_of(u)).collect();
+    let targets: Vec<String> = upstreams
+        .iter()
+        .map(|u| image_ref(u, &target_assets))
+        .collect();
+    if a.src_insecure {
+        insecure.extend(
+            sources
+                .iter()
+                .filter_map(|s| ImageRef::parse(s).ok())
+                .map(|r| r.registry),
+        );
+        if let Some(f) = &a.from {
+            insecure.push(host_of(f));
+        }
+    }
+    if a.dest_insecure || target_assets.insecure {
+        insecure.extend(
+            targets
+                .iter()
+                .filter_map(|s| ImageRef::parse(s).ok())
+                .map(|r| r.registry),
+        );
+        if let Some(t) = &a.to {
+            insecure.push(host_of(t));
+        }
+    }
+    let mut opts =
+        super::assets::client_options_for(&target_assets, Vec::new(), &insecure, &a.ca_bundle)?;
+    opts.attempts = a.retries.max(1);
+    let client = RegistryClient::new(opts).map_err(usage)?;
+    let copy_opts = CopyOptions {
+        concurrency: a.concurrency.max(1),
+        platforms: if a.platform.is_empty() {
+            None
+        } else {
+            Some(PlatformFilter::parse(&a.platform).map_err(usage)?)
+        },
+        progress: !a.no_progress,
+    };
+    let files_to = a
+        .files_to
+        .as_deref()
+        .map(FileTarget::parse)
+        .transpose()
+        .map_err(usage)?;
+
+    if let Some(b) = &a.from_bundle {
+        let target_of = |up: &str| ImageRef::parse(&image_ref(up, &target_assets));
+        let r = bundle::import(&client, b, &target_of, files_to.as_ref(), &copy_opts).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        if let Some(c) = &r.copy {
+            eprintln!("bundle {}: {}", b.display(), c.summary());
+        }
+        eprintln!("bundle {}: {} files uploaded", b.display(), r.files);
+        return Ok(());
+    }
+    let mut pairs = Vec::new();
+    for (up, src) in upstreams.iter().zip(&sources) {
+        pairs.push((up.clone(), ImageRef::parse(src).map_err(usage)?));
+    }
+    if let Some(out) = &a.to_bundle {
+        let r = bundle::export(
+            &client,
+            cluster_name.as_deref(),
+            &pairs,
+            &files_list,
+            a.files_from.as_deref(),
+            out,
+            &copy_opts,
+        )
+        .await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        eprintln!(
+            "bundle {}: {} images, {} distinct blobs ({} fetched by this run), {} files, {:.1} MB, {:.2} s",
+            out.display(),
+            r.images,
+            r.blobs,
+            r.blobs_fetched,
+            r.files,
+            r.bytes as f64 / 1e6,
+            r.millis as f64 / 1000.0
+        );
+        return Ok(());
+    }
+    let mut jobs = Vec::new();
+    for ((_, src), t) in pairs.into_iter().zip(&targets) {
+        let mut target = ImageRef::parse(t).map_err(usage)?;
+        if target.tag.is_none() && target.digest.is_none() {
+            target.tag = src.tag.clone();
+        }
+        jobs.push(CopyJob {
+            source: src,
+            target,
+        });
+    }
+    let report = copy_images(&client, &jobs, &copy_opts).await?;
+    eprintln!("mirror: {}", report.summary());
+    if let Some(t) = &files_to {
+        let staging =
+            std::env::temp_dir().join(format!("kprov-mirror-files-{}", std::process::id()));
+        let out = files::mirror_files(
+            client.http(),
+            &files_list,
+            a.files_from.as_deref(),
+            t,
+            &staging,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        let out = out?;
+        eprintln!(
+            "mirror: {} files copied, {} already present",
+            bundle::count_copied(&out),
+            out.len() - bundle::count_copied(&out)
+        );
+    } else if !files_list.is_empty() {
+        eprintln!(
+            "mirror: {} files not copied (pass --files-to s3://…|file://…|https://… to copy them)",
+            files_list.len()
+        );
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Undo what tests/vm/host-setup.sh changed (recorded in /run/kprov-vm-test/): stop the daemons it
+# started (by their pidfiles' PIDs), restore /dev/kvm, remove the binfmt registration it added.
+# The seccomp_sandbox line stays (harmless, and another run would add it again).
+set -uo pipefail
+ST=/run/kprov-vm-test
+[ -d "$ST" ] || exit 0
+for d in libvirtd virtlogd; do
+  if [ -f "$ST/started-$d" ] && [ -f "/run/$d.pid" ]; then
+    pid=$(cat "/run/$d.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"; for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$ST/started-$d"
+  fi
+done
+if [ -f "$ST/kvm-perms" ] && [ -c /dev/kvm ]; then
+  read -r mode owner < "$ST/kvm-perms"; chown "$owner" /dev/kvm; chmod "$mode" /dev/kvm
+fi
+rm -f "$ST/kvm-perms"
+if [ -f "$ST/binfmt-added" ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+fi
+rm -f "$ST/binfmt-added"
