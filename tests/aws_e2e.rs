@@ -445,6 +445,13 @@ async fn bad_input_is_refused_before_anything_exists() {
         "arch: amd64, flavor: m5.large",
     );
     refused(&moto, &gpu, &["m5.large has no GPUs", "g4dn.xlarge"]).await;
+    // User-data that cannot fit EC2's 16 KiB even gzipped: calico and every add-on on the first
+    // control plane. Refused by the plan, before anything exists.
+    let big = base.replace(
+        "  kubernetesVersion: 1.33.13",
+        "  networking: {cni: calico}\n  addons: {dashboard: {}, metallb: {addressPools: [{name: lb, addresses: [172.20.9.0/28]}]}, nfsProvisioner: {server: nfs.example, path: /srv/nfs}}\n  kubernetesVersion: 1.33.13",
+    );
+    refused(&moto, &big, &["16384", "user-data", "nothing was changed"]).await;
     // A region that looks right but does not exist.
     refused(
         &moto,

@@ -451,5 +451,6 @@ fn libvirt_arm64_node_boots_and_reports_when_requested() {
     );
     guard.armed = false;
     drop(guard);
+    host_teardown_arm64();
     eprintln!("[vm] arm64 test {:.1}s", t_all.elapsed().as_secs_f64());
 }

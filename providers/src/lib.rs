@@ -531,7 +531,12 @@ mod tests {
             arch: Some(Arch::Arm64),
             attached_to: None,
         };
-        let mut r = GpuRequest { count: 1, vendor: Some("nvidia".into()), model: Some("a100".into()), mode: GpuMode::Passthrough };
+        let mut r = GpuRequest {
+            count: 1,
+            vendor: Some("nvidia".into()),
+            model: Some("a100".into()),
+            mode: GpuMode::Passthrough,
+        };
         assert!(g.matches(&r));
         r.model = Some("T4".into());
         assert!(!g.matches(&r));

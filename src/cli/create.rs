@@ -201,7 +201,14 @@ struct GroupFlags<'a> {
 }
 
 fn group(cluster: &str, name: &str, f: GroupFlags<'_>) -> InstanceGroup {
-    let GroupFlags { role, count, arch, size, image, gpu } = f;
+    let GroupFlags {
+        role,
+        count,
+        arch,
+        size,
+        image,
+        gpu,
+    } = f;
     let (size, flavor) = size.map(parse_size).unwrap_or((None, None));
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CLUSTER.to_string(), cluster.to_string());

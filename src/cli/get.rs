@@ -70,7 +70,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn emit<T: Serialize>(out: Output, value: &T, header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+fn emit<T: Serialize>(
+    out: Output,
+    value: &T,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> anyhow::Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
@@ -112,9 +117,22 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                 .collect();
             let table_rows = rows
                 .iter()
-                .map(|r| vec![r.name.clone(), r.provider.clone(), r.kubernetes_version.clone(), r.instance_groups.to_string(), r.instances.to_string()])
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.provider.clone(),
+                        r.kubernetes_version.clone(),
+                        r.instance_groups.to_string(),
+                        r.instances.to_string(),
+                    ]
+                })
                 .collect();
-            emit(a.output, &rows, &["NAME", "PROVIDER", "KUBERNETES", "GROUPS", "INSTANCES"], table_rows)
+            emit(
+                a.output,
+                &rows,
+                &["NAME", "PROVIDER", "KUBERNETES", "GROUPS", "INSTANCES"],
+                table_rows,
+            )
         }
         GetWhat::Cluster { cluster } => {
             let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
@@ -130,7 +148,20 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                         c.networking.pod_cidr.to_string(),
                         c.networking.service_cidr.to_string(),
                     ]];
-                    print!("{}", table(&["NAME", "PROVIDER", "KUBERNETES", "CNI", "POD CIDR", "SERVICE CIDR"], &rows));
+                    print!(
+                        "{}",
+                        table(
+                            &[
+                                "NAME",
+                                "PROVIDER",
+                                "KUBERNETES",
+                                "CNI",
+                                "POD CIDR",
+                                "SERVICE CIDR"
+                            ],
+                            &rows
+                        )
+                    );
                     Ok(())
                 }
                 Output::Yaml => {
@@ -160,11 +191,35 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                         (None, Some(sz)) => format!("{} vCPU / {}", sz.cpu, sz.memory),
                         _ => "-".into(),
                     };
-                    let gpu = g.spec.gpu.as_ref().map(|x| format!("{}x{}", x.count, x.model.clone().unwrap_or_else(|| "any".into()))).unwrap_or_else(|| "-".into());
-                    vec![g.name().to_string(), g.spec.role.to_string(), g.spec.count.to_string(), g.spec.arch.to_string(), size, gpu, g.spec.image.clone().unwrap_or_else(|| "(default)".into())]
+                    let gpu = g
+                        .spec
+                        .gpu
+                        .as_ref()
+                        .map(|x| {
+                            format!(
+                                "{}x{}",
+                                x.count,
+                                x.model.clone().unwrap_or_else(|| "any".into())
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    vec![
+                        g.name().to_string(),
+                        g.spec.role.to_string(),
+                        g.spec.count.to_string(),
+                        g.spec.arch.to_string(),
+                        size,
+                        gpu,
+                        g.spec.image.clone().unwrap_or_else(|| "(default)".into()),
+                    ]
                 })
                 .collect();
-            emit(a.output, &s.config.groups, &["NAME", "ROLE", "COUNT", "ARCH", "SIZE", "GPU", "IMAGE"], rows)
+            emit(
+                a.output,
+                &s.config.groups,
+                &["NAME", "ROLE", "COUNT", "ARCH", "SIZE", "GPU", "IMAGE"],
+                rows,
+            )
         }
         GetWhat::Instances { cluster } => {
             let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
@@ -181,11 +236,19 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                         i.state.clone(),
                         i.address.clone().unwrap_or_else(|| "-".into()),
                         i.instance_group().unwrap_or("-").to_string(),
-                        i.tags.get(kprov_providers::TAG_ROLE).cloned().unwrap_or_else(|| "-".into()),
+                        i.tags
+                            .get(kprov_providers::TAG_ROLE)
+                            .cloned()
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            emit(a.output, &list, &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"], rows)
+            emit(
+                a.output,
+                &list,
+                &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"],
+                rows,
+            )
         }
         GetWhat::Userdata(u) => super::userdata::run(cli, u, &repo).await,
         GetWhat::Assets(x) => super::assets::run_get(cli, x, a.output, &repo).await,

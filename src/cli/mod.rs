@@ -27,15 +27,34 @@ pub const EXIT_LOCKED: u8 = 3;
 /// a state store, `update` shows a plan and applies it with --yes, `delete` removes everything
 /// the cluster owns.
 #[derive(Debug, Parser)]
-#[command(name = "kprov", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage or validation error, 3 cluster locked by another run.\n\
-Environment: KPROV_STATE_STORE (state URL), KPROV_CLUSTER_NAME (current cluster).")]
+#[command(
+    name = "kprov",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage or validation error, 3 cluster locked by another run.\n\
+Environment: KPROV_STATE_STORE (state URL), KPROV_CLUSTER_NAME (current cluster)."
+)]
 pub struct Cli {
     /// State store URL: file:///PATH or s3://BUCKET[/PREFIX]. Default: a file store in your data directory.
-    #[arg(long, global = true, env = "KPROV_STATE_STORE", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KPROV_STATE_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub state: Option<String>,
     /// The cluster to act on when a command takes no NAME.
-    #[arg(long, global = true, env = "KPROV_CLUSTER_NAME", value_name = "CLUSTER", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "KPROV_CLUSTER_NAME",
+        value_name = "CLUSTER",
+        hide_env_values = true
+    )]
     pub name: Option<String>,
     /// Use an S3-compatible store that ignores conditional writes (no safe locking!).
     #[arg(long, global = true)]
@@ -108,14 +127,22 @@ pub struct ExitError {
 impl ExitError {
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        ExitError { code: EXIT_USAGE, message: message.into() }.into()
+        ExitError {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+        .into()
     }
 }
 
 /// The default state store: `file://$XDG_DATA_HOME/kprov/state` (or `~/.local/share/...`).
 pub fn default_state_url() -> anyhow::Result<String> {
-    let base = directories::BaseDirs::new().context("cannot find your home directory; pass --state file:///PATH")?;
-    Ok(format!("file://{}", base.data_dir().join("kprov").join("state").display()))
+    let base = directories::BaseDirs::new()
+        .context("cannot find your home directory; pass --state file:///PATH")?;
+    Ok(format!(
+        "file://{}",
+        base.data_dir().join("kprov").join("state").display()
+    ))
 }
 
 /// Open the state store named by `--state` (or the default).
@@ -124,12 +151,18 @@ pub async fn open_store(url: Option<&str>) -> anyhow::Result<Arc<dyn StateStore>
         Some(u) => u.to_string(),
         None => default_state_url()?,
     };
-    crate::store::open(&url).await.map_err(|e| ExitError::usage(format!("{e}")))
+    crate::store::open(&url)
+        .await
+        .map_err(|e| ExitError::usage(format!("{e}")))
 }
 
 /// Which cluster a command without NAME acts on: `--name`, else `KPROV_CLUSTER_NAME` (both via
 /// `cli.name`), else the only cluster in the store.
-pub async fn current_cluster(explicit: Option<&str>, cli_name: Option<&str>, repo: &crate::repo::Repo) -> anyhow::Result<String> {
+pub async fn current_cluster(
+    explicit: Option<&str>,
+    cli_name: Option<&str>,
+    repo: &crate::repo::Repo,
+) -> anyhow::Result<String> {
     if let Some(n) = explicit.or(cli_name) {
         return Ok(n.to_string());
     }
@@ -161,8 +194,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(ref a) => assets::run_check(&cli, a).await,
         Command::Version => {
             println!("kprov {}", env!("CARGO_PKG_VERSION"));
-            println!("kubernetes versions: {}", crate::spec::versions::supported().join(", "));
-            println!("providers: {}", crate::cloud::compiled_providers().join(", "));
+            println!(
+                "kubernetes versions: {}",
+                crate::spec::versions::supported().join(", ")
+            );
+            println!(
+                "providers: {}",
+                crate::cloud::compiled_providers().join(", ")
+            );
             Ok(())
         }
         Command::Completion(ref a) => completion::run(a),
@@ -178,7 +217,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<crate::spec::SpecErrors>().is_some() {
             return EXIT_USAGE;
         }
-        if let Some(kprov_state::StateError::Locked { .. }) = cause.downcast_ref::<kprov_state::StateError>() {
+        if let Some(kprov_state::StateError::Locked { .. }) =
+            cause.downcast_ref::<kprov_state::StateError>()
+        {
             return EXIT_LOCKED;
         }
     }
@@ -189,7 +230,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 pub fn confirm(question: &str) -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
-        return Err(ExitError::usage(format!("{question} — no terminal to confirm on; add --yes")));
+        return Err(ExitError::usage(format!(
+            "{question} — no terminal to confirm on; add --yes"
+        )));
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush().ok();

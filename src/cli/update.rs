@@ -159,6 +159,41 @@ async fn update(
         }
     }
 
+    if !creating.is_empty() {
+        // User-data must fit the provider's limit: render one instance per group (and every
+        // first-of-group control plane, which carries the most) now, so an oversized spec fails
+        // here and not half-way through an apply.
+        let renderer = crate::bootstrap::renderer(repo, &cfg).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut problems = Vec::new();
+        for r in &creating {
+            if !seen.insert((r.instance_group.clone(), r.index == 0)) {
+                continue;
+            }
+            // Joining nodes always get an endpoint; a first control plane may get none.
+            let mut ctxs = vec!["255.255.255.255:65535".to_string()];
+            if r.role == kprov_providers::Role::ControlPlane && r.index == 0 {
+                ctxs.push(String::new());
+            }
+            for ctx in ctxs {
+                let ctx = apply::RenderContext {
+                    control_plane_endpoint: ctx,
+                };
+                if let Err(e) = renderer.render(r, &ctx) {
+                    problems.push(format!("- {}: {e}", r.name));
+                    break;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            problems.dedup();
+            return Err(ExitError::usage(format!(
+                "the user-data of cluster {name} cannot be delivered as specified; nothing was changed:\n{}",
+                problems.join("\n")
+            )));
+        }
+    }
+
     let color = console::Term::stdout().is_term();
     print!("{}", plan::render(&plan, color));
     if plan.is_empty() {

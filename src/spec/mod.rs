@@ -23,7 +23,7 @@ pub use error::{SpecError, SpecErrors, Where};
 pub use load::{load_documents, LoadedSpec};
 pub use validate::validate;
 
-/// Named mirror presets for restricted networks (see `docs/mirrors.md`).
+/// Named mirror presets for restricted networks (see `docs/mirror.md`).
 pub const PRESETS: &[&str] = &["aliyun"];
 
 /// The only API version kprov reads and writes.

@@ -101,6 +101,11 @@ pub fn host_teardown() {
     run_script("host-teardown.sh", &[], &[]);
 }
 
+/// Also remove the qemu-aarch64 binfmt registration `host-setup.sh --arm64` added.
+pub fn host_teardown_arm64() {
+    run_script("host-teardown.sh", &["--arm64"], &[]);
+}
+
 /// Build (or reuse the cached) test image of `arch`; returns the image directory.
 pub fn image(arch: &str) -> PathBuf {
     let t = Instant::now();

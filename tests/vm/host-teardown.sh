@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Undo what tests/vm/host-setup.sh changed (recorded in /run/kprov-vm-test/): stop the daemons it
-# started (by their pidfiles' PIDs), restore /dev/kvm, remove the binfmt registration it added.
+# started (by their pidfiles' PIDs), restore /dev/kvm; with --arm64 also remove the binfmt
+# registration it added (only then: an arm64 image build may be using it).
 # The seccomp_sandbox line stays (harmless, and another run would add it again).
 set -uo pipefail
 ST=/run/kprov-vm-test
@@ -18,7 +19,7 @@ if [ -f "$ST/kvm-perms" ] && [ -c /dev/kvm ]; then
   read -r mode owner < "$ST/kvm-perms"; chown "$owner" /dev/kvm; chmod "$mode" /dev/kvm
 fi
 rm -f "$ST/kvm-perms"
-if [ -f "$ST/binfmt-added" ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-  echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+if [ "${1:-}" = --arm64 ] && [ -f "$ST/binfmt-added" ]; then
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+  rm -f "$ST/binfmt-added"
 fi
-rm -f "$ST/binfmt-added"

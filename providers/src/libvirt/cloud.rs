@@ -40,7 +40,7 @@ pub struct LibvirtCloud {
     cfg: LibvirtConfig,
     conn: Arc<Mutex<Connect>>,
     /// SHA-256 (first 12 hex digits) of each base image file, computed once.
-    image_ids: Mutex<HashMap<Arch, String>>,
+    image_ids: Arc<Mutex<HashMap<Arch, String>>>,
 }
 
 impl std::fmt::Debug for LibvirtCloud {
@@ -468,7 +468,7 @@ impl LibvirtCloud {
         Ok(LibvirtCloud {
             cfg,
             conn: Arc::new(Mutex::new(conn)),
-            image_ids: Mutex::new(HashMap::new()),
+            image_ids: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -1095,17 +1095,13 @@ impl LibvirtCloud {
         .await
     }
 
-    /// A copy sharing the connection (for moving into blocking closures).
+    /// A copy sharing the connection and the image-hash cache (for moving into blocking
+    /// closures).
     fn shallow(&self) -> Arc<LibvirtCloud> {
         Arc::new(LibvirtCloud {
             cfg: self.cfg.clone(),
             conn: self.conn.clone(),
-            image_ids: Mutex::new(
-                self.image_ids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
+            image_ids: self.image_ids.clone(),
         })
     }
 
@@ -1395,11 +1391,12 @@ impl Cloud for LibvirtCloud {
     }
 
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance> {
-        let image_id = self.image_id(req.arch)?;
         let this = self.shallow();
         let r = req.clone();
         let (created, uuid) = self
             .with_conn(move |conn| {
+                // hashed once per arch (cached), off the async threads, one caller at a time
+                let image_id = this.image_id(r.arch)?;
                 let (dom, created) = this.create_blocking(conn, &r, &image_id)?;
                 Ok((
                     created,
