@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use kprov::plan::{desired, diff, render};
-use kprov::spec::load::Source;
-use kprov::spec::{load_documents, validate, ClusterConfig, LoadedSpec};
+use kprov::spec::ClusterConfig;
 use kprov_providers::memory::MemoryCloud;
 use kprov_providers::Cloud;
 
@@ -17,16 +16,7 @@ fn cluster(workers: u32) -> ClusterConfig {
         "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: big}}\nspec:\n  provider: {{zstack: {{endpoint: \"http://127.0.0.1:9\"}}}}\n  kubernetesVersion: {}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 3, arch: arm64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: {workers}, arch: arm64, gpu: {{count: 1, model: A100}}}}\n",
         kprov::spec::versions::default_version()
     );
-    let docs = load_documents("bench.yaml", &yaml).expect("valid");
-    let (c, src) = docs.clusters.into_iter().next().expect("cluster");
-    let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec {
-        config: ClusterConfig { cluster: c, groups },
-        cluster_src: src,
-        group_srcs,
-    };
-    validate(&mut spec).expect("valid");
-    spec.config
+    kprov::spec::load::parse_cluster("bench.yaml", &yaml).expect("valid spec")
 }
 
 async fn time_plan(cloud: &MemoryCloud, cfg: &ClusterConfig) -> (Duration, usize) {

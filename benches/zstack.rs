@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use kprov::apply::{self, Journal, Progress, RenderContext, Settings, UserData};
 use kprov::plan::{desired, diff};
-use kprov::spec::load::Source;
-use kprov::spec::{load_documents, validate, ClusterConfig, LoadedSpec};
+use kprov::spec::ClusterConfig;
 use kprov_providers::zstack::{Secret, ZStackCloud, ZStackConfig, ZStackCredentials};
 use kprov_providers::{Cloud, InstanceRequest};
 use kprov_zstack_sim::{SimConfig, Simulator};
@@ -21,16 +20,7 @@ fn cluster(endpoint: &str, workers: usize) -> ClusterConfig {
         "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: bench}}\nspec:\n  provider: {{zstack: {{endpoint: \"{endpoint}\"}}}}\n  kubernetesVersion: {}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 1, arch: arm64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: {workers}, arch: arm64, size: {{cpu: 1, memory: 1Gi}}}}\n",
         kprov::spec::versions::default_version()
     );
-    let docs = load_documents("bench.yaml", &yaml).expect("valid");
-    let (c, src) = docs.clusters.into_iter().next().expect("cluster");
-    let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec {
-        config: ClusterConfig { cluster: c, groups },
-        cluster_src: src,
-        group_srcs,
-    };
-    validate(&mut spec).expect("valid");
-    spec.config
+    kprov::spec::load::parse_cluster("bench.yaml", &yaml).expect("valid spec")
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

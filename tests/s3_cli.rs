@@ -3,7 +3,6 @@
 //! holder), `--force-unlock` of a dead run's lease, and `kprov state copy` both ways.
 
 #[path = "support_aws/mod.rs"]
-#[allow(dead_code)]
 mod support_aws;
 
 use std::process::{Command, Output, Stdio};

@@ -1,19 +1,9 @@
 use super::*;
-use crate::spec::load::Source;
-use crate::spec::{load_documents, validate, ClusterConfig, LoadedSpec};
+use crate::spec::ClusterConfig;
 
 /// A validated cluster from YAML.
 pub(crate) fn cluster(yaml: &str) -> ClusterConfig {
-    let docs = load_documents("test.yaml", yaml).expect("parses");
-    let (c, src) = docs.clusters.into_iter().next().expect("cluster");
-    let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
-    let mut spec = LoadedSpec {
-        config: ClusterConfig { cluster: c, groups },
-        cluster_src: src,
-        group_srcs,
-    };
-    validate(&mut spec).expect("valid");
-    spec.config
+    crate::spec::load::parse_cluster("test.yaml", yaml).expect("valid spec")
 }
 
 pub(crate) fn demo(nodes: u32, node_size: &str) -> ClusterConfig {

@@ -171,6 +171,38 @@ pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
     }
 }
 
+/// Parse a file holding one Cluster and its InstanceGroups, apply defaults and validate it.
+pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterConfig, SpecErrors> {
+    let docs = load_documents(file, text)?;
+    let mut clusters = docs.clusters.into_iter();
+    let (cluster, cluster_src) = match (clusters.next(), clusters.next()) {
+        (Some(c), None) => c,
+        (found, _) => {
+            return Err(SpecErrors(vec![SpecError {
+                at: Where::File {
+                    file: file.into(),
+                    line: 1,
+                    column: 1,
+                },
+                field: "kind".into(),
+                problem: format!(
+                    "{} Cluster documents",
+                    if found.is_some() { "several" } else { "no" }
+                ),
+                fix: "put exactly one `kind: Cluster` document in the file".into(),
+            }]))
+        }
+    };
+    let (groups, group_srcs): (Vec<_>, Vec<Source>) = docs.groups.into_iter().unzip();
+    let mut spec = LoadedSpec {
+        config: ClusterConfig { cluster, groups },
+        cluster_src,
+        group_srcs,
+    };
+    super::validate(&mut spec)?;
+    Ok(spec.config)
+}
+
 /// Turn a serde_yaml error into a [`SpecError`], adding a "did you mean" for unknown names.
 fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positions) -> SpecError {
     let msg = e.to_string();
