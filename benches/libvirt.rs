@@ -84,6 +84,7 @@ fn main() {
     if !require_vm_peers("bench libvirt") {
         return;
     }
+    let _host = host_lock();
     host_setup();
     let img = image("amd64");
     let runs: u32 = std::env::var("KPROV_BENCH_RUNS")

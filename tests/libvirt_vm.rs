@@ -58,6 +58,7 @@ impl Drop for Cleanup {
 fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     let test = "libvirt_cluster_boots_reports_phases_and_deletes_cleanly";
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _host = host_lock();
     if !require_vm_peers(test) {
         return;
     }
@@ -377,6 +378,7 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
 fn libvirt_arm64_node_boots_and_reports_when_requested() {
     let test = "libvirt_arm64_node_boots_and_reports_when_requested";
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _host = host_lock();
     if std::env::var("KPROV_VM_TEST_ARM64").ok().as_deref() != Some("1") {
         eprintln!("{test}: arm64 VM test not requested (set KPROV_VM_TEST_ARM64=1; ~10 min)");
         return;

@@ -91,6 +91,26 @@ fn run_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// An exclusive lock on `/run/kprov-vm-test.lock`, held while a VM test or benchmark uses the
+/// host's libvirtd (other processes — another engineer's `cargo test`, CI — wait for it, so one
+/// run's teardown never stops libvirtd under another).
+pub struct HostLock(std::fs::File);
+
+/// Take the host lock (blocks while another run holds it).
+pub fn host_lock() -> HostLock {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/kprov-vm-test.lock")
+        .expect("open /run/kprov-vm-test.lock");
+    if f.try_lock().is_err() {
+        eprintln!("[vm] another VM test run holds /run/kprov-vm-test.lock; waiting");
+        f.lock().expect("lock /run/kprov-vm-test.lock");
+    }
+    HostLock(f)
+}
+
 /// Start libvirtd/virtlogd if needed (`tests/vm/host-setup.sh`).
 pub fn host_setup() {
     run_script("host-setup.sh", &[], &[]);

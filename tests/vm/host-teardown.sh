@@ -6,6 +6,10 @@
 set -uo pipefail
 ST=/run/kprov-vm-test
 [ -d "$ST" ] || exit 0
+# Domains still defined (someone else's): leave the daemons running.
+if [ -n "$(virsh -q -c qemu:///system list --all --name 2>/dev/null | tr -d '[:space:]')" ]; then
+  rm -f "$ST/started-libvirtd" "$ST/started-virtlogd"
+fi
 for d in libvirtd virtlogd; do
   if [ -f "$ST/started-$d" ] && [ -f "/run/$d.pid" ]; then
     pid=$(cat "/run/$d.pid")

@@ -1893,7 +1893,7 @@ mod tests {
     }
 
     #[test]
-    fn gpu_choice_is_one_host_best_fit() {
+    fn gpu_choice_is_one_host_spread() {
         let cloud = ZStackCloud::new(ZStackConfig::new(
             "http://127.0.0.1:9",
             super::super::ZStackCredentials::AccessKey {
@@ -1926,8 +1926,8 @@ mod tests {
         };
         match cloud.choose_gpus(&i, &g, &refs) {
             Some(GpuChoice::Devices { host, devices, .. }) => {
-                assert_eq!(host, "h3"); // the host with fewer free devices
-                assert_eq!(devices, ["c"]);
+                assert_eq!(host, "h2"); // the host with more free devices (spread)
+                assert_eq!(devices, ["a"]);
             }
             _ => panic!("expected devices"),
         }
