@@ -8,8 +8,8 @@
 //!
 //! Guests reach nothing but `10.0.2.100:{8080,8081,5000}` → those 127.0.0.1 listeners.
 //! Peers: `bash tests/peers/install.sh`; libvirtd/virtlogd are started if needed (and stopped
-//! again if this test started them). Set `KPROV_VM_TEST_ARM64=1` to also build the arm64 image
-//! (~8 min) and boot one arm64 node.
+//! again if this test started them). Run with `-- --ignored` to also build the arm64 image
+//! (~9 min) and boot one arm64 node.
 
 #[path = "vm/harness.rs"]
 mod harness;
@@ -373,16 +373,15 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
 
 /// arm64 (aarch64 guest under TCG on the x86_64 host, direct kernel boot): image build (~8 min
 /// on an idle 2-core machine) + one control plane reporting its first phases + clean delete.
-/// Runs only with `KPROV_VM_TEST_ARM64=1` (CI budget); otherwise it says so and returns.
+/// Not in the default run (the arm64 image build takes ~9 min of the CI budget); run it with
+/// `cargo test --test libvirt_vm -- --ignored` (measured: image 556 s, boot to `prepare` 59 s).
 #[test]
+#[ignore = "arm64 image build takes ~9 min; run with --ignored"]
 fn libvirt_arm64_node_boots_and_reports_when_requested() {
     let test = "libvirt_arm64_node_boots_and_reports_when_requested";
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _host = host_lock();
-    if std::env::var("KPROV_VM_TEST_ARM64").ok().as_deref() != Some("1") {
-        eprintln!("{test}: arm64 VM test not requested (set KPROV_VM_TEST_ARM64=1; ~10 min)");
-        return;
-    }
+
     if !require_vm_peers(test) || peers::require(test, "qemu-system-aarch64").is_none() {
         return;
     }
