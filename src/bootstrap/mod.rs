@@ -147,6 +147,39 @@ pub fn user_data_limit(provider: &str) -> Option<usize> {
     }
 }
 
+/// Read a `sha256sum`-format file (`HEX  NAME` or `HEX *NAME` per line) into name → sum.
+/// An unreadable file or a malformed line is reported and skipped: the pinned sums then apply,
+/// which fails the download loudly on the node rather than trusting anything.
+fn read_sha256sums(path: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let mut parts = line.split_whitespace();
+                match (parts.next(), parts.next()) {
+                    (Some(sum), Some(name))
+                        if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    {
+                        let name = name.trim_start_matches('*');
+                        let name = name.rsplit('/').next().unwrap_or(name);
+                        out.insert(name.to_string(), sum.to_ascii_lowercase());
+                    }
+                    _ => tracing::warn!("KPROV_ASSET_SHA256SUMS {path}: ignoring line {line:?}"),
+                }
+            }
+            if !out.is_empty() {
+                tracing::warn!(
+                    "KPROV_ASSET_SHA256SUMS {path}: replacing the pinned SHA-256 of {} file(s): {}",
+                    out.len(),
+                    out.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Err(e) => tracing::warn!("KPROV_ASSET_SHA256SUMS {path}: cannot read: {e}"),
+    }
+    out
+}
+
 /// Settings of the renderer that are not part of the cluster spec: hooks for tests and for
 /// debugging boots (read from the environment by [`BootstrapOptions::from_env`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +197,10 @@ pub struct BootstrapOptions {
     pub install_binaries: bool,
     /// How long a node keeps retrying `kubeadm join`, in seconds.
     pub join_timeout_secs: u64,
+    /// SHA-256 sums that replace the pinned ones of the versions table, by file name (env
+    /// `KPROV_ASSET_SHA256SUMS=FILE` in `sha256sum` format): for in-house builds of the binaries
+    /// and for the VM tests' stand-in kubeadm. kprov warns whenever it is in effect.
+    pub sha256_overrides: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for BootstrapOptions {
@@ -174,6 +211,7 @@ impl Default for BootstrapOptions {
             kubeadm_path: None,
             install_binaries: true,
             join_timeout_secs: 3600,
+            sha256_overrides: Default::default(),
         }
     }
 }
@@ -190,6 +228,9 @@ impl BootstrapOptions {
                 var("KPROV_INSTALL_BINARIES").as_deref(),
                 Some("0" | "false" | "no")
             ),
+            sha256_overrides: var("KPROV_ASSET_SHA256SUMS")
+                .map(|f| read_sha256sums(&f))
+                .unwrap_or_default(),
             ..BootstrapOptions::default()
         }
     }
@@ -838,7 +879,12 @@ impl Renderer {
                 BinaryCtx {
                     url: assets::file_url(&upstream, a),
                     dest,
-                    sha256: b.sha256_for(req.arch).to_string(),
+                    sha256: self
+                        .options
+                        .sha256_overrides
+                        .get(&file)
+                        .cloned()
+                        .unwrap_or_else(|| b.sha256_for(req.arch).to_string()),
                     archive: b.archive,
                     extract_to,
                     members,
