@@ -483,6 +483,22 @@ pub trait Cloud: Send + Sync {
         Ok(None)
     }
 
+    /// Drift that instance tags cannot show, e.g. a control plane missing from the API load
+    /// balancer because a run died between creating and registering it. Read-only: returns one
+    /// line per repair (shown in the plan); `repair` performs them.
+    async fn pending_repairs(
+        &self,
+        _cluster: &str,
+        _instances: &[Instance],
+    ) -> CloudResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Perform the repairs [`Cloud::pending_repairs`] reports for these instances. Idempotent.
+    async fn repair(&self, _cluster: &str, _instances: &[Instance]) -> CloudResult<()> {
+        Ok(())
+    }
+
     /// Every resource the cluster owns (instances, networks, volumes, tags, ...), found by tag.
     async fn list_resources(&self, cluster: &str) -> CloudResult<Vec<Resource>>;
 

@@ -599,6 +599,31 @@ async fn ha_control_plane_gets_a_network_load_balancer() {
         3,
         "every control plane is a target"
     );
+    // A run that died between creating a control plane and registering it: the next plan
+    // shows the repair, and applying it registers the instance again.
+    let victim = health.target_health_descriptions()[0]
+        .target()
+        .unwrap()
+        .clone();
+    elb.deregister_targets()
+        .target_group_arn(arn)
+        .targets(victim.clone())
+        .send()
+        .await
+        .unwrap();
+    let live = cloud.list_instances("c5").await.unwrap();
+    let repairs = cloud.pending_repairs("c5", &live).await.unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert!(repairs[0].contains(victim.id().unwrap()), "{repairs:?}");
+    cloud.repair("c5", &live).await.unwrap();
+    assert!(cloud.pending_repairs("c5", &live).await.unwrap().is_empty());
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.target_health_descriptions().len(), 3, "repaired");
     let lbs = elb
         .describe_load_balancers()
         .names("kprov-c5-api")

@@ -335,6 +335,28 @@ async fn run(
             started.elapsed().as_secs_f64()
         ));
     }
+    if !plan.repairs.is_empty() && failures.is_empty() {
+        let bar = progress.phase("repair", plan.repairs.len() as u64);
+        let live = retry::with_retry(&settings.retry, "list instances", || {
+            cloud.list_instances(&plan.cluster)
+        })
+        .await;
+        let r = match live {
+            Ok((live, _)) => retry::with_retry(&settings.retry, "repair", || {
+                cloud.repair(&plan.cluster, &live)
+            })
+            .await
+            .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {
+                bar.inc(plan.repairs.len() as u64);
+                bar.finish(format!("{} repaired", plan.repairs.len()));
+            }
+            Err((e, _)) => failures.push(format!("  repair: {e}")),
+        }
+    }
     journal.flush().await;
     if failures.is_empty() {
         Ok(outcome)

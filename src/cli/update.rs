@@ -123,7 +123,8 @@ async fn update(
     let cloud = crate::cloud::connect(&cfg.cluster.spec).await?;
     let desired = plan::desired(&cfg);
     let observed = cloud.list_instances(name).await?;
-    let plan = plan::diff(&desired, &observed);
+    let mut plan = plan::diff(&desired, &observed);
+    plan.repairs = cloud.pending_repairs(name, &observed).await?;
 
     let creating: Vec<_> = plan
         .changes

@@ -160,12 +160,14 @@ pub struct Plan {
     pub api_port: u16,
     /// The spec's `controlPlane.endpoint`, which wins over every other source.
     pub spec_endpoint: Option<String>,
+    /// Provider-level drift to repair (from `Cloud::pending_repairs`), one line each.
+    pub repairs: Vec<String>,
 }
 
 impl Plan {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.repairs.is_empty()
     }
 }
 
@@ -243,6 +245,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         control_plane_endpoint,
         api_port: desired.api_port,
         spec_endpoint: desired.endpoint.clone(),
+        repairs: Vec::new(),
     }
 }
 
@@ -351,7 +354,14 @@ pub fn render(plan: &Plan, color: bool) -> String {
         }
         out.push('\n');
     }
-    let n = plan.changes.len();
+    if !plan.repairs.is_empty() {
+        let _ = writeln!(out, "{}", paint("Will repair:", console::Color::Yellow));
+        for r in &plan.repairs {
+            let _ = writeln!(out, "  {r}");
+        }
+        out.push('\n');
+    }
+    let n = plan.changes.len() + plan.repairs.len();
     let _ = writeln!(
         out,
         "{n} change{} for cluster {}; {} instance{} unchanged.",

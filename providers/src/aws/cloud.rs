@@ -1414,6 +1414,37 @@ impl AwsCloud {
         Ok(found.into_iter().next())
     }
 
+    /// Live control-plane instances that are not targets of the cluster's API load balancer
+    /// (with the target group ARN). Empty when the cluster has no load balancer.
+    async fn unregistered_control_planes(
+        &self,
+        cluster: &str,
+        instances: &[Instance],
+    ) -> CloudResult<Vec<(String, Instance)>> {
+        // Asked whether or not this process saw an HA request: after a crash it may not have.
+        let Some(tg) = self.find_target_group(cluster).await? else {
+            return Ok(Vec::new());
+        };
+        let health = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(&tg)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeTargetHealth", e))?;
+        let registered: std::collections::HashSet<&str> = health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()))
+            .collect();
+        Ok(instances
+            .iter()
+            .filter(|i| i.tags.get(crate::TAG_ROLE).map(String::as_str) == Some("control-plane"))
+            .filter(|i| !registered.contains(i.id.as_str()))
+            .map(|i| (tg.clone(), i.clone()))
+            .collect())
+    }
+
     async fn register_target(&self, tg: &str, instance: &str) -> CloudResult<()> {
         let target = TargetDescription::builder()
             .id(instance)
@@ -1607,6 +1638,26 @@ fn resource(kind: ResourceKind, id: &str, tags: &[Tag]) -> Resource {
 impl Cloud for AwsCloud {
     async fn control_plane_endpoint(&self, cluster: &str) -> CloudResult<Option<String>> {
         self.api_endpoint(cluster).await
+    }
+
+    async fn pending_repairs(
+        &self,
+        cluster: &str,
+        instances: &[Instance],
+    ) -> CloudResult<Vec<String>> {
+        Ok(self
+            .unregistered_control_planes(cluster, instances)
+            .await?
+            .into_iter()
+            .map(|(_, i)| format!("register {} ({}) with the API load balancer", i.name, i.id))
+            .collect())
+    }
+
+    async fn repair(&self, cluster: &str, instances: &[Instance]) -> CloudResult<()> {
+        for (tg, i) in self.unregistered_control_planes(cluster, instances).await? {
+            self.register_target(&tg, &i.id).await?;
+        }
+        Ok(())
     }
 
     fn name(&self) -> &'static str {
