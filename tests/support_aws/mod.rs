@@ -1,5 +1,5 @@
 //! Test peers for the AWS adapter's tests: a real moto server (EC2 + ELBv2 on one port) and the
-//! fault proxy (`faultproxy.py` next to this file) in front of it, each on a free loopback port
+//! fault proxy (`tests/peers/faultproxy.py`) in front of it, each on a free loopback port
 //! and killed by PID (through `Child`) when dropped; plus SDK helpers that read the cloud
 //! directly, never through kprov's own view.
 //!
@@ -225,17 +225,17 @@ impl Moto {
     }
 }
 
-/// `tests/support_aws/faultproxy.py`, found from whichever crate's tests are running.
+/// `tests/peers/faultproxy.py`, found from whichever crate's tests are running.
 fn proxy_script() -> PathBuf {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     loop {
-        let p = dir.join("tests/support_aws/faultproxy.py");
+        let p = dir.join("tests/peers/faultproxy.py");
         if p.is_file() {
             return p;
         }
         assert!(
             dir.pop(),
-            "tests/support_aws/faultproxy.py not found above {}",
+            "tests/peers/faultproxy.py not found above {}",
             env!("CARGO_MANIFEST_DIR")
         );
     }

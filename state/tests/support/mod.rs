@@ -219,7 +219,7 @@ impl Moto {
     }
 }
 
-/// The lab's fault proxy (tests/support/faultproxy.py) in front of moto.
+/// The lab's fault proxy (tests/peers/faultproxy.py, shared with the AWS tests) in front of moto.
 pub struct FaultProxy {
     /// Its port on 127.0.0.1 (kept across restarts).
     pub port: u16,
@@ -256,7 +256,7 @@ impl FaultProxy {
     /// (Re)start the proxy on the same port (rules start empty).
     pub fn restart(&mut self) {
         self.stop();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/faultproxy.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/faultproxy.py");
         let mut peer = Peer::spawn(
             "faultproxy.py",
             Command::new(&self.python).arg(script).args([

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Tiny fault-injecting reverse proxy for moto (moto itself has NO error/throttle injection).
 
-Copied from the kprov AWS lab (shared/lab/aws/faultproxy.py) for the AWS adapter's tests, with
-three additions (marked "kprov-aws addition" below):
+Copied from the kprov AWS lab (shared/lab/aws/faultproxy.py); the one copy every kprov test
+uses (the AWS adapter's and the S3 state store's), with these additions (marked "kprov addition"):
+  strip_headers  a rule's list of request header names removed before forwarding, to play an
+            S3-compatible store that ignores conditional writes (If-None-Match, If-Match)
   skip      a rule lets its first `skip` matching requests through untouched, then fires; with
             "delay_ms" this stops exactly the Nth call (the kill -9 tests)
   mode "after_drop"  forward to moto, then close the socket without any answer (the mutation is
@@ -84,17 +86,17 @@ class H(http.server.BaseHTTPRequestHandler):
         act = action_of(self.command, self.path, body, svc)
         rule = None
         with LOCK:
-            COUNTS[f"{svc}:{act}"] = COUNTS.get(f"{svc}:{act}", 0) + 1  # kprov-aws addition
+            COUNTS[f"{svc}:{act}"] = COUNTS.get(f"{svc}:{act}", 0) + 1  # kprov addition
             for r in RULES:
                 if r.get("service") not in (None, svc): continue
                 a = r.get("action")
                 if a and not (a == act or (svc == "s3" and re.fullmatch(a, act))): continue
                 if r.get("times", 1) <= 0: continue
                 if random.random() >= r.get("prob", 1.0): continue
-                if r.get("skip", 0) > 0:  # kprov-aws addition: let the first `skip` through
+                if r.get("skip", 0) > 0:  # kprov addition: let the first `skip` through
                     r["skip"] -= 1; break
                 if "times" in r: r["times"] -= 1
-                r["fired"] = r.get("fired", 0) + 1  # kprov-aws addition
+                r["fired"] = r.get("fired", 0) + 1  # kprov addition
                 HITS[f"{svc}:{act}"] = HITS.get(f"{svc}:{act}", 0) + 1
                 rule = dict(r); break
         if rule and rule.get("delay_ms"):
@@ -106,10 +108,11 @@ class H(http.server.BaseHTTPRequestHandler):
             up = urllib.parse.urlsplit(ARGS.upstream)
             c = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
             c.connect(); c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+            strip = {"connection", "keep-alive"} | {h.lower() for h in (rule or {}).get("strip_headers", [])}  # kprov addition
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() not in strip}
             c.request(self.command, self.path, body=body, headers=hdrs)
             resp = c.getresponse(); data = resp.read()
-            if rule and rule.get("mode") == "after_drop":  # kprov-aws addition
+            if rule and rule.get("mode") == "after_drop":  # kprov addition
                 self.close_connection = True
                 self.connection.shutdown(2); return
             if not rule or not rule.get("status"):
