@@ -7,6 +7,13 @@
 //! kprov asked it to do; `delete cluster --yes` leaves no domain, volume, pool or network.
 //!
 //! Guests reach nothing but `10.0.2.100:{8080,8081,5000}` → those 127.0.0.1 listeners.
+//!
+//! The amd64 test is also the air-gap proof: the mirror registry and the file repository are
+//! filled by `kprov mirror --from-bundle` from an offline bundle that `kprov mirror --to-bundle`
+//! wrote from a stand-in upstream (which is gone before the VMs start); on the nodes containerd
+//! pulls pause, kube-proxy and the CNI images through the rendered `hosts.toml`, and the test
+//! checks every pull, the pulled digests, every request the mirror and the file repository saw,
+//! and the guests' own log of every outgoing connection (`tests/vm/kprov-egress-audit.service`).
 //! Peers: `bash tests/peers/install.sh`; libvirtd/virtlogd are started if needed (and stopped
 //! again if this test started them). A second test builds the arm64 image (~9 min on a new machine,
 //! cached after) and boots one arm64 control plane through kubeadm init.
@@ -71,7 +78,8 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     let img = image("amd64");
 
     let files = file_repository("amd64");
-    let file_srv = Http::start(files.clone());
+    // the guests' file repository: filled from the offline bundle in step 0
+    let file_srv = Http::start(Default::default());
     let recorder = Http::start(Default::default());
     let cluster = format!("lv{}", std::process::id() % 100000);
     let mut kprov = Kprov::new();
@@ -132,6 +140,13 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
         overrides_honoured,
         "the rendered user-data must carry the stand-ins' sums from {SHA256SUMS_ENV}"
     );
+
+    // 0) Air gap: "upstream" (a second registry with real multi-arch images at every catalogue
+    //    reference, and a file server with the stand-ins) is exported into an offline bundle,
+    //    upstream goes away, and the bundle is loaded into the mirror registry and the file
+    //    repository the guests reach. Nothing else exists for them.
+    let mirrored = fill_mirror_from_bundle(test, &kprov, &cluster, &files, &registry, &file_srv);
+    let mirror_log_start = registry.log_text().len();
 
     // from here on the guard deletes the cluster whatever happens
     guard.armed = true;
@@ -345,6 +360,19 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
             registry.log_text().contains("/v2/"),
             "registry saw the nodes"
         );
+        assert_air_gapped(
+            &mirrored,
+            init,
+            join,
+            &registry.log_text()[mirror_log_start..],
+        );
+        let file_paths: Vec<String> = mirrored.files.iter().map(|(p, _)| p.clone()).collect();
+        for g in &gets {
+            assert!(
+                file_paths.iter().any(|p| g.ends_with(p.as_str())),
+                "the guests asked the file repository only for catalogue files: {g}"
+            );
+        }
     } else {
         // Without a checksum hook the stand-ins cannot pass the pinned upstream SHA-256: the
         // check must refuse them (proves the SHA-256 check on real nodes).
@@ -480,4 +508,226 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
     drop(guard);
     host_teardown_arm64();
     eprintln!("[vm] arm64 test {:.1}s", t_all.elapsed().as_secs_f64());
+}
+
+/// What the air-gapped guests may reach: the mirror references (with the upstream index
+/// digest each must resolve to) and the file repository paths of the cluster's catalogue.
+struct Mirrored {
+    /// Mirror reference → digest of the multi-arch index pushed upstream.
+    images: Vec<(String, String)>,
+    /// File repository URL path (`/HOST/PATH`) → SHA-256.
+    files: Vec<(String, String)>,
+}
+
+/// Step 0 of the amd64 test: a stand-in upstream (registry + file server), `kprov mirror
+/// --to-bundle` from it, upstream stopped, `kprov mirror --from-bundle` into `mirror` and a
+/// directory that `file_srv` then serves.
+fn fill_mirror_from_bundle(
+    test: &str,
+    kprov: &Kprov,
+    cluster: &str,
+    stand_ins: &std::collections::BTreeMap<String, Vec<u8>>,
+    mirror: &registry::Registry,
+    file_srv: &Http,
+) -> Mirrored {
+    let out = kprov.run(&["get", "assets", cluster, "-o", "json"]);
+    assert!(out.status.success(), "get assets: {out:?}");
+    let cat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = cat["images"].as_array().expect("catalogue images");
+    let files = cat["files"].as_array().expect("catalogue files");
+    assert!(images.len() >= 5 && !files.is_empty(), "{cat}");
+    let upstream = registry::start(test).expect("second docker-registry");
+    let upstream_files = Http::start(stand_ins.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut pushed = Vec::new();
+    for img in images {
+        let up = img["upstream"].as_str().unwrap();
+        let (repo, tag) = up.rsplit_once(':').unwrap();
+        let per_arch: Vec<(&str, registry::Image)> = ["amd64", "arm64"]
+            .into_iter()
+            .map(|a| {
+                let content = format!("kprov air-gap test image {up} for linux/{a}\n");
+                (
+                    a,
+                    registry::tiny_image_for(a, "kprov-test-image", content.as_bytes()),
+                )
+            })
+            .collect();
+        let digest = rt.block_on(upstream.push_multi_arch(repo, tag, &per_arch));
+        pushed.push((img["mirror"].as_str().unwrap().to_string(), digest));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.tar");
+    let out = kprov.ok(&[
+        "mirror",
+        cluster,
+        "--from",
+        &upstream.addr,
+        "--src-insecure",
+        "--files-from",
+        &format!("http://127.0.0.1:{}", upstream_files.port),
+        "--to-bundle",
+        bundle.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    eprintln!("[vm] offline bundle written:\n{out}");
+    // the connected side goes away before any guest starts
+    drop(upstream);
+    drop(upstream_files);
+    let files_dir = dir.path().join("files");
+    let out = kprov.ok(&[
+        "mirror",
+        "--from-bundle",
+        bundle.to_str().unwrap(),
+        "--to",
+        &mirror.addr,
+        "--dest-insecure",
+        "--files-to",
+        &format!("file://{}", files_dir.display()),
+        "--no-progress",
+    ]);
+    eprintln!("[vm] offline bundle loaded into the mirror:\n{out}");
+    let mut served = std::collections::BTreeMap::new();
+    let mut expected = Vec::new();
+    for f in files {
+        let url = f["mirrorUrl"]
+            .as_str()
+            .or(f["mirror_url"].as_str())
+            .unwrap_or_else(|| panic!("mirror URL of {f}"));
+        let upstream_url = f["upstreamUrl"]
+            .as_str()
+            .or(f["upstream_url"].as_str())
+            .unwrap();
+        let rel = upstream_url.split_once("://").unwrap().1;
+        let bytes = std::fs::read(files_dir.join(rel))
+            .unwrap_or_else(|e| panic!("{rel} loaded from the bundle: {e}"));
+        let path = &url[url.find("://").unwrap() + 3..];
+        let path = path[path.find('/').unwrap()..].to_string();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        assert_eq!(
+            sha,
+            f["sha256"].as_str().unwrap(),
+            "{rel} from the bundle matches the catalogue's (overridden) SHA-256"
+        );
+        served.insert(path.clone(), bytes);
+        expected.push((path, sha));
+    }
+    file_srv.set_files(served);
+    Mirrored {
+        images: pushed,
+        files: expected,
+    }
+}
+
+/// The air-gap assertions on the stand-in kubeadm reports (`init` on the control plane, `join`
+/// on the worker) and on what the mirror registry logged while the guests ran.
+fn assert_air_gapped(
+    m: &Mirrored,
+    init: &serde_json::Value,
+    join: &serde_json::Value,
+    mirror_log: &str,
+) {
+    let digest_of = |r: &str| m.images.iter().find(|(i, _)| i == r).map(|(_, d)| d);
+    for (who, v, must) in [
+        (
+            "control plane",
+            init,
+            &[
+                "/pause:",
+                "/kube-proxy:",
+                "/flannel:",
+                "/flannel-cni-plugin:",
+            ][..],
+        ),
+        ("worker", join, &["/pause:"][..]),
+    ] {
+        let pulls = v["pulls"].as_array().expect("pull report");
+        for want in must {
+            assert!(
+                pulls
+                    .iter()
+                    .any(|p| p["ref"].as_str().unwrap_or("").contains(want)),
+                "{who} pulled a {want} image: {pulls:?}"
+            );
+        }
+        for p in pulls {
+            let r = p["ref"].as_str().unwrap();
+            assert_eq!(p["rc"], 0, "{who}: containerd pulled {r}: {p}");
+            let d = digest_of(r)
+                .unwrap_or_else(|| panic!("{who} pulled {r}, which is not in the catalogue"));
+            assert_eq!(
+                p["digest"].as_str(),
+                Some(d.as_str()),
+                "{who}: {r} resolved to the upstream index digest"
+            );
+            eprintln!("[vm] {who} pulled {r} = {d}");
+        }
+        // the guest's own log of every new outgoing connection since boot
+        let audit = v["egress_audit"].as_str().unwrap_or("");
+        assert!(
+            audit.contains("kprov-egress"),
+            "{who}: the egress audit rule is active: {audit}"
+        );
+        let egress: Vec<&str> = v["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.as_str())
+            .collect();
+        let field = |l: &str, k: &str| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut to_mirror = 0;
+        for l in &egress {
+            let (dst, dpt) = (field(l, "DST="), field(l, "DPT="));
+            let allowed = dst == "10.0.2.100"
+                && [GUEST_REGISTRY_PORT, GUEST_FILES_PORT, GUEST_CALLBACK_PORT]
+                    .iter()
+                    .any(|p| p.to_string() == dpt);
+            assert!(
+                allowed,
+                "{who} tried to reach something other than the mirror, file repository or recorder: {l}"
+            );
+            if dpt == GUEST_REGISTRY_PORT.to_string() {
+                to_mirror += 1;
+            }
+        }
+        eprintln!(
+            "[vm] {who}: {} outgoing connections since boot, {to_mirror} to the mirror, none elsewhere",
+            egress.len()
+        );
+        assert!(
+            to_mirror > 0,
+            "{who}: the egress log shows the mirror connections: {egress:?}"
+        );
+    }
+    // every request the mirror saw from the guests was for a catalogue image
+    let repos: Vec<String> = m
+        .images
+        .iter()
+        .map(|(r, _)| {
+            let r = r.rsplit_once(':').unwrap().0;
+            r[r.find('/').unwrap() + 1..].to_string()
+        })
+        .collect();
+    let mut requests = 0;
+    for line in mirror_log.lines() {
+        let Some(req) = line.split('"').nth(1).filter(|r| r.contains(" /v2/")) else {
+            continue;
+        };
+        let path = req.split_whitespace().nth(1).unwrap_or("");
+        requests += 1;
+        if path == "/v2/" {
+            continue;
+        }
+        assert!(
+            repos.iter().any(|r| path.starts_with(&format!("/v2/{r}/"))),
+            "the mirror saw a request outside the catalogue: {req}"
+        );
+    }
+    eprintln!("[vm] the mirror registry served {requests} requests to the guests");
+    assert!(requests > 0, "mirror access log: {mirror_log}");
 }

@@ -147,6 +147,11 @@ pub fn user_data_limit(provider: &str) -> Option<usize> {
     }
 }
 
+/// The name a file is known by in `KPROV_ASSET_SHA256SUMS`: the last segment of its URL.
+pub fn file_name_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
 /// Read a `sha256sum`-format file (`HEX  NAME` or `HEX *NAME` per line) into name → sum.
 /// An unreadable file or a malformed line is reported and skipped: the pinned sums then apply,
 /// which fails the download loudly on the node rather than trusting anything.
@@ -857,7 +862,7 @@ impl Renderer {
             .iter()
             .map(|b| {
                 let upstream = b.url_for(req.arch);
-                let file = upstream.rsplit('/').next().unwrap_or(b.name).to_string();
+                let file = file_name_of(&upstream).to_string();
                 let (dest, extract_to, members) = match (b.archive, b.name) {
                     (true, "crictl") => (
                         format!("/var/cache/kprov/{file}"),

@@ -31,7 +31,8 @@ pub async fn run_get(
 ) -> anyhow::Result<()> {
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), repo).await?;
     let s = repo.require(&name).await?;
-    let cat = Catalogue::for_cluster(&s.config).map_err(|e| ExitError::usage(e.to_string()))?;
+    let cat = Catalogue::for_cluster_as_rendered(&s.config)
+        .map_err(|e| ExitError::usage(e.to_string()))?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&cat)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(&cat)?),
@@ -169,7 +170,8 @@ pub async fn run_check(cli: &Cli, a: &CheckArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let s = repo.require(&name).await?;
-    let cat = Catalogue::for_cluster(&s.config).map_err(|e| ExitError::usage(e.to_string()))?;
+    let cat = Catalogue::for_cluster_as_rendered(&s.config)
+        .map_err(|e| ExitError::usage(e.to_string()))?;
     let assets = &s.config.cluster.spec.assets;
     let hosts: Vec<String> = cat
         .images

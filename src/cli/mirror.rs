@@ -126,7 +126,7 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
         let s = repo.require(&name).await?;
         cluster_assets = s.config.cluster.spec.assets.clone();
-        let cat = Catalogue::for_cluster(&s.config).map_err(usage)?;
+        let cat = Catalogue::for_cluster_as_rendered(&s.config).map_err(usage)?;
         files_list = cat.files.clone();
         cluster_name = Some(name);
         cat.images.iter().map(|i| i.upstream.clone()).collect()

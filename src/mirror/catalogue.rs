@@ -101,6 +101,26 @@ impl Catalogue {
         Self::with_assets(config, &config.cluster.spec.assets)
     }
 
+    /// The catalogue exactly as the nodes will fetch it: [`Catalogue::for_cluster`] with the
+    /// SHA-256 overrides of `KPROV_ASSET_SHA256SUMS` applied the way the bootstrap applies them
+    /// (so `mirror` checks files against the sums the user-data will check).
+    pub fn for_cluster_as_rendered(config: &ClusterConfig) -> Result<Catalogue, MirrorError> {
+        let mut cat = Self::for_cluster(config)?;
+        cat.apply_sha256_overrides(
+            &crate::bootstrap::BootstrapOptions::from_env().sha256_overrides,
+        );
+        Ok(cat)
+    }
+
+    /// Replace the pinned SHA-256 of every file whose name (last URL segment) is in `overrides`.
+    pub fn apply_sha256_overrides(&mut self, overrides: &BTreeMap<String, String>) {
+        for f in &mut self.files {
+            if let Some(sum) = overrides.get(crate::bootstrap::file_name_of(&f.upstream_url)) {
+                f.sha256 = sum.clone();
+            }
+        }
+    }
+
     /// The catalogue of a cluster with mirror locations computed for `assets` (e.g. the
     /// cluster's settings with `--to` applied).
     pub fn with_assets(config: &ClusterConfig, assets: &Assets) -> Result<Catalogue, MirrorError> {

@@ -92,6 +92,11 @@ pub fn host_goarch() -> &'static str {
 
 /// Build a real image with one file in one gzip tar layer, for this machine's platform.
 pub fn tiny_image(file_name: &str, content: &[u8]) -> Image {
+    tiny_image_for(host_goarch(), file_name, content)
+}
+
+/// Build a real (unpackable: `diff_ids` match the layer) one-layer image for `arch`.
+pub fn tiny_image_for(arch: &str, file_name: &str, content: &[u8]) -> Image {
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
@@ -107,7 +112,7 @@ pub fn tiny_image(file_name: &str, content: &[u8]) -> Image {
     gz.write_all(&tar_bytes).expect("gzip");
     let layer = gz.finish().expect("gzip");
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": host_goarch(),
+        "architecture": arch,
         "os": "linux",
         "config": {"Entrypoint": [format!("/{file_name}")]},
         "rootfs": {"type": "layers", "diff_ids": [sha(&tar_bytes)]},
@@ -139,7 +144,38 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Push `image` as `repo:tag` over the registry API; returns the manifest digest.
+    /// Push one image per `(arch, image)` under its digest and an OCI image index listing them
+    /// as `repo:tag`; returns the index digest.
+    pub async fn push_multi_arch(&self, repo: &str, tag: &str, images: &[(&str, Image)]) -> String {
+        let mut entries = Vec::new();
+        for (arch, image) in images {
+            let digest = self.push(repo, &sha(&image.manifest), image).await;
+            entries.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": image.manifest.len(),
+                "platform": {"architecture": arch, "os": "linux"}
+            }));
+        }
+        let index = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries
+        }))
+        .expect("json");
+        let put = reqwest::Client::new()
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header("content-type", "application/vnd.oci.image.index.v1+json")
+            .body(index.clone())
+            .send()
+            .await
+            .expect("put index");
+        assert_eq!(put.status().as_u16(), 201, "put index {repo}:{tag}");
+        sha(&index)
+    }
+
+    /// Push `image` as `repo:tag` (a tag or a digest) over the registry API; returns the
+    /// manifest digest.
     pub async fn push(&self, repo: &str, tag: &str, image: &Image) -> String {
         let http = reqwest::Client::new();
         for blob in [&image.config, &image.layer] {

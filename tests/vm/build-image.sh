@@ -15,11 +15,13 @@
 # Besides cloud-init (NoCloud datasource only) the image carries what kprov's node bootstrap
 # needs from the OS (containerd, runc, iptables, conntrack, socat, ethtool, iproute2, curl, kmod,
 # procps), because a test VM's network reaches nothing but forwarded loopback ports.
+# kprov-egress-audit.service logs every new outgoing connection from early boot on (kernel log,
+# prefix `kprov-egress:`) so the air-gap test can prove what the guest tried to reach.
 set -euo pipefail
 
 ARCH=${ARCH:-amd64}
 HERE=$(cd "$(dirname "$0")" && pwd)
-KEY=$(sha256sum "$HERE/build-image.sh" | cut -c1-16)
+KEY=$(cat "$HERE/build-image.sh" "$HERE/kprov-egress-audit.service" | sha256sum | cut -c1-16)
 CACHE=${KPROV_TEST_IMAGES:-/var/cache/kprov-test-images}
 OUT=${OUT:-$CACHE/$ARCH-$KEY}
 SIZE=${SIZE:-2G}
@@ -67,6 +69,7 @@ mmdebstrap --variant=minbase --architectures="$ARCH" \
   --customize-hook='printf "auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n" > "$1/etc/network/interfaces"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*key*' \
   --customize-hook='chroot "$1" systemctl disable containerd >/dev/null 2>&1 || true' \
+  --customize-hook="mkdir -p \"\$1/etc/systemd/system/sysinit.target.wants\" && cp '$HERE/kprov-egress-audit.service' \"\$1/etc/systemd/system/\" && ln -sf ../kprov-egress-audit.service \"\$1/etc/systemd/system/sysinit.target.wants/kprov-egress-audit.service\"" \
   --customize-hook='chroot "$1" apt-get clean; rm -rf "$1"/var/lib/apt/lists/*' \
   bookworm "$ROOTFS" \
   "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" "deb $SECMIRROR bookworm-security main" >&2

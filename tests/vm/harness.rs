@@ -157,6 +157,7 @@ pub struct Http {
     /// Its port on 127.0.0.1.
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     start: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -169,14 +170,15 @@ impl Http {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s2, st2, files) = (seen.clone(), stop.clone(), Arc::new(files));
+        let files = Arc::new(Mutex::new(files));
+        let (s2, st2, f2) = (seen.clone(), stop.clone(), files.clone());
         l.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             // bounded: stops when the Http is dropped
             while !st2.load(std::sync::atomic::Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
-                        let (s3, f3) = (s2.clone(), files.clone());
+                        let (s3, f3) = (s2.clone(), f2.clone());
                         std::thread::spawn(move || {
                             let _ = handle(s, &s3, &f3, start);
                         });
@@ -188,9 +190,15 @@ impl Http {
         Http {
             port,
             seen,
+            files,
             start,
             stop,
         }
+    }
+
+    /// Replace what GET serves.
+    pub fn set_files(&self, files: BTreeMap<String, Vec<u8>>) {
+        *self.files.lock().unwrap() = files;
     }
 
     /// Everything seen so far.
@@ -213,7 +221,7 @@ impl Drop for Http {
 fn handle(
     s: TcpStream,
     seen: &Mutex<Vec<Seen>>,
-    files: &BTreeMap<String, Vec<u8>>,
+    files: &Mutex<BTreeMap<String, Vec<u8>>>,
     start: Instant,
 ) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
@@ -256,8 +264,14 @@ fn handle(
     };
     seen.lock().unwrap().push(rec);
     if method == "GET" {
-        match files.iter().find(|(k, _)| path.ends_with(k.as_str())) {
-            Some((_, data)) => resp(&mut w, "200 OK", data),
+        let data = files
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| path.ends_with(k.as_str()))
+            .map(|(_, d)| d.clone());
+        match data {
+            Some(data) => resp(&mut w, "200 OK", &data),
             None => resp(&mut w, "404 Not Found", b"not found\n"),
         }
     } else {
@@ -268,13 +282,16 @@ fn handle(
 /// A stand-in for a Kubernetes binary: a python3 script (the image has python3 through
 /// cloud-init) that POSTs its name, arguments and — for kubeadm — its `--config` file and the
 /// node's prepared state (swap, modules, sysctls, containerd mirror config, registry reachable)
-/// to the recorder, then exits 0. It never changes the node.
+/// to the recorder, then exits 0. kubeadm also pulls, through containerd and the rendered
+/// `hosts.toml`, the images kubelet/kubeadm would (pause; on init kube-proxy and the add-on
+/// manifests' images) and reports the pulls and the guest's egress log. Otherwise it never
+/// changes the node.
 pub fn stand_in(tool: &str) -> Vec<u8> {
     format!(
         r##"#!/usr/bin/python3
 # KPROV TEST STAND-IN for `{tool}` (tests/vm/harness.rs): NOT the real {tool}. It records its
 # arguments and the node's state for kprov's libvirt VM test and changes nothing.
-import glob, json, os, socket, subprocess, sys, urllib.request
+import glob, json, os, re, socket, subprocess, sys, urllib.request
 def sh(c):
     try:
         return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=20).stdout
@@ -297,6 +314,36 @@ if "{tool}" == "kubeadm" and args[:1] in (["init"], ["join"]):
     rec["containerd_active"] = sh("systemctl is-active containerd").strip()
     rec["binaries"] = sh("sha256sum /usr/local/bin/kubeadm /usr/local/bin/kubelet /usr/local/bin/kubectl /usr/local/bin/crictl")
     rec["registry_v2"] = sh("curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://10.0.2.100:{reg}/v2/")
+    # Pull what kubelet and kubeadm would pull on this node, through containerd and the
+    # rendered hosts.toml: the sandbox (pause) image from containerd's config; on the control
+    # plane also kube-proxy (kubeadm config) and every image of the rendered add-on manifests.
+    refs = []
+    m = re.search(r'^\s*sandbox(?:_image)?\s*=\s*"([^"]+)"', read("/etc/containerd/config.toml") or "", re.M)
+    if m:
+        refs.append(m.group(1))
+    if args[0] == "init" and rec["config"]:
+        repo = re.search(r'^imageRepository:\s*"?([^"\s]+)"?', rec["config"], re.M)
+        ver = re.search(r'^kubernetesVersion:\s*"?([^"\s]+)"?', rec["config"], re.M)
+        if repo and ver:
+            refs.append("%s/kube-proxy:%s" % (repo.group(1), ver.group(1)))
+        for f in sorted(glob.glob("/etc/kprov/manifests/*.yaml")):
+            refs += re.findall(r'^\s*-?\s*image:\s*"?([^"\s]+)"?', read(f) or "", re.M)
+    rec["pulls"] = []
+    for ref in sorted(set(refs)):
+        try:
+            p = subprocess.run(["ctr", "-n", "k8s.io", "images", "pull", "--hosts-dir", "/etc/containerd/certs.d", ref], capture_output=True, text=True, timeout=600)
+            rc, out = p.returncode, (p.stdout + p.stderr)[-600:]
+        except Exception as e:
+            rc, out = -1, "error: %s" % e
+        digest = ""
+        for line in sh("ctr -n k8s.io images ls").splitlines():
+            cols = line.split()
+            if cols and cols[0] == ref and len(cols) > 2:
+                digest = cols[2]
+        rec["pulls"].append({{"ref": ref, "rc": rc, "digest": digest, "output": out}})
+    # Every new outgoing connection since boot (tests/vm/kprov-egress-audit.service).
+    rec["egress"] = [l for l in sh("dmesg").splitlines() if "kprov-egress:" in l][:500]
+    rec["egress_audit"] = sh("iptables -w -S OUTPUT")
     if args[0] == "init":
         os.makedirs("/etc/kubernetes", exist_ok=True)
         open("/etc/kubernetes/admin.conf", "w").write("# kprov test stand-in: no real cluster\n")
