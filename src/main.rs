@@ -18,11 +18,39 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KPROV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_filter(filter);
+    // KPROV_LOG_FILE=FILE: a debug log of every run appended to FILE (0600), whatever -v says.
+    let (file_layer, file_error) = match std::env::var_os("KPROV_LOG_FILE") {
+        Some(path) if !path.is_empty() => match open_log_file(std::path::Path::new(&path)) {
+            Ok(f) => (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::sync::Mutex::new(f))
+                        .with_ansi(false)
+                        .with_filter(tracing_subscriber::EnvFilter::new(format!("debug,{QUIET}"))),
+                ),
+                None,
+            ),
+            Err(e) => (
+                None,
+                Some(format!("KPROV_LOG_FILE {}: {e}", path.to_string_lossy())),
+            ),
+        },
+        _ => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
         .init();
+    if let Some(e) = file_error {
+        tracing::warn!("{e}; logging to stderr only (set KPROV_LOG_FILE to a writable file)");
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,4 +65,14 @@ fn main() -> ExitCode {
             ExitCode::from(cli::exit_code(&e))
         }
     }
+}
+
+/// Open (append, create 0600) the `KPROV_LOG_FILE`.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }

@@ -2,6 +2,8 @@
 //! `kprov create -f` (which generates its PKI and token), then each node's user-data is printed,
 //! redacted by default and complete with `--show-secrets`.
 
+#[path = "support/audit.rs"]
+mod audit;
 #[path = "support/bootstrap_fixtures.rs"]
 mod fixtures;
 
@@ -11,7 +13,7 @@ use assert_cmd::Command;
 use fixtures::Variant;
 
 fn kprov(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("kprov").expect("binary built");
+    let mut c = audit::kprov_assert_cmd();
     c.env("KPROV_STATE_STORE", format!("file://{}", state.display()));
     c.env_remove("KPROV_CLUSTER_NAME");
     c.env_remove("KPROV_CALLBACK_URL");

@@ -2,6 +2,9 @@
 //!
 //! Needs `openssl` on PATH (installed by tests/peers/install.sh).
 
+#[path = "support/audit.rs"]
+mod audit;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output};
@@ -63,7 +66,7 @@ impl Env {
     }
     /// `kprov --state … ARGS` with a clean environment (HOME in the temp dir, no KUBECONFIG).
     fn kprov(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("kprov").unwrap();
+        let mut c = audit::kprov_assert_cmd();
         c.env_remove("KPROV_STATE_STORE")
             .env_remove("KPROV_CLUSTER_NAME")
             .env_remove("KUBECONFIG")

@@ -44,7 +44,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_kprov"))
+            let _ = audit::kprov_command()
                 .args([
                     "delete",
                     "cluster",

@@ -18,5 +18,20 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every kprov run of the suite is recorded (tests/peers/audit-run.sh) and scanned for leaked
+# secrets afterwards (tests/peers/leakscan.py): argv, stdout, stderr and a debug log of each.
+KPROV_AUDIT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kprov-audit.XXXXXX")
+export KPROV_AUDIT_DIR
+echo "== secret-leak scanner self-test"
+python3 tests/peers/leakscan.py --self-test >/dev/null
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+echo "== secret-leak scan of every kprov run ($KPROV_AUDIT_DIR)"
+if python3 tests/peers/leakscan.py "$KPROV_AUDIT_DIR"; then
+  rm -rf "$KPROV_AUDIT_DIR"
+else
+  status=1
+  echo "the audit records stay in $KPROV_AUDIT_DIR for inspection"
+fi
+exit $status

@@ -10,6 +10,9 @@
 //! Include with `#[path = "vm/harness.rs"] mod harness;`.
 #![allow(dead_code)]
 
+#[path = "../support/audit.rs"]
+pub mod audit;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -440,7 +443,7 @@ impl Kprov {
 
     /// The command.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kprov"));
+        let mut c = audit::kprov_command();
         c.args(args)
             .env(
                 "KPROV_STATE_STORE",
