@@ -24,10 +24,16 @@ pub enum RepoError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A stored spec does not parse (someone edited it by hand, or a newer kprov wrote it).
-    #[error("stored spec of cluster {cluster} is invalid:\n{errors}")]
+    #[error(
+        "the stored spec of cluster {cluster} in {store} is invalid (edited by hand, or written by a newer kprov):\n{errors}\n\
+         fix: repair the object named above in the store, or write a new generation over it with \
+         `kprov --state {store} create -f CLUSTER.yaml --replace` (every generation is kept under {cluster}/history/)"
+    )]
     Corrupt {
         /// Cluster.
         cluster: String,
+        /// Store URL.
+        store: String,
         /// Problems.
         errors: SpecErrors,
     },
@@ -98,11 +104,13 @@ impl Repo {
         let text = String::from_utf8_lossy(&obj.bytes).into_owned();
         let docs = load_documents(&key, &text).map_err(|errors| RepoError::Corrupt {
             cluster: cluster.into(),
+            store: self.store.url(),
             errors,
         })?;
         let Some((c, _)) = docs.clusters.into_iter().next() else {
             return Err(RepoError::Corrupt {
                 cluster: cluster.into(),
+                store: self.store.url(),
                 errors: SpecErrors(vec![crate::spec::SpecError {
                     at: crate::spec::Where::Store(key.clone()),
                     field: "kind".into(),
@@ -120,6 +128,7 @@ impl Repo {
                 let docs =
                     load_documents(&snap_key, &text).map_err(|errors| RepoError::Corrupt {
                         cluster: cluster.into(),
+                        store: self.store.url(),
                         errors,
                     })?;
                 docs.groups.into_iter().map(|(g, _)| g).collect()
@@ -137,6 +146,7 @@ impl Repo {
                         let docs =
                             load_documents(&k, &text).map_err(|errors| RepoError::Corrupt {
                                 cluster: cluster.into(),
+                                store: self.store.url(),
                                 errors,
                             })?;
                         groups.extend(docs.groups.into_iter().map(|(g, _)| g));

@@ -362,8 +362,10 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
         );
         assert_air_gapped(
             &mirrored,
-            init,
-            join,
+            &[
+                ("control plane", init, CONTROL_PLANE_PULLS),
+                ("worker", join, WORKER_PULLS),
+            ],
             &registry.log_text()[mirror_log_start..],
         );
         let file_paths: Vec<String> = mirrored.files.iter().map(|(p, _)| p.clone()).collect();
@@ -404,7 +406,8 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
 }
 
 /// arm64 (aarch64 guest under TCG on the x86_64 host, direct kernel boot): image build (~8 min
-/// on an idle 2-core machine) + one control plane reporting its first phases + clean delete.
+/// on an idle 2-core machine) + one control plane, air-gapped like the amd64 test (mirror from
+/// an offline bundle, arm64 pulls through hosts.toml, egress audit), + clean delete.
 /// The arm64 image build takes ~9 min on a new machine (cached afterwards); measured: image
 /// 556 s, update to `kubeadm-init ok` 60 s with the cached image.
 #[test]
@@ -423,9 +426,14 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
         .status()
         .unwrap();
     assert!(setup.success(), "host-setup.sh --arm64 failed");
+    let Some(registry) = registry::start(test) else {
+        return;
+    };
+    let reg_port: u16 = registry.addr.rsplit(':').next().unwrap().parse().unwrap();
     let img = image("arm64");
     let files = file_repository("arm64");
-    let file_srv = Http::start(files.clone());
+    // filled from the offline bundle below
+    let file_srv = Http::start(Default::default());
     let recorder = Http::start(Default::default());
     let cluster = format!("la{}", std::process::id() % 100000);
     let mut kprov = Kprov::new();
@@ -443,7 +451,7 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
         &img,
         recorder.port,
         file_srv.port,
-        9,
+        reg_port,
     );
     kprov.env.push((
         "KPROV_CALLBACK_URL".into(),
@@ -463,6 +471,9 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
     kprov
         .env
         .push((SHA256SUMS_ENV.into(), sums_path.display().to_string()));
+    // air gap, as in the amd64 test: the mirror is filled from an offline bundle only
+    let mirrored = fill_mirror_from_bundle(test, &kprov, &cluster, &files, &registry, &file_srv);
+    let mirror_log_start = registry.log_text().len();
     let t0 = recorder.now();
     kprov.ok(&["update", "cluster", &cluster, "--yes"]);
     let cp = format!("{cluster}-control-plane-0");
@@ -492,6 +503,17 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
     assert!(
         ok,
         "arm64 node did not report {want:?} ok within 900 s: {p:?}"
+    );
+    let reports = stand_in_reports(&recorder);
+    let init = reports
+        .iter()
+        .find(|(t, v)| t == "kubeadm" && v["args"][0] == "init")
+        .map(|(_, v)| v)
+        .expect("kubeadm init ran on the arm64 control plane");
+    assert_air_gapped(
+        &mirrored,
+        &[("arm64 control plane", init, CONTROL_PLANE_PULLS)],
+        &registry.log_text()[mirror_log_start..],
     );
     let xml = virsh(&format!("dumpxml {cp}"));
     assert!(
@@ -619,28 +641,25 @@ fn fill_mirror_from_bundle(
     }
 }
 
-/// The air-gap assertions on the stand-in kubeadm reports (`init` on the control plane, `join`
-/// on the worker) and on what the mirror registry logged while the guests ran.
+/// What a control plane pulls: pause, kube-proxy and the CNI images.
+const CONTROL_PLANE_PULLS: &[&str] = &[
+    "/pause:",
+    "/kube-proxy:",
+    "/flannel:",
+    "/flannel-cni-plugin:",
+];
+/// What a worker pulls: the sandbox image.
+const WORKER_PULLS: &[&str] = &["/pause:"];
+
+/// The air-gap assertions on stand-in kubeadm reports — (who, report, images it must have
+/// pulled) — and on what the mirror registry logged while the guests ran.
 fn assert_air_gapped(
     m: &Mirrored,
-    init: &serde_json::Value,
-    join: &serde_json::Value,
+    nodes: &[(&str, &serde_json::Value, &[&str])],
     mirror_log: &str,
 ) {
     let digest_of = |r: &str| m.images.iter().find(|(i, _)| i == r).map(|(_, d)| d);
-    for (who, v, must) in [
-        (
-            "control plane",
-            init,
-            &[
-                "/pause:",
-                "/kube-proxy:",
-                "/flannel:",
-                "/flannel-cni-plugin:",
-            ][..],
-        ),
-        ("worker", join, &["/pause:"][..]),
-    ] {
+    for &(who, v, must) in nodes {
         let pulls = v["pulls"].as_array().expect("pull report");
         for want in must {
             assert!(

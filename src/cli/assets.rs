@@ -226,6 +226,27 @@ pub async fn run_check(cli: &Cli, a: &CheckArgs) -> anyhow::Result<()> {
         }
     }
     if bad > 0 {
+        // A mirror that does not answer at all needs another fix than missing assets.
+        let down: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.status.contains("cannot reach"))
+            .map(|r| {
+                let rest = r
+                    .location
+                    .split_once("://")
+                    .map_or(&*r.location, |(_, x)| x);
+                rest.split('/').next().unwrap_or(rest).to_string()
+            })
+            .collect();
+        if !down.is_empty() {
+            anyhow::bail!(
+                "{bad} of {} assets of cluster {name} are not reachable: the mirror {} did not answer; \
+                 fix: start it or correct spec.assets.containerRegistry / spec.assets.fileRepository \
+                 (`kprov create -f CLUSTER.yaml --replace`), then mirror with `kprov mirror {name}`",
+                rows.len(),
+                down.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
         anyhow::bail!(
             "{bad} of {} assets of cluster {name} are not reachable at their mirror locations; mirror them with `kprov mirror {name}` (add --files-to for files)",
             rows.len()

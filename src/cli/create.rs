@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{open_store, Cli, ExitError, Output};
@@ -300,8 +299,12 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
     let ssh_public_key = match &a.ssh_public_key {
         Some(f) => Some(
             std::fs::read_to_string(f)
-                .with_context(|| format!("--ssh-public-key {f}: cannot read the file"))
-                .map_err(|e| ExitError::usage(format!("{e:#}")))?
+                .map_err(|e| {
+                    ExitError::usage(format!(
+                        "--ssh-public-key {f}: cannot read the file: {e}; fix: pass the path of an OpenSSH \
+                         public key, e.g. --ssh-public-key ~/.ssh/id_ed25519.pub (create one with `ssh-keygen -t ed25519`)"
+                    ))
+                })?
                 .trim()
                 .to_string(),
         ),
@@ -361,8 +364,14 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
     let flags: BTreeMap<String, String> = [
         ("metadata.name", "NAME"),
         ("spec.provider", "--provider"),
-        ("spec.provider.zstack.endpoint", "--zstack-endpoint"),
-        ("spec.provider.aws.region", "--aws-region"),
+        (
+            "spec.provider.zstack.endpoint",
+            &*super::flag_or_env("--zstack-endpoint", "ZSTACK_ENDPOINT"),
+        ),
+        (
+            "spec.provider.aws.region",
+            &*super::flag_or_env("--aws-region", "AWS_REGION"),
+        ),
         ("spec.provider.libvirt.uri", "--libvirt-uri"),
         ("spec.kubernetesVersion", "--kubernetes-version"),
         ("spec.networking.podCIDR", "--pod-cidr"),
@@ -469,7 +478,17 @@ async fn create_from_file(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| ExitError::usage(format!("{file}: cannot read: {e}")))?;
+        .map_err(|e| {
+            ExitError::usage(format!(
+                "-f {file}: cannot read: {e}; fix: check the path (a relative one is taken from the current directory)"
+            ))
+        })?;
+    if text.trim().is_empty() {
+        return Err(ExitError::usage(format!(
+            "-f {file}: the file is empty; fix: write a `kind: Cluster` document in it (see docs/spec.md; \
+             `kprov create cluster NAME --provider zstack|aws|libvirt --dry-run -o yaml` prints a complete example)"
+        )));
+    }
     let Documents { clusters, groups } = spec::load_documents(file, &text)?;
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let (cluster, cluster_src, previous) = match clusters.len() {
@@ -491,7 +510,10 @@ async fn create_from_file(
                 .first()
                 .and_then(|(g, _)| g.metadata.labels.get(LABEL_CLUSTER).cloned())
                 .or_else(|| cli.name.clone())
-                .ok_or_else(|| ExitError::usage(format!("{file}: no Cluster document; label the InstanceGroups with {LABEL_CLUSTER}: NAME or pass --name")))?;
+                .ok_or_else(|| ExitError::usage(format!(
+                    "{file}: no Cluster document; fix: add a `kind: Cluster` document, or, to add the InstanceGroups \
+                     to an existing cluster, label them with `{LABEL_CLUSTER}: NAME` or pass --name NAME"
+                )))?;
             let prev = repo.require(&name).await?;
             let mut all = prev.config.clone();
             for (g, _) in &groups {
@@ -526,9 +548,14 @@ async fn create_from_file(
             return Ok(());
         }
         n => {
+            let names: Vec<String> = clusters
+                .iter()
+                .map(|(c, src)| format!("{} at {}", c.metadata.name, src.locate("kind")))
+                .collect();
             return Err(ExitError::usage(format!(
-                "{file}: {n} Cluster documents; put one cluster per file"
-            )))
+                "{file}: {n} Cluster documents ({}); fix: put one cluster per file",
+                names.join(", ")
+            )));
         }
     };
     let (groups, group_srcs): (Vec<_>, Vec<_>) = groups.into_iter().unzip();

@@ -147,13 +147,63 @@ pub fn default_state_url() -> anyhow::Result<String> {
 
 /// Open the state store named by `--state` (or the default).
 pub async fn open_store(url: Option<&str>) -> anyhow::Result<Arc<dyn StateStore>> {
-    let url = match url {
-        Some(u) => u.to_string(),
-        None => default_state_url()?,
+    let (url, from) = match url {
+        Some(u) => (u.to_string(), flag_or_env("--state", "KPROV_STATE_STORE")),
+        None => (default_state_url()?, "the default state store".to_string()),
     };
-    crate::store::open(&url)
-        .await
-        .map_err(|e| ExitError::usage(format!("{e}")))
+    crate::store::open(&url).await.map_err(|e| match e {
+        kprov_state::StateError::InvalidUrl { .. } => ExitError::usage(format!("{from}: {e}")),
+        e => ExitError::usage(format!("{e}")),
+    })
+}
+
+/// Where an option with an environment fallback got its value, for messages: `--flag` when it
+/// is on the command line, else `env VAR` when the variable is set, else `--flag`.
+pub fn flag_or_env(flag: &str, var: &str) -> String {
+    let on_command_line = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if !on_command_line && std::env::var_os(var).is_some() {
+        format!("env {var}")
+    } else {
+        flag.to_string()
+    }
+}
+
+/// Refuse a `KPROV_ASSET_SHA256SUMS` that cannot be used. The renderer only warns and keeps the
+/// pinned sums (safe, but the node's download then fails much later); a command that renders
+/// user-data stops here instead, naming the variable, the line and the fix.
+pub fn check_asset_sha256sums() -> anyhow::Result<()> {
+    const VAR: &str = "KPROV_ASSET_SHA256SUMS";
+    let Some(path) = std::env::var_os(VAR).filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let path = std::path::PathBuf::from(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ExitError::usage(format!(
+            "env {VAR}={}: cannot read the file: {e}; fix: set it to a file in `sha256sum` format \
+             (`sha256sum kubeadm kubelet kubectl > SUMS`), or unset it to use the pinned checksums",
+            path.display()
+        ))
+    })?;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let ok = matches!((parts.next(), parts.next()),
+            (Some(sum), Some(_)) if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(ExitError::usage(format!(
+                "env {VAR}: {}:{}: not a `sha256sum` line (64 hex digits, spaces, a file name); fix: \
+                 write lines like `<sha256>  kubeadm`, e.g. with `sha256sum kubeadm > SUMS`",
+                path.display(),
+                i + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Which cluster a command without NAME acts on: `--name`, else `KPROV_CLUSTER_NAME` (both via
@@ -163,7 +213,25 @@ pub async fn current_cluster(
     cli_name: Option<&str>,
     repo: &crate::repo::Repo,
 ) -> anyhow::Result<String> {
-    if let Some(n) = explicit.or(cli_name) {
+    if let Some(n) = explicit {
+        return Ok(n.to_string());
+    }
+    if let Some(n) = cli_name {
+        // Named by --name or KPROV_CLUSTER_NAME: say which when it is not there.
+        if repo.load(n).await?.is_none() {
+            let from = flag_or_env("--name", "KPROV_CLUSTER_NAME");
+            let clusters = repo.clusters().await?;
+            let there = if clusters.is_empty() {
+                "none".to_string()
+            } else {
+                clusters.join(", ")
+            };
+            return Err(ExitError::usage(format!(
+                "{from}: cluster {n:?} is not in {store} (clusters there: {there}); fix: name an existing cluster \
+                 with --name or KPROV_CLUSTER_NAME, or unset them",
+                store = repo.store.url()
+            )));
+        }
         return Ok(n.to_string());
     }
     let clusters = repo.clusters().await?;
@@ -183,6 +251,34 @@ pub async fn current_cluster(
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    run_command(cli).await.map_err(with_fix)
+}
+
+/// Add how to fix it to errors whose own message cannot know (a cloud endpoint nobody answers
+/// on), keeping the exit code.
+fn with_fix(e: anyhow::Error) -> anyhow::Error {
+    let unreachable =
+        e.chain()
+            .find_map(|c| match c.downcast_ref::<kprov_providers::CloudError>() {
+                Some(kprov_providers::CloudError::Unreachable { endpoint, .. }) => {
+                    Some(endpoint.clone())
+                }
+                _ => None,
+            });
+    match unreachable {
+        Some(endpoint) => ExitError {
+            code: exit_code(&e),
+            message: format!(
+                "{e:#}; fix: check that {endpoint} is the cloud's API address (spec.provider, or the \
+                 --zstack-endpoint / AWS_ENDPOINT_URL it came from) and that it answers from this machine, then re-run"
+            ),
+        }
+        .into(),
+        None => e,
+    }
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(ref a) => create::run(&cli, a).await,
         Command::Get(ref a) => get::run(&cli, a).await,
@@ -215,6 +311,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return e.code;
         }
         if cause.downcast_ref::<crate::spec::SpecErrors>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(crate::repo::RepoError::NotFound { .. }) =
+            cause.downcast_ref::<crate::repo::RepoError>()
+        {
             return EXIT_USAGE;
         }
         if let Some(kprov_state::StateError::Locked { .. }) =

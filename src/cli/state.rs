@@ -33,17 +33,19 @@ pub async fn run(_cli: &Cli, a: &StateArgs) -> anyhow::Result<()> {
     let StateWhat::Copy { src, dst, cluster } = &a.what;
     let from = crate::store::open(src)
         .await
-        .map_err(|e| ExitError::usage(e.to_string()))?;
+        .map_err(|e| ExitError::usage(format!("state copy SRC: {e}")))?;
     let to = crate::store::open(dst)
         .await
-        .map_err(|e| ExitError::usage(e.to_string()))?;
+        .map_err(|e| ExitError::usage(format!("state copy DST: {e}")))?;
     let from_repo = crate::repo::Repo::new(from.clone());
     let clusters = match cluster {
         Some(c) => vec![c.clone()],
         None => from_repo.clusters().await?,
     };
     if clusters.is_empty() {
-        return Err(ExitError::usage(format!("no cluster in {src}")));
+        return Err(ExitError::usage(format!(
+            "state copy SRC: no cluster in {src}; check the URL (list its clusters with `kprov --state {src} get clusters`)"
+        )));
     }
     for c in &clusters {
         from_repo.require(c).await?;

@@ -84,6 +84,10 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let deadline = spec::quantity::parse_duration(&a.timeout)
         .map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
+    if a.yes {
+        // Before the lock and the cloud: a bad checksum file would only fail on the nodes.
+        super::check_asset_sha256sums()?;
+    }
     let guard = if a.yes {
         Some(
             take_lock(

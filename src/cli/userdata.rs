@@ -52,7 +52,8 @@ pub async fn run(cli: &Cli, a: &UserdataArgs, repo: &Repo) -> anyhow::Result<()>
             .map(|g| format!("{} (indexes 0..{})", g.name(), g.spec.count.max(0)))
             .collect();
         return Err(ExitError::usage(format!(
-            "cluster {name} has no node {} index {}; instance groups: {}",
+            "-g {} --index {}: cluster {name} has no such node; instance groups: {}; fix: use -g with one of \
+             those groups and an --index in its range",
             a.instance_group,
             a.index,
             if groups.is_empty() {
@@ -65,6 +66,7 @@ pub async fn run(cli: &Cli, a: &UserdataArgs, repo: &Repo) -> anyhow::Result<()>
     let secrets = crate::secrets::load(repo, &name).await?;
     let hash = crate::pki::discovery_hash(&secrets.ca.cert_pem)
         .context("computing the discovery hash of the cluster CA")?;
+    super::check_asset_sha256sums()?;
     let renderer = Renderer::new(cfg.clone(), secrets, hash, BootstrapOptions::from_env())?;
 
     let cp = &cfg.cluster.spec.control_plane;

@@ -26,6 +26,8 @@ impl fmt::Display for Where {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Where::File { file, line, column } => write!(f, "{file}:{line}:{column}"),
+            // `env VAR` when a flag's value came from its environment variable.
+            Where::Flag(flag) if flag.starts_with("env ") => f.write_str(flag),
             Where::Flag(flag) => write!(f, "flag {flag}"),
             Where::Store(key) => write!(f, "state {key}"),
             Where::Unknown => f.write_str("spec"),

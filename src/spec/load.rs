@@ -110,7 +110,7 @@ pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match Option::<Head>::deserialize(de) {
             Ok(h) => heads.push(h),
-            Err(e) => return Err(SpecErrors(vec![from_serde(file, i, &e, &positions)])),
+            Err(e) => return Err(SpecErrors(vec![from_serde(file, text, i, &e, &positions)])),
         }
     }
     let mut docs = Documents::default();
@@ -146,11 +146,11 @@ pub fn load_documents(file: &str, text: &str) -> Result<Documents, SpecErrors> {
         match head.kind.as_ref().and_then(|v| v.as_str()).unwrap_or("") {
             "Cluster" => match Cluster::deserialize(de) {
                 Ok(c) => docs.clusters.push((c, src)),
-                Err(e) => errors.push(from_serde(file, i, &e, &positions)),
+                Err(e) => errors.push(from_serde(file, text, i, &e, &positions)),
             },
             "InstanceGroup" => match InstanceGroup::deserialize(de) {
                 Ok(g) => docs.groups.push((g, src)),
-                Err(e) => errors.push(from_serde(file, i, &e, &positions)),
+                Err(e) => errors.push(from_serde(file, text, i, &e, &positions)),
             },
             other => errors.push(SpecError {
                 at: src.locate("kind"),
@@ -203,19 +203,26 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<ClusterConfig, SpecErrors
     Ok(spec.config)
 }
 
-/// Turn a serde_yaml error into a [`SpecError`], adding a "did you mean" for unknown names.
-fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positions) -> SpecError {
+/// Turn a serde_yaml error into a [`SpecError`], adding a "did you mean" for unknown names and
+/// plain words for Rust type names, bad CIDRs, tabs and unclosed quotes.
+fn from_serde(
+    file: &str,
+    text: &str,
+    doc: usize,
+    e: &serde_yaml::Error,
+    positions: &Positions,
+) -> SpecError {
     let msg = e.to_string();
     // serde_yaml: "<path>: <problem> at line L column C"
-    let body = match msg.rfind(" at line ") {
-        Some(cut) => &msg[..cut],
-        None => msg.as_str(),
+    let (body, tail) = match msg.rfind(" at line ") {
+        Some(cut) => (&msg[..cut], &msg[cut + " at line ".len()..]),
+        None => (msg.as_str(), ""),
     };
     let (field, problem) = match body.split_once(": ") {
         Some((f, p)) if !f.contains(' ') => (f.to_string(), p.to_string()),
         _ => (String::new(), body.to_string()),
     };
-    let at = match e.location() {
+    let mut at = match e.location() {
         Some(l) => Where::File {
             file: file.to_string(),
             line: l.line(),
@@ -234,15 +241,56 @@ fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positio
             },
         },
     };
-    let fix = suggestion(&problem).unwrap_or_else(|| {
-        if problem.contains("invalid type") || problem.contains("invalid value") {
-            "give the field a value of the expected type (see docs/spec.md)".to_string()
-        } else if problem.contains("missing field") {
-            "add the missing field (see docs/spec.md)".to_string()
-        } else {
-            "fix the YAML at that position".to_string()
+    // The scalar (rest of the line) where the error points, for messages.
+    let here = e
+        .location()
+        .and_then(|l| text.get(l.index()..))
+        .map(|rest| rest.lines().next().unwrap_or("").trim())
+        .unwrap_or("");
+    let here_char = e
+        .location()
+        .and_then(|l| text.get(l.index()..))
+        .and_then(|rest| rest.chars().next());
+    let mut problem = plain_types(&problem);
+    let fix = if let Some(s) = suggestion(&problem) {
+        s
+    } else if problem.contains("invalid IP address syntax") {
+        problem = format!(
+            "{:?} is not a CIDR",
+            here.trim_matches(|c| c == '"' || c == '\''),
+        );
+        "write ADDRESS/PREFIX with a prefix of at most 32 for IPv4 (128 for IPv6), e.g. 10.244.0.0/16".to_string()
+    } else if problem.contains("cannot start any token") && here_char == Some('\t') {
+        problem = "a tab character: YAML indents with spaces only".into();
+        "replace the tab with spaces".into()
+    } else if problem.contains("while scanning a quoted scalar") {
+        // The quote's own position is the last "at line L column C" of the message.
+        let mut nums = tail.split(" column ");
+        if let (Some(Ok(line)), Some(Ok(column))) = (
+            nums.next().map(|l| l.trim().parse::<usize>()),
+            nums.next().map(|c| c.trim().parse::<usize>()),
+        ) {
+            at = Where::File {
+                file: file.to_string(),
+                line,
+                column,
+            };
         }
-    });
+        problem = "a quoted value is never closed".into();
+        "add the closing quote (a quoted value runs to the matching quote, across lines)".into()
+    } else if let Some(name) = problem
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.split('`').next())
+    {
+        format!("keep only one `{name}` in this mapping")
+    } else if problem.contains("invalid type") || problem.contains("invalid value") {
+        "give the field a value of the expected type (see docs/spec.md)".to_string()
+    } else if problem.contains("missing field") {
+        "add the missing field (see docs/spec.md)".to_string()
+    } else {
+        "fix the YAML syntax at that line and column (indent with spaces; quote values that contain `: ` or ` #`)"
+            .to_string()
+    };
     SpecError {
         at,
         field: if field.is_empty() {
@@ -253,6 +301,41 @@ fn from_serde(file: &str, doc: usize, e: &serde_yaml::Error, positions: &Positio
         problem,
         fix,
     }
+}
+
+/// serde's Rust type names in "expected …" in words a spec author knows.
+fn plain_types(problem: &str) -> String {
+    let mut p = problem.to_string();
+    for (rust, plain) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ] {
+        if let Some(i) = p.find(rust) {
+            // Only whole words: `expected u16` but not `expected u160`.
+            let end = i + rust.len();
+            if !p[end..].starts_with(|c: char| c.is_alphanumeric()) {
+                p.replace_range(i..end, plain);
+            }
+        }
+    }
+    if let Some(i) = p.find("expected struct ") {
+        let name = p[i + "expected struct ".len()..]
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("")
+            .to_string();
+        p.replace_range(
+            i..i + "expected struct ".len() + name.len(),
+            &format!("expected a mapping ({name})"),
+        );
+    }
+    p
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" (or variant), suggest the closest name.

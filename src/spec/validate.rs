@@ -120,6 +120,22 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         );
     }
     let net = &s.networking;
+    for (name, cidr) in [
+        ("podCIDR", Some(net.pod_cidr)),
+        ("serviceCIDR", Some(net.service_cidr)),
+        ("nodeCIDR", net.node_cidr),
+    ] {
+        if let Some(c) = cidr.filter(|c| c.addr() != c.network()) {
+            col.err(
+                &format!("spec.networking.{name}"),
+                format!(
+                    "{name} {c} has host bits set: it is not the start of a /{} network",
+                    c.prefix_len()
+                ),
+                format!("write the network address, {}", c.trunc()),
+            );
+        }
+    }
     if net.pod_cidr.contains(&net.service_cidr.network())
         || net.service_cidr.contains(&net.pod_cidr.network())
     {

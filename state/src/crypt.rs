@@ -100,12 +100,16 @@ impl EncryptionKey {
     /// whitespace ignored. Warns when the file is readable by group or others.
     pub fn load(path: impl AsRef<Path>) -> StateResult<Self> {
         let path = path.as_ref();
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| StateError::Io {
-            location: format!(
-                "{path} (the state encryption key file, {KEY_FILE_ENV})",
-                path = path.display()
-            ),
-            source: e,
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            key_file_error(
+                path,
+                format!(
+                    "cannot read the state encryption key file ({KEY_FILE_ENV}): {e}; fix: point \
+                     {KEY_FILE_ENV} at the key the store was encrypted with, or unset it for a store \
+                     without client-side encryption (a new key: `openssl rand -hex 32 > {p} && chmod 600 {p}`)",
+                    p = path.display()
+                ),
+            )
         })?);
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
@@ -120,8 +124,9 @@ impl EncryptionKey {
             key_file_error(
                 path,
                 format!(
-                    "not a state encryption key: the file must hold 32 random bytes as 64 hex characters or base64 \
-                     (create one with `openssl rand -hex 32 > {p} && chmod 600 {p}`)",
+                    "not a state encryption key ({KEY_FILE_ENV}): the file must hold 32 random bytes as 64 hex \
+                     characters or base64; fix: point {KEY_FILE_ENV} at the right key file, or create a new key with \
+                     `openssl rand -hex 32 > {p} && chmod 600 {p}`",
                     p = path.display()
                 ),
             )
@@ -283,7 +288,7 @@ pub fn generate_key_file(path: impl AsRef<Path>) -> StateResult<EncryptionKey> {
         Err(e) => {
             return Err(StateError::Io {
                 location: path.display().to_string(),
-                source: e,
+                cause: e,
             })
         }
     };
@@ -297,7 +302,7 @@ pub fn generate_key_file(path: impl AsRef<Path>) -> StateResult<EncryptionKey> {
         let _ = std::fs::remove_file(path);
         return Err(StateError::Io {
             location: path.display().to_string(),
-            source: e,
+            cause: e,
         });
     }
     Ok(EncryptionKey::from_bytes(

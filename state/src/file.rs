@@ -23,10 +23,10 @@ pub struct FileStore {
     root: PathBuf,
 }
 
-fn io(location: &Path, source: std::io::Error) -> StateError {
+fn io(location: &Path, cause: std::io::Error) -> StateError {
     StateError::Io {
         location: location.display().to_string(),
-        source,
+        cause,
     }
 }
 

@@ -38,7 +38,7 @@ impl LeaseInfo {
         let age = (now - self.started).num_seconds().max(0);
         let left = (self.expires - now).num_seconds();
         format!(
-            "{} (pid {}, running `{}` for {}s, lease {} )",
+            "{} (pid {}, running `{}` for {}s, lease {})",
             self.holder,
             self.pid,
             self.command,

@@ -77,14 +77,14 @@ pub enum StateError {
         /// Why and how to fix.
         why: String,
     },
-    /// A local I/O error.
-    #[error("state store {location}: {source}")]
+    /// A local I/O error. The cause is part of the message (not a `source`, so a chain
+    /// printed with `{:#}` does not repeat it), followed by how to fix it.
+    #[error("state store {location}: {}", io_message(cause))]
     Io {
         /// Path or key.
         location: String,
         /// Cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The backend failed (network, permissions, ...).
     #[error("state store {location}: {message}")]
@@ -102,6 +102,26 @@ pub enum StateError {
         /// Holder description (user@host pid command, age).
         holder: String,
     },
+}
+
+/// An I/O error of a `file://` store with what to do about it.
+fn io_message(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let fix = match e.kind() {
+        K::NotADirectory => {
+            "part of that path is a file, not a directory; point --state (or KPROV_STATE_STORE) at a \
+             directory, e.g. file:///var/lib/kprov, or move the file out of the way"
+        }
+        K::PermissionDenied | K::ReadOnlyFilesystem => {
+            "kprov may not write there; use a writable directory with --state file:///PATH \
+             (or KPROV_STATE_STORE), or fix the directory's permissions"
+        }
+        K::NotFound => "it does not exist; check the path given with --state (or KPROV_STATE_STORE)",
+        K::IsADirectory => "a directory is where kprov keeps a file; move the directory out of the way",
+        K::StorageFull | K::QuotaExceeded => "the disk is full; free some space and run again",
+        _ => "check the path given with --state (or KPROV_STATE_STORE) and its permissions",
+    };
+    format!("{e}; fix: {fix}")
 }
 
 /// Result type of state store calls.
@@ -164,12 +184,12 @@ pub fn open_file_url(url: &str) -> StateResult<file::FileStore> {
         .strip_prefix("file://")
         .ok_or_else(|| StateError::InvalidUrl {
             url: url.into(),
-            why: "expected file:///ABSOLUTE/PATH".into(),
+            why: "use file:///ABSOLUTE/PATH".into(),
         })?;
     if !path.starts_with('/') {
         return Err(StateError::InvalidUrl {
             url: url.into(),
-            why: "the path must be absolute, e.g. file:///var/lib/kprov".into(),
+            why: "the path must be absolute: use three slashes and a full path, e.g. file:///var/lib/kprov".into(),
         });
     }
     Ok(file::FileStore::new(path))
@@ -200,8 +220,10 @@ pub async fn open(url: &str) -> StateResult<std::sync::Arc<dyn StateStore>> {
     }
     Err(StateError::InvalidUrl {
         url: url.into(),
-        why: "unsupported scheme; supported: file:///ABSOLUTE/PATH (a local directory) and s3://BUCKET[/PREFIX] \
-              (AWS S3 or an S3-compatible store)"
-            .into(),
+        why: format!(
+            "unsupported scheme {:?}; use file:///ABSOLUTE/PATH (a local directory) or s3://BUCKET[/PREFIX] \
+             (AWS S3 or an S3-compatible store)",
+            url.split_once("://").map_or(url, |(scheme, _)| scheme)
+        ),
     })
 }

@@ -179,7 +179,7 @@ impl S3Url {
     pub fn parse(url: &str) -> StateResult<Self> {
         let bad = |why: &str| StateError::InvalidUrl {
             url: url.into(),
-            why: format!("{why}; expected s3://BUCKET or s3://BUCKET/PREFIX"),
+            why: format!("{why}; use s3://BUCKET or s3://BUCKET/PREFIX"),
         };
         let rest = url
             .strip_prefix("s3://")
