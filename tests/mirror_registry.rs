@@ -570,8 +570,10 @@ fn cluster_catalogue_is_mirrored_and_checked() {
     std::fs::write(
         &spec,
         format!(
-            "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {{libvirt: {{uri: \"test:///default\"}}}}\n  kubernetesVersion: {}\n  networking: {{cni: flannel}}\n  assets: {{containerRegistry: \"{}\", insecure: true}}\n  addons: {{nvidiaDevicePlugin: {{enabled: false}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 1, arch: amd64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: 1, arch: arm64}}\n",
+            "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {{libvirt: {{uri: \"test:///default\"}}}}\n  kubernetesVersion: {}\n  networking: {{cni: flannel}}\n  assets: {{containerRegistry: \"{}\", fileRepository: \"http://{}/files\", insecure: true}}\n  addons: {{nvidiaDevicePlugin: {{enabled: false}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 1, arch: amd64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: 1, arch: arm64}}\n",
             kprov::spec::versions::default_version(),
+            mi.addr,
+            // files are looked for on loopback only (the registry answers 404 for them)
             mi.addr
         ),
     )

@@ -238,11 +238,23 @@ pub async fn run_check(cli: &Cli, a: &CheckArgs) -> anyhow::Result<()> {
                 rest.split('/').next().unwrap_or(rest).to_string()
             })
             .collect();
+        let missing = bad.saturating_sub(
+            rows.iter()
+                .filter(|r| r.status.contains("cannot reach"))
+                .count(),
+        );
         if !down.is_empty() {
+            let also = if missing > 0 {
+                format!(
+                    "; {missing} more are not at their mirror locations: mirror them with `kprov mirror {name}` (add --files-to for files)"
+                )
+            } else {
+                String::new()
+            };
             anyhow::bail!(
                 "{bad} of {} assets of cluster {name} are not reachable: the mirror {} did not answer; \
                  fix: start it or correct spec.assets.containerRegistry / spec.assets.fileRepository \
-                 (`kprov create -f CLUSTER.yaml --replace`), then mirror with `kprov mirror {name}`",
+                 (`kprov create -f CLUSTER.yaml --replace`), then mirror with `kprov mirror {name}`{also}",
                 rows.len(),
                 down.into_iter().collect::<Vec<_>>().join(", ")
             );

@@ -267,6 +267,7 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     }
     let report = copy_images(&client, &jobs, &copy_opts).await?;
     eprintln!("mirror: {}", report.summary());
+    let mut files_report = None;
     if let Some(t) = &files_to {
         let staging =
             std::env::temp_dir().join(format!("kprov-mirror-files-{}", std::process::id()));
@@ -280,11 +281,12 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         .await;
         let _ = std::fs::remove_dir_all(&staging);
         let out = out?;
+        let copied = bundle::count_copied(&out);
         eprintln!(
-            "mirror: {} files copied, {} already present",
-            bundle::count_copied(&out),
-            out.len() - bundle::count_copied(&out)
+            "mirror: {copied} files copied, {} already present",
+            out.len() - copied
         );
+        files_report = Some((copied, out.len() - copied));
     } else if !files_list.is_empty() {
         eprintln!(
             "mirror: {} files not copied (pass --files-to s3://…|file://…|https://… to copy them)",
@@ -292,7 +294,22 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         );
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        /// The copy report, plus file counts when files were copied.
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            copy: &'a crate::mirror::copy::CopyReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            files_copied: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            files_present: Option<usize>,
+        }
+        let j = Json {
+            copy: &report,
+            files_copied: files_report.map(|f| f.0),
+            files_present: files_report.map(|f| f.1),
+        };
+        println!("{}", serde_json::to_string_pretty(&j)?);
     }
     Ok(())
 }

@@ -304,6 +304,27 @@ pub async fn upload(
     }
 }
 
+/// A download error names the file by its upstream URL too (the source may be a mirror).
+fn name_upstream(e: MirrorError, f: &FileAsset, src: &str) -> MirrorError {
+    if src == f.upstream_url {
+        return e;
+    }
+    match e {
+        MirrorError::DigestMismatch {
+            expected, actual, ..
+        } => MirrorError::DigestMismatch {
+            what: format!("file {} (downloaded from {src})", f.upstream_url),
+            expected,
+            actual,
+        },
+        MirrorError::File { url, message } => MirrorError::File {
+            url: format!("{} (from {url})", f.upstream_url),
+            message,
+        },
+        other => other,
+    }
+}
+
 /// Copy files from their upstream (or from `source_base`, a file repository laid out as
 /// `BASE/HOST/PATH`) to `target`, verifying SHA-256. `staging` holds downloads until uploaded.
 pub async fn mirror_files(
@@ -324,7 +345,9 @@ pub async fn mirror_files(
             None => f.upstream_url.clone(),
         };
         let local = staging.join(relative_path(&f.upstream_url));
-        let n = download(http, &src, &f.sha256, &local).await?;
+        let n = download(http, &src, &f.sha256, &local)
+            .await
+            .map_err(|e| name_upstream(e, f, &src))?;
         upload(http, target, f, &local).await?;
         let _ = tokio::fs::remove_file(&local).await;
         out.push(FileOutcome::Copied(n));

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use reqwest::header::{
@@ -200,12 +200,36 @@ pub struct RawManifest {
     pub digest: String,
 }
 
+/// A bearer token and when to fetch a new one (before it expires).
+#[derive(Clone)]
+struct Token {
+    value: String,
+    refresh_at: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A token is a credential: never printed.
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 enum HostAuth {
     Anonymous,
     Basic,
-    Bearer { tokens: HashMap<String, String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        tokens: HashMap<String, Token>,
+    },
 }
+
+/// Tokens without `expires_in` live 60 s (the distribution token spec's default).
+const DEFAULT_TOKEN_SECS: u64 = 60;
 
 /// What a request needs access to (for bearer token scopes).
 #[derive(Debug, Clone)]
@@ -349,8 +373,13 @@ impl RegistryClient {
             message.push_str(&format!(": {s}"));
             src = s.source();
         }
-        let fix = if url.starts_with("https://") && message.to_lowercase().contains("certificate") {
-            format!("trust its CA with --ca-bundle FILE, or if {registry} is a plain-HTTP registry on a trusted network pass --insecure-registry {registry}")
+        let lower = message.to_lowercase();
+        let fix = if url.starts_with("https://") && lower.contains("certificate") {
+            format!("the TLS certificate of {registry} is not trusted: add its CA with --ca-bundle FILE (or the cluster's assets.caBundle); only if {registry} is a plain-HTTP registry on a trusted network pass --insecure-registry {registry}")
+        } else if url.starts_with("https://")
+            && (lower.contains("corrupt message") || lower.contains("invalidcontenttype"))
+        {
+            format!("{registry} does not speak HTTPS; kprov uses plain HTTP only for registries named insecure: if it is a plain-HTTP registry on a trusted network pass --insecure-registry {registry} (or set the cluster's assets.insecure)")
         } else if url.starts_with("https://") {
             format!("check that it is up; if {registry} speaks plain HTTP pass --insecure-registry {registry}")
         } else {
@@ -371,11 +400,17 @@ impl RegistryClient {
                 let c = self.opts.docker_config.for_registry(registry)?;
                 let v = base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", c.username, c.password));
-                HeaderValue::from_str(&format!("Basic {v}")).ok()
+                let mut h = HeaderValue::from_str(&format!("Basic {v}")).ok()?;
+                h.set_sensitive(true);
+                Some(h)
             }
             Some(HostAuth::Bearer { tokens, .. }) => tokens
                 .get(&scope.key())
-                .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()),
+                .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.value)).ok())
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                }),
             _ => None,
         }
     }
@@ -425,60 +460,16 @@ impl RegistryClient {
                         }
                     }
                 }
-                let mut req = self.http.get(&realm);
-                let mut q: Vec<(&str, &str)> = Vec::new();
-                if let Some(s) = &service {
-                    q.push(("service", s));
-                }
-                for s in &scopes {
-                    q.push(("scope", s));
-                }
-                req = req.query(&q);
-                if let Some(c) = &creds {
-                    req = req.basic_auth(&c.username, Some(&c.password));
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| self.unreachable(registry, &realm, &e))?;
-                let status = resp.status();
-                if !status.is_success() {
-                    return Err(MirrorError::Auth {
-                        registry: registry.into(),
-                        what: what.into(),
-                        status: status.as_u16(),
-                        message: format!("token service {realm}: {}", body_excerpt(resp).await),
-                    });
-                }
-                #[derive(Deserialize)]
-                struct Tok {
-                    #[serde(default)]
-                    token: Option<String>,
-                    #[serde(default)]
-                    access_token: Option<String>,
-                }
-                let t: Tok = resp.json().await.map_err(|e| MirrorError::Auth {
-                    registry: registry.into(),
-                    what: what.into(),
-                    status: status.as_u16(),
-                    message: format!("token service {realm} answered no token: {e}"),
-                })?;
-                let token = t
-                    .token
-                    .or(t.access_token)
-                    .ok_or_else(|| MirrorError::Auth {
-                        registry: registry.into(),
-                        what: what.into(),
-                        status: status.as_u16(),
-                        message: format!("token service {realm} answered no token"),
-                    })?;
+                let token = self
+                    .fetch_token(registry, &realm, service.as_deref(), &scopes, what)
+                    .await?;
                 let mut map = self.auth.lock().expect("auth lock");
                 let entry = map
                     .entry(registry.to_string())
                     .or_insert(HostAuth::Anonymous);
                 match entry {
                     HostAuth::Bearer { tokens, .. } => {
-                        if tokens.get(&scope.key()) == Some(&token) {
+                        if tokens.get(&scope.key()).map(|t| &t.value) == Some(&token.value) {
                             // Same token refused again: more tries will not help.
                             return Ok(false);
                         }
@@ -487,13 +478,159 @@ impl RegistryClient {
                     _ => {
                         let mut tokens = HashMap::new();
                         tokens.insert(scope.key(), token);
-                        *entry = HostAuth::Bearer { tokens };
+                        *entry = HostAuth::Bearer {
+                            realm,
+                            service,
+                            tokens,
+                        };
                     }
                 }
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// Ask the token service `realm` for a token for `scopes` (with the config.json credentials
+    /// of `registry` when there are some). Credentials are never sent over plain HTTP unless the
+    /// registry itself was named insecure.
+    async fn fetch_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<Token, MirrorError> {
+        let creds = self.opts.docker_config.for_registry(registry).cloned();
+        if creds.is_some() && realm.starts_with("http://") && !self.opts.insecure.contains(registry)
+        {
+            return Err(MirrorError::Usage(format!(
+                "registry {registry} sends clients for tokens to {realm}, which is plain HTTP: kprov does not send the credentials for {registry} over it; serve the token service over HTTPS, or pass --insecure-registry {registry} if the network is trusted"
+            )));
+        }
+        tracing::debug!(
+            "registry {registry}: requesting a bearer token from {realm} for [{}] ({})",
+            scopes.join(" "),
+            if creds.is_some() {
+                "with the credentials from config.json"
+            } else {
+                "anonymously"
+            }
+        );
+        let mut req = self.http.get(realm);
+        let mut q: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = service {
+            q.push(("service", s));
+        }
+        for s in scopes {
+            q.push(("scope", s));
+        }
+        req = req.query(&q);
+        if let Some(c) = &creds {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.unreachable(registry, realm, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(MirrorError::Auth {
+                registry: registry.into(),
+                what: what.into(),
+                status: status.as_u16(),
+                message: format!(
+                    "token service {realm} refused {}: {}",
+                    if creds.is_some() {
+                        "the credentials from config.json"
+                    } else {
+                        "an anonymous request (no credentials for it in config.json)"
+                    },
+                    body_excerpt(resp).await
+                ),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Tok {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        // Not `resp.json()`: its error could quote the body, which holds the token.
+        let body = resp.bytes().await.map_err(|e| MirrorError::Auth {
+            registry: registry.into(),
+            what: what.into(),
+            status: status.as_u16(),
+            message: format!("token service {realm}: answer cut: {e}"),
+        })?;
+        let t: Tok = serde_json::from_slice(&body).map_err(|_| MirrorError::Auth {
+            registry: registry.into(),
+            what: what.into(),
+            status: status.as_u16(),
+            message: format!("token service {realm} answered something that is not a token response (JSON with `token`)"),
+        })?;
+        let value = t
+            .token
+            .filter(|t| !t.is_empty())
+            .or(t.access_token)
+            .ok_or_else(|| MirrorError::Auth {
+                registry: registry.into(),
+                what: what.into(),
+                status: status.as_u16(),
+                message: format!("token service {realm} answered no token"),
+            })?;
+        let life = Duration::from_secs(t.expires_in.unwrap_or(DEFAULT_TOKEN_SECS).max(1));
+        let margin = (life / 4).min(Duration::from_secs(30));
+        tracing::debug!(
+            "registry {registry}: got a bearer token for [{}], valid {} s",
+            scopes.join(" "),
+            life.as_secs()
+        );
+        Ok(Token {
+            value,
+            refresh_at: Instant::now() + life - margin,
+        })
+    }
+
+    /// For a registry known to want bearer tokens: get a token for `scope` before the request
+    /// when there is none yet or it is about to expire (saves a 401 round trip, and a streamed
+    /// upload, which cannot be replayed after a 401, never starts with a stale token).
+    async fn ensure_fresh(
+        &self,
+        registry: &str,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<(), MirrorError> {
+        let need = {
+            let map = self.auth.lock().expect("auth lock");
+            match map.get(registry) {
+                Some(HostAuth::Bearer {
+                    realm,
+                    service,
+                    tokens,
+                }) => match tokens.get(&scope.key()) {
+                    Some(t) if t.refresh_at > Instant::now() => None,
+                    _ => Some((realm.clone(), service.clone())),
+                },
+                _ => None,
+            }
+        };
+        let Some((realm, service)) = need else {
+            return Ok(());
+        };
+        let token = self
+            .fetch_token(registry, &realm, service.as_deref(), &scope.0, what)
+            .await?;
+        if let Some(HostAuth::Bearer { tokens, .. }) =
+            self.auth.lock().expect("auth lock").get_mut(registry)
+        {
+            tokens.insert(scope.key(), token);
+        }
+        Ok(())
     }
 
     /// Send a request built by `build` (called again after authenticating), adding auth.
@@ -506,6 +643,7 @@ impl RegistryClient {
         what: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, MirrorError> {
+        self.ensure_fresh(registry, scope, what).await?;
         for round in 0..3 {
             let mut req = build(&self.http);
             if let Some(h) = self.auth_header(registry, scope) {
@@ -912,6 +1050,8 @@ impl RegistryClient {
             HeaderValue::from_static("application/octet-stream"),
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        self.ensure_fresh(registry, &Scope::push(repo), what)
+            .await?;
         let mut req = self
             .http
             .request(Method::PUT, &url)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the test peers kprov's test suite runs against, idempotently.
 #   Debian packages: cloud-init (schema validator), containerd (config + real pulls),
-#   docker-registry (OCI registry), skopeo (cross-check), openssl, libvirt (test driver + dev headers).
+#   docker-registry (OCI registry), skopeo (cross-check), openssl, libvirt (test driver + dev headers),
+#   nginx (file repository and WebDAV PUT target of the mirror tests).
 #   libvirt VM tests (tests/libvirt_vm.rs, benches/libvirt.rs): libvirtd + QEMU (x86_64 and
 #   aarch64 system emulators, UEFI firmware, user-mode emulation for arm64 image builds),
 #   mmdebstrap + partitioning/GRUB tools for the test image, xorriso (seed ISO check), nc (guestfwd).
@@ -11,6 +12,7 @@ set -euo pipefail
 
 PEERS=${KPROV_PEERS:-/opt/kprov-peers}
 APT_PKGS=(cloud-init containerd docker-registry skopeo openssl pkg-config libvirt-dev libvirt-clients libvirt-daemon python3-venv)
+APT_PKGS+=(nginx)
 
 # The machine image may carry qemu-utils from bookworm-backports, which Breaks bookworm's
 # qemu-system-*; bookworm's qemu-utils is installed instead (a downgrade), once.
