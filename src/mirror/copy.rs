@@ -163,6 +163,11 @@ impl PlatformFilter {
                     "--platform {p:?}: write it as OS/ARCH[/VARIANT], e.g. linux/arm64"
                 )));
             }
+            if parts[0] != "linux" || !matches!(parts[1], "amd64" | "arm64") {
+                return Err(MirrorError::Usage(format!(
+                    "--platform {p:?}: kprov's clusters run linux/amd64 and linux/arm64 nodes only; use one of those (e.g. linux/arm64)"
+                )));
+            }
             out.push(p.to_string());
         }
         Ok(PlatformFilter(out))

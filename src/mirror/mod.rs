@@ -110,14 +110,14 @@ pub enum MirrorError {
         /// What is wrong.
         message: String,
     },
-    /// Local file I/O.
-    #[error("{path}: {source}")]
+    /// Local file I/O. (The I/O error is part of the message, not a `source`, so that the CLI's
+    /// error chain does not print it twice.)
+    #[error("{path}: {error}; {}", io_fix(error))]
     Io {
         /// File or directory.
         path: String,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An offline bundle is corrupt or incomplete.
     #[error("bundle {bundle}: entry {entry}: {problem}; re-create the bundle with `kprov mirror NAME --to-bundle FILE` (it resumes) and copy it again")]
@@ -147,7 +147,7 @@ impl MirrorError {
     pub fn io(path: impl fmt::Display, source: std::io::Error) -> MirrorError {
         MirrorError::Io {
             path: path.to_string(),
-            source,
+            error: source,
         }
     }
 
@@ -282,5 +282,18 @@ mod tests {
         );
         assert!(ImageRef::parse("quay.io/x@sha256:abc").is_err());
         assert!(ImageRef::parse("a b").is_err());
+    }
+}
+
+/// How to fix a local I/O error, by its kind.
+fn io_fix(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "check the path",
+        PermissionDenied => "check the permissions of the file and its directory",
+        AlreadyExists => "remove it or choose another path",
+        StorageFull => "free some disk space and re-run (the copy resumes)",
+        ReadOnlyFilesystem => "choose a writable location",
+        _ => "check the file and re-run (the copy resumes)",
     }
 }
