@@ -43,6 +43,9 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
             {
                 cfg.job_timeout = t;
             }
+            if let Some(t) = env_duration("KPROV_ZSTACK_REQUEST_TIMEOUT")? {
+                cfg.request_timeout = t;
+            }
             Ok(Arc::new(ZStackCloud::new(cfg)?))
         }
         #[cfg(feature = "aws")]
@@ -64,6 +67,9 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
             // connect() sees only the cluster spec, not the instance groups: 0 lets the adapter
             // infer an HA control plane from the requests it is given.
             cfg.control_plane_count = 0;
+            if let Some(t) = env_duration("KPROV_AWS_CALL_TIMEOUT")? {
+                cfg.call_timeout = t;
+            }
             // Missing credentials or an unknown region are setup problems the user fixes before
             // anything happens (exit 2); an unreachable cloud is not.
             let cloud = AwsCloud::new(cfg).await.map_err(|e| match e {
@@ -105,5 +111,17 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
             other.name(),
             compiled_providers().join(", ")
         ))),
+    }
+}
+
+/// A duration from the environment (`30s`, `2m`); a malformed value is a usage error naming the
+/// variable, never silently ignored.
+#[allow(dead_code)] // unused when no provider reading one is compiled in
+fn env_duration(var: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    match std::env::var(var) {
+        Ok(s) if !s.trim().is_empty() => crate::spec::quantity::parse_duration(s.trim())
+            .map(Some)
+            .map_err(|e| ExitError::usage(format!("{var}={s:?}: {e}"))),
+        _ => Ok(None),
     }
 }

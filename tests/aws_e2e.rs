@@ -4,10 +4,11 @@
 //! always checked with describe-* calls through the SDK, never through kprov's own view.
 #![cfg(feature = "aws")]
 
+#[path = "support/audit.rs"]
+mod audit;
 #[path = "support_aws/mod.rs"]
 mod support_aws;
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,6 @@ macro_rules! moto {
             None => return,
         }
     };
-}
-
-fn kprov_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
 }
 
 /// 1 amd64 control plane, 2 arm64 workers, 1 arm64 GPU worker (g5g.xlarge: NVIDIA T4G),
@@ -88,13 +85,13 @@ impl Env {
     /// A kprov command pointed at `endpoint` with dummy credentials; nothing from the user's own
     /// AWS setup (profiles, instance metadata) can leak in.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(kprov_bin());
+        let mut c = audit::kprov_command();
         c.arg("--state")
             .arg(self.state())
             .args(args)
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", support_aws::SECRET)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
             .env(
@@ -322,7 +319,10 @@ async fn kill_9_at_many_api_calls_then_rerun_converges() {
         );
         n += if n < 24 { 1 } else { 3 };
     }
-    println!("killed update --yes at API calls {killed_at:?}");
+    println!(
+        "KILL POINTS aws update: {} distinct API calls {killed_at:?}",
+        killed_at.len()
+    );
     assert!(
         killed_at.len() >= 15,
         "only {} kill points reached: {killed_at:?}",
@@ -479,7 +479,234 @@ async fn bad_input_is_refused_before_anything_exists() {
         t.contains("no AWS credentials") && t.contains("AWS_ACCESS_KEY_ID"),
         "{t}"
     );
-    assert!(!t.contains("testing"), "no secret echoed: {t}");
+    assert!(!t.contains(support_aws::SECRET), "no secret echoed: {t}");
     let left = tagged_resources(&moto.endpoint(), "bad").await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// An HA cluster (3 control planes behind a network load balancer + 1 worker), so that delete
+/// has every kind of resource to remove: instances, NLB, target group, SG, key pair, subnets,
+/// route table, IGW, VPC.
+fn ha_spec(name: &str) -> String {
+    spec(name, "us-east-1")
+        .replace(
+            "role: control-plane, count: 1, arch: amd64, flavor: t3.medium, rootDisk: 30Gi",
+            "role: control-plane, count: 3, arch: amd64, flavor: t3.medium",
+        )
+        .replace(
+            "role: node, count: 2, arch: arm64, flavor: m6g.large",
+            "role: node, count: 1, arch: arm64, flavor: m6g.large",
+        )
+        .replace(
+            "---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {name: gpu}\nspec: {role: node, count: 1, arch: arm64, flavor: g5g.xlarge, gpu: {count: 1, vendor: nvidia}}\n",
+            "",
+        )
+}
+
+/// Run two `update --yes` at once: exactly one proceeds, the other exits 3 naming the holder.
+async fn two_updates_at_once(env: &Env, name: &str) {
+    let spawn = || {
+        env.cmd(&["update", "cluster", name, "--yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let codes = [a.status.code(), b.status.code()];
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(3)),
+        "codes {codes:?}\n{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    let loser = if a.status.code() == Some(3) { &a } else { &b };
+    assert!(
+        text(loser).contains("locked by")
+            && text(loser).contains(&format!("update cluster {name} --yes"))
+            && text(loser).contains("pid"),
+        "{}",
+        text(loser)
+    );
+}
+
+/// kill -9 of `delete cluster --yes` at many distinct AWS calls (the nth call from the start of
+/// the delete never gets an answer; kprov is killed while it waits), then a re-run of the
+/// delete: no instance, NLB, target group, SG, key pair, subnet, route table, IGW or VPC tagged
+/// with the cluster is left, read from moto with describe-* calls. The first cluster is made by
+/// two racing `update --yes` (exactly one proceeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_many_delete_calls_then_rerun_leaves_nothing_tagged() {
+    let moto = moto!();
+    let proxy = FaultProxy::start(&moto);
+    let mut killed_at = Vec::new();
+    let mut n = 1;
+    loop {
+        assert!(n < 400, "delete never finished before its nth call");
+        moto.reset();
+        proxy.clear();
+        let name = format!("d{n}");
+        let env = Env::new(&proxy.endpoint());
+        env.create(&ha_spec(&name)).await;
+        if n == 1 {
+            two_updates_at_once(&env, &name).await;
+        } else {
+            env.ok(&["update", "cluster", &name, "--yes"]).await;
+        }
+        let (_, elb) = clients(&moto.endpoint());
+        assert_eq!(
+            elb.describe_load_balancers()
+                .send()
+                .await
+                .unwrap()
+                .load_balancers()
+                .len(),
+            1,
+            "the HA cluster has its NLB"
+        );
+        proxy.clear();
+        proxy.set_rules(&format!(
+            r#"[{{"skip":{},"times":1,"mode":"hang"}}]"#,
+            n - 1
+        ));
+        let mut child = env
+            .cmd(&["delete", "cluster", &name, "--yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let killed = kill_when_fired(&proxy, &mut child).await;
+        let calls = proxy.total();
+        proxy.clear();
+        let left = tagged_resources(&moto.endpoint(), &name).await;
+        if !killed {
+            assert!(left.is_empty(), "complete delete left {left:?}");
+            println!(
+                "delete --yes finished before API call {n} ({calls} calls): every point covered"
+            );
+            break;
+        }
+        killed_at.push(n);
+        let rerun = env
+            .ok(&["delete", "cluster", &name, "--yes", "--force-unlock"])
+            .await;
+        assert!(
+            rerun.contains("Deleted cluster"),
+            "after kill at delete call {n}: {rerun}"
+        );
+        let left = tagged_resources(&moto.endpoint(), &name).await;
+        assert!(
+            left.is_empty(),
+            "after kill at delete call {n}, the re-run left {left:?}"
+        );
+        n += if n < 10 { 1 } else { 10 };
+    }
+    println!(
+        "KILL POINTS aws delete: {} distinct API calls {killed_at:?}",
+        killed_at.len()
+    );
+    assert!(
+        killed_at.len() >= 12,
+        "only {} delete kill points reached: {killed_at:?}",
+        killed_at.len()
+    );
+}
+
+/// The per-call timeout of the hang tests: short, but well above what a warm moto needs.
+const HANG_TIMEOUT: &str = "2s";
+
+/// moto builds some answers (regions, instance types, images) on first use, which can take
+/// longer than [`HANG_TIMEOUT`] on a loaded machine: ask once before the timing matters.
+async fn warm_up(moto: &Moto) {
+    let (ec2, _) = clients(&moto.endpoint());
+    ec2.describe_regions()
+        .all_regions(true)
+        .send()
+        .await
+        .unwrap();
+    ec2.describe_instance_types().send().await.unwrap();
+    ec2.describe_images().owners("amazon").send().await.unwrap();
+}
+
+/// Calls that never answer (the proxy holds them open, silent): with a 2 s per-call timeout
+/// kprov abandons a hung DescribeInstances (retried) and a RunInstances that moto performed but
+/// whose answer never came (found again by tag, not run twice); the apply finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_calls_are_abandoned_after_the_call_timeout_and_apply_finishes() {
+    let moto = moto!();
+    let proxy = FaultProxy::start(&moto);
+    let env = Env::new(&proxy.endpoint());
+    env.create(&spec("demo", "us-east-1")).await;
+    warm_up(&moto).await;
+    proxy.set_rules(
+        r#"[
+        {"service":"ec2","action":"DescribeInstances","mode":"hang","times":1},
+        {"service":"ec2","action":"RunInstances","skip":1,"mode":"after_hang","times":1}
+    ]"#,
+    );
+    let started = Instant::now();
+    let mut c = env.cmd(&["update", "--yes"]);
+    c.env("KPROV_AWS_CALL_TIMEOUT", HANG_TIMEOUT);
+    let out = Env::run_cmd(c).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("4 created"), "{t}");
+    let st = proxy.state();
+    for (i, rule) in st["rules"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(rule["fired"].as_u64(), Some(1), "rule {i} fired: {rule}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    proxy.clear();
+    assert_cluster(&moto.endpoint(), "demo", "after hung calls").await;
+}
+
+/// RunInstances hangs every time: the apply fails within a bounded time with a message naming
+/// the call and the endpoint; nothing is half-made that a re-run cannot finish, and the re-run
+/// converges without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_always_hangs_fails_in_bounded_time_naming_call_and_endpoint() {
+    let moto = moto!();
+    let proxy = FaultProxy::start(&moto);
+    let env = Env::new(&proxy.endpoint());
+    env.create(&spec("demo", "us-east-1")).await;
+    warm_up(&moto).await;
+    proxy.set_rules(r#"[{"service":"ec2","action":"RunInstances","mode":"hang"}]"#);
+    let started = Instant::now();
+    let mut c = env.cmd(&["update", "--yes"]);
+    c.env("KPROV_AWS_CALL_TIMEOUT", HANG_TIMEOUT);
+    let out = Env::run_cmd(c).await;
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    println!(
+        "a call that always hangs: update --yes failed after {took:?}:\n{}",
+        err.lines()
+            .skip_while(|l| !l.starts_with("error:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(120), "took {took:?}: {err}");
+    for needle in [
+        "RunInstances",
+        proxy.endpoint().as_str(),
+        "no answer within",
+        "demo-control-plane-0",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in:\n{err}");
+    }
+    proxy.clear();
+    let live = live_instances(&clients(&moto.endpoint()).0, "demo").await;
+    assert!(live.is_empty(), "no instance was launched: {live:?}");
+    let again = env.ok(&["update", "--yes"]).await;
+    assert!(again.contains("4 created"), "{again}");
+    assert_cluster(&moto.endpoint(), "demo", "after the hang cleared").await;
 }

@@ -2,7 +2,10 @@
 //! create → plan → apply → no-op → instances → delete; kill -9 at many points and re-run;
 //! cloud faults; plan-time errors; the cluster lock between two processes.
 
-use std::path::{Path, PathBuf};
+#[path = "support/audit.rs"]
+mod audit;
+
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,10 +14,6 @@ use kprov_zstack_sim::{FaultAction, FaultRule, SimConfig, SimHandle, Simulator};
 struct Env {
     sim: SimHandle,
     state: tempfile::TempDir,
-}
-
-fn kprov_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kprov"))
 }
 
 impl Env {
@@ -35,7 +34,7 @@ impl Env {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(kprov_bin());
+        let mut c = audit::kprov_command();
         c.args(args)
             .env(
                 "KPROV_STATE_STORE",
@@ -112,6 +111,21 @@ impl Env {
                 "{}/zstack/v1/user-tags?q=tag~=kprov::%25",
                 self.sim.endpoint()
             ))
+            .header("Authorization", format!("OAuth {session}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["inventories"].as_array().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Volumes in the cloud (any owner), read through the API with an admin session.
+    async fn volume_count(&self) -> usize {
+        let session = self.sim.admin_session();
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/zstack/v1/volumes", self.sim.endpoint()))
             .header("Authorization", format!("OAuth {session}"))
             .send()
             .await
@@ -269,7 +283,10 @@ async fn kill_9_at_many_points_then_rerun_converges() {
         env.create(&[]).await;
         n += if n < 24 { 1 } else { 2 };
     }
-    println!("killed update --yes at API calls {killed_at:?}");
+    println!(
+        "KILL POINTS zstack update: {} distinct API calls {killed_at:?}",
+        killed_at.len()
+    );
     assert!(
         killed_at.len() >= 20,
         "only {} kill points reached: {killed_at:?}",
@@ -277,15 +294,23 @@ async fn kill_9_at_many_points_then_rerun_converges() {
     );
 }
 
+/// kill -9 of `delete cluster --yes` at every API call it makes (one point per run: the nth
+/// call from the start of the delete hangs and kprov is killed while it waits), then a re-run of
+/// the delete: nothing of the cluster is left, checked in the simulator itself (VMs in any
+/// state, volumes, kprov user tags, GPU attachments) and not through kprov.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_delete_then_rerun_leaves_nothing() {
+async fn kill_9_at_every_delete_call_then_rerun_leaves_nothing() {
     let env = Env::default().await;
+    let baseline_volumes = env.volume_count().await;
     env.create(&[]).await;
     env.ok(&["update", "--yes"]).await;
-    for n in [1, 3, 6] {
+    let mut killed_at = Vec::new();
+    let mut n = 1;
+    loop {
+        assert!(n < 400, "delete never finished before its nth call");
         let rule = env
             .sim
-            .add_fault(FaultRule::latency(60_000, 0).nth(n).times(1))
+            .add_fault(FaultRule::hang(false).nth(n).times(1))
             .unwrap();
         let mut child = env
             .cmd(&["delete", "cluster", "demo", "--yes"])
@@ -295,13 +320,144 @@ async fn kill_9_during_delete_then_rerun_leaves_nothing() {
             .unwrap();
         let killed = kill_when_fired(&env, &mut child, &rule).await;
         env.sim.clear_faults();
-        assert!(killed, "delete reached call {n}");
+        if !killed {
+            // The delete finished before its nth call: every call has been a kill point.
+            env.assert_empty_cloud().await;
+            break;
+        }
+        killed_at.push(n);
         env.ok(&["delete", "cluster", "demo", "--yes", "--force-unlock"])
             .await;
         env.assert_empty_cloud().await;
+        assert_eq!(
+            env.volume_count().await,
+            baseline_volumes,
+            "after kill at delete call {n}: volumes left"
+        );
+        assert!(
+            !env.state.path().join("demo").exists(),
+            "after kill at delete call {n}: the cluster's state is removed"
+        );
         env.create(&[]).await;
         env.ok(&["update", "--yes"]).await;
+        n += 1;
     }
+    println!(
+        "KILL POINTS zstack delete: {} distinct API calls {killed_at:?}",
+        killed_at.len()
+    );
+    assert!(
+        killed_at.len() >= 10,
+        "only {} delete kill points: {killed_at:?}",
+        killed_at.len()
+    );
+}
+
+/// A call that never answers: with a short per-request timeout the client gives up on it, asks
+/// the management node about its own job (the create hung *after* executing) or retries the
+/// query, and the apply finishes with exactly the desired VMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_calls_are_abandoned_after_the_request_timeout_and_apply_finishes() {
+    let env = Env::default().await;
+    env.create(&[]).await;
+    // The plan's first query hangs (never performed); the second VM create is performed but
+    // its 202 never comes.
+    env.sim
+        .add_fault(
+            FaultRule::hang(false)
+                .method("GET")
+                .path("^/zstack/v1/vm-instances")
+                .times(1),
+        )
+        .unwrap();
+    env.sim
+        .add_fault(
+            FaultRule::hang(true)
+                .method("POST")
+                .path("^/zstack/v1/vm-instances$")
+                .nth(2)
+                .times(1),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut c = env.cmd(&["update", "--yes"]);
+    c.env("KPROV_ZSTACK_REQUEST_TIMEOUT", "1s");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("4 created"), "{text}");
+    let hangs = env
+        .sim
+        .fault_log()
+        .iter()
+        .filter(|e| e.kind == "hang")
+        .count();
+    assert_eq!(hangs, 2, "both hangs fired: {:?}", env.sim.fault_log());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        env.live_vm_names(),
+        expected_names(),
+        "no duplicate VM from the create whose answer never came"
+    );
+    assert_eq!(env.attached_gpus(), 3);
+}
+
+/// A call that hangs every time: the apply fails within a bounded time (per-request timeout ×
+/// the adapter's and the executor's retries) with a message naming the call, its path and the
+/// endpoint; the cloud holds no half-made VM and a re-run converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_always_hangs_fails_in_bounded_time_naming_call_and_endpoint() {
+    let env = Env::default().await;
+    env.create(&[]).await;
+    env.sim
+        .add_fault(
+            FaultRule::hang(false)
+                .method("POST")
+                .path("^/zstack/v1/vm-instances$")
+                .times(0),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut c = env.cmd(&["update", "--yes"]);
+    c.env("KPROV_ZSTACK_REQUEST_TIMEOUT", "1s");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("a call that always hangs: update --yes failed after {took:?}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(120), "took {took:?}: {err}");
+    let last = err
+        .lines()
+        .skip_while(|l| !l.starts_with("error:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!("{last}");
+    for needle in [
+        "CreateVmInstance",
+        "POST /zstack/v1/vm-instances",
+        env.sim.endpoint().as_str(),
+        "no answer within 1s",
+        "demo-control-plane-0",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in:\n{last}\n---\n{err}");
+    }
+    assert_eq!(env.sim.vm_count(), 0, "nothing half-made");
+    env.sim.clear_faults();
+    let again = env.ok(&["update", "--yes"]).await;
+    assert!(again.contains("4 created"), "{again}");
+    assert_eq!(env.live_vm_names(), expected_names());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

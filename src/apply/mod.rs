@@ -66,7 +66,7 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// Some tasks failed; the others finished. Re-running resumes.
-    #[error("{failed} of {total} changes failed; the rest were applied. Fix the cause and re-run `kprov update cluster {cluster} --yes` to resume:\n{details}")]
+    #[error("{failed} of {total} changes failed or were not attempted; the rest were applied. Fix the cause and re-run `kprov update cluster {cluster} --yes` to resume:\n{details}")]
     Failed {
         /// Cluster.
         cluster: String,
@@ -188,6 +188,7 @@ async fn run(
     // because the new instance reuses the deterministic name.
     let sem = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut failures: Vec<String> = Vec::new();
+    let mut not_attempted = 0usize;
     let total = plan
         .changes
         .iter()
@@ -301,6 +302,8 @@ async fn run(
                     rest.clear();
                 }
                 None if !rest.is_empty() => {
+                    // one line for these, but each is a change not made
+                    not_attempted += rest.len() - 1;
                     failures.push(format!(
                         "  {} other instances not attempted: they join {first}, which failed",
                         rest.len()
@@ -364,8 +367,8 @@ async fn run(
         failures.sort();
         Err(ApplyError::Failed {
             cluster: plan.cluster.clone(),
-            failed: failures.len(),
-            total,
+            failed: failures.len() + not_attempted,
+            total: total + plan.repairs.len(),
             details: failures.join("\n"),
         })
     }

@@ -108,7 +108,14 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
         if g.is_lost() {
             eprintln!("Warning: the lock of cluster {name} was broken by another run while this one worked.");
         }
-        g.release().await?;
+        if let Err(e) = g.release().await {
+            // The run's own error (e.g. the store became unreachable) says more than this one.
+            if result.is_err() {
+                eprintln!("Warning: could not release the lock of cluster {name}: {e}");
+            } else {
+                return Err(e.into());
+            }
+        }
     }
     result
 }
@@ -243,7 +250,11 @@ async fn update(
     .await;
     journal.flush().await;
     let outcome = outcome?;
-    journal.finish().await?;
+    journal.finish().await.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "the cloud changes of cluster {name} were made, but the state store could not record the end of the run; re-run `kprov update cluster {name} --yes` once the store is reachable"
+        ))
+    })?;
     println!(
         "\nCluster {name} is up to date: {} created, {} deleted{}.",
         outcome.created.len(),

@@ -259,6 +259,19 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// How to fix a local I/O error, by its kind.
+fn io_fix(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "check the path",
+        PermissionDenied => "check the permissions of the file and its directory",
+        AlreadyExists => "remove it or choose another path",
+        StorageFull => "free some disk space and re-run (the copy resumes)",
+        ReadOnlyFilesystem => "choose a writable location",
+        _ => "check the file and re-run (the copy resumes)",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,18 +295,5 @@ mod tests {
         );
         assert!(ImageRef::parse("quay.io/x@sha256:abc").is_err());
         assert!(ImageRef::parse("a b").is_err());
-    }
-}
-
-/// How to fix a local I/O error, by its kind.
-fn io_fix(e: &std::io::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        NotFound => "check the path",
-        PermissionDenied => "check the permissions of the file and its directory",
-        AlreadyExists => "remove it or choose another path",
-        StorageFull => "free some disk space and re-run (the copy resumes)",
-        ReadOnlyFilesystem => "choose a writable location",
-        _ => "check the file and re-run (the copy resumes)",
     }
 }

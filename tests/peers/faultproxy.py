@@ -12,6 +12,10 @@ uses (the AWS adapter's and the S3 state store's), with these additions (marked 
   counts    GET /__fault__/rules also returns {"counts": {"ec2:RunInstances": n, ...}, "total": n}
             for every request proxied (the benchmark's API call counts); DELETE clears them
   fired     each rule records how many times it fired
+  mode "hang"  accept the request and never answer: forward nothing, keep the connection open and
+            silent until the client gives up (closes it), or "hang_ms" (default 1 h) passes
+  mode "after_hang"  forward to moto, then hang as above (the mutation is applied, its answer
+            never comes)
 
   python faultproxy.py --listen 5056 --upstream http://127.0.0.1:5055
   point the SDK at http://127.0.0.1:5056
@@ -30,7 +34,7 @@ Rule fields (all optional except status unless mode=drop):
             "after" (forward to moto, THEN return the error -> mutation applied but response lost)
             "drop"  (forward nothing, close the socket -> connection reset / dispatch failure)
 """
-import argparse, socket, http.client, http.server, json, random, re, threading, time, urllib.parse
+import argparse, select, socket, http.client, http.server, json, random, re, threading, time, urllib.parse
 
 RULES, LOCK, HITS, COUNTS = [], threading.Lock(), {}, {}
 
@@ -68,6 +72,17 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b)
 
+    def _hang(self, rule):  # kprov addition: never answer; return once the client gave up
+        self.close_connection = True
+        until = time.time() + rule.get("hang_ms", 3600000) / 1000
+        while time.time() < until:
+            try:
+                r, _, _ = select.select([self.connection], [], [], 0.5)
+                if r and not self.connection.recv(1, socket.MSG_PEEK):
+                    return  # the client closed the connection
+            except OSError:
+                return
+
     def _control(self, body):
         global RULES
         with LOCK:
@@ -104,7 +119,9 @@ class H(http.server.BaseHTTPRequestHandler):
         if rule and rule.get("mode") == "drop":
             self.close_connection = True
             self.connection.shutdown(2); return
-        if not rule or rule.get("mode") in ("after", "after_drop") or not rule.get("status"):
+        if rule and rule.get("mode") == "hang":  # kprov addition
+            return self._hang(rule)
+        if not rule or rule.get("mode") in ("after", "after_drop", "after_hang") or not rule.get("status"):
             up = urllib.parse.urlsplit(ARGS.upstream)
             c = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
             c.connect(); c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -115,6 +132,8 @@ class H(http.server.BaseHTTPRequestHandler):
             if rule and rule.get("mode") == "after_drop":  # kprov addition
                 self.close_connection = True
                 self.connection.shutdown(2); return
+            if rule and rule.get("mode") == "after_hang":  # kprov addition
+                return self._hang(rule)
             if not rule or not rule.get("status"):
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():

@@ -25,7 +25,7 @@ pub const PEERS_VENV_MOTO: &str = "/opt/kprov-peers/venv/bin/moto_server";
 /// Dummy credentials moto accepts.
 pub const KEY_ID: &str = "testing";
 /// Dummy secret (not a secret: moto accepts anything).
-pub const SECRET: &str = "testing";
+pub const SECRET: &str = "kprov-moto-test-secret-7f3a";
 /// A valid Ed25519 public key (moto's ImportKeyPair parses the material).
 pub const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIhacE+s/jDwZ7a8HdkGsMogSfrYwb3N0j+EyAq9eiuI kprov-test";

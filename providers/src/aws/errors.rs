@@ -158,7 +158,9 @@ where
         SdkError::TimeoutError(_) => CloudError::Unreachable {
             provider: PROVIDER,
             endpoint: endpoint.to_string(),
-            message: format!("{op}: no answer in time"),
+            message: format!(
+                "{op}: no answer within the per-call timeout (KPROV_AWS_CALL_TIMEOUT, default 60s)"
+            ),
         },
         SdkError::DispatchFailure(_) => CloudError::Unreachable {
             provider: PROVIDER,

@@ -41,6 +41,18 @@ use super::model::{JobAccepted, Session};
 use super::query::Query;
 use super::PROVIDER;
 
+/// Marks an [`CloudError::Unreachable`] whose request got no answer within the per-request
+/// timeout (see [`is_hang`]).
+const NO_ANSWER: &str = "no answer within";
+
+/// Whether `e` is a request that hung until the per-request timeout. The adapter retries such a
+/// call at most once itself (a server that ignored a request for a whole timeout rarely answers
+/// the next one a moment later, and nested retries would multiply the wait); the executor's
+/// retries, with their longer backoff, still apply.
+pub fn is_hang(e: &CloudError) -> bool {
+    matches!(e, CloudError::Unreachable { message, .. } if message.contains(NO_ANSWER))
+}
+
 /// Header carrying the client-chosen job id.
 pub const HEADER_JOB_UUID: &str = "X-Job-UUID";
 
@@ -117,6 +129,7 @@ pub struct Client {
     login_lock: Mutex<()>,
     seen_sessions: std::sync::Mutex<Vec<Arc<str>>>,
     job_timeout: Duration,
+    request_timeout: Duration,
     poll_interval: Duration,
     max_poll_interval: Duration,
     max_retries: u32,
@@ -166,6 +179,7 @@ impl Client {
             login_lock: Mutex::new(()),
             seen_sessions: std::sync::Mutex::new(Vec::new()),
             job_timeout: config.job_timeout,
+            request_timeout: config.request_timeout,
             poll_interval: config.poll_interval.max(Duration::from_millis(1)),
             max_poll_interval: config.max_poll_interval.max(config.poll_interval),
             max_retries: config.max_retries,
@@ -210,6 +224,16 @@ impl Client {
     /// How many times a transiently failed call is retried inside the adapter.
     pub fn max_retries(&self) -> u32 {
         self.max_retries
+    }
+
+    /// How many times the adapter itself retries after `e`: [`Client::max_retries`], but at
+    /// most once after a request that hung (see [`is_hang`]).
+    pub fn retry_limit(&self, e: &CloudError) -> u32 {
+        if is_hang(e) {
+            self.max_retries.min(1)
+        } else {
+            self.max_retries
+        }
     }
 
     fn redact(&self, text: String) -> String {
@@ -262,14 +286,25 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, e: reqwest::Error) -> CloudError {
-        let mut message = e.to_string();
+    /// The error of a request that got no answer: names the API, the method and path, and —
+    /// for a request that hung — the per-request timeout that ended it.
+    fn unreachable(&self, e: reqwest::Error, api: &str, method: &Method, url: &str) -> CloudError {
+        let mut chain = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
             src = s.source();
         }
+        let call = format!("{api} ({method} {})", url_path(url));
+        let message = if e.is_timeout() {
+            format!(
+                "{call}: {NO_ANSWER} {:?} (the per-request timeout, KPROV_ZSTACK_REQUEST_TIMEOUT)",
+                self.request_timeout
+            )
+        } else {
+            format!("{call}: {chain}")
+        };
         CloudError::Unreachable {
             provider: PROVIDER,
             endpoint: self.endpoint.clone(),
@@ -277,8 +312,10 @@ impl Client {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
+        api: &str,
         method: &Method,
         url: &str,
         body: Option<&Value>,
@@ -314,9 +351,15 @@ impl Client {
         }
         let started = Instant::now();
         tracing::debug!(method = %method, url = %url, job = job.unwrap_or(""), "zstack request");
-        let resp = rb.send().await.map_err(|e| self.unreachable(e))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e, api, method, url))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| self.unreachable(e))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| self.unreachable(e, api, method, url))?;
         tracing::debug!(
             method = %method,
             url = %url,
@@ -355,7 +398,17 @@ impl Client {
         let mut attempt = 0;
         loop {
             self.counters.logins.fetch_add(1, Ordering::Relaxed);
-            let err = match self.send(&Method::PUT, &url, Some(&body), None, None).await {
+            let err = match self
+                .send(
+                    "LogInByAccount",
+                    &Method::PUT,
+                    &url,
+                    Some(&body),
+                    None,
+                    None,
+                )
+                .await
+            {
                 Ok(r) if r.status == 200 => {
                     let v = self.parse_json(&r.body, "LogInByAccount")?;
                     let inv: Session =
@@ -390,7 +443,7 @@ impl Client {
                 },
                 Err(e) => e,
             };
-            if err.is_retryable() && attempt < self.max_retries {
+            if err.is_retryable() && attempt < self.retry_limit(&err) {
                 tokio::time::sleep(self.backoff(attempt)).await;
                 attempt += 1;
                 continue;
@@ -447,7 +500,7 @@ impl Client {
             let session = self.session().await?;
             self.counters.queries.fetch_add(1, Ordering::Relaxed);
             let err = match self
-                .send(&Method::GET, &url, None, None, session.as_deref())
+                .send(api, &Method::GET, &url, None, None, session.as_deref())
                 .await
             {
                 Ok(r) if r.status == 200 => return self.parse_json(&r.body, api),
@@ -465,7 +518,7 @@ impl Client {
                 },
                 Err(e) => e,
             };
-            if err.is_retryable() && attempt < self.max_retries {
+            if err.is_retryable() && attempt < self.retry_limit(&err) {
                 tracing::debug!(api, attempt, error = %self.redact(err.to_string()), "zstack call failed transiently; retrying");
                 tokio::time::sleep(self.backoff(attempt)).await;
                 attempt += 1;
@@ -546,7 +599,14 @@ impl Client {
             let session = self.session.read().await.clone();
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
             match self
-                .send(&Method::GET, &url, None, None, session.as_deref())
+                .send(
+                    &format!("{api} (job probe)"),
+                    &Method::GET,
+                    &url,
+                    None,
+                    None,
+                    session.as_deref(),
+                )
                 .await
             {
                 Ok(r) if r.status == 404 => return Ok(false),
@@ -569,7 +629,7 @@ impl Client {
                         ),
                     })
                 }
-                Err(e) if attempt < self.max_retries => {
+                Err(e) if attempt < self.retry_limit(&e) => {
                     tracing::debug!(api, job, error = %e, "probing own job failed; retrying");
                 }
                 Err(e) => return Err(e),
@@ -601,7 +661,14 @@ impl Client {
             let session = self.session().await?;
             self.counters.submissions.fetch_add(1, Ordering::Relaxed);
             let sent = self
-                .send(&method, &url, body.as_ref(), Some(&job), session.as_deref())
+                .send(
+                    api,
+                    &method,
+                    &url,
+                    body.as_ref(),
+                    Some(&job),
+                    session.as_deref(),
+                )
                 .await;
             let location = match sent {
                 Ok(r) if r.status == 202 => {
@@ -638,7 +705,7 @@ impl Client {
                     tracing::debug!(api, job = %job, error = %e, "submission answer lost; probing own job");
                     if self.job_known(&job, api).await? {
                         self.job_url(None, &job)
-                    } else if resubmit && attempt < self.max_retries {
+                    } else if resubmit && attempt < self.retry_limit(&e) {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         attempt += 1;
                         continue;
@@ -699,7 +766,14 @@ impl Client {
             let session = self.session.read().await.clone();
             self.counters.polls.fetch_add(1, Ordering::Relaxed);
             let r = match self
-                .send(&Method::GET, url, None, None, session.as_deref())
+                .send(
+                    &format!("{api} (job poll)"),
+                    &Method::GET,
+                    url,
+                    None,
+                    None,
+                    session.as_deref(),
+                )
                 .await
             {
                 Ok(r) => r,

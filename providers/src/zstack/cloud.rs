@@ -1380,6 +1380,25 @@ impl Cloud for ZStackCloud {
                     continue; // already there: nothing to place
                 }
                 let hosts = infra.usable_hosts(req.arch, zone.as_deref());
+                // (An account that may not list hosts sees none at all: then placement is left
+                // to ZStack rather than refused here.)
+                if hosts.is_empty()
+                    && !infra.hosts.is_empty()
+                    && !infra.usable_clusters(req.arch, zone.as_deref()).is_empty()
+                {
+                    push(
+                        ig,
+                        format!(
+                            "no enabled, connected {} ({}) host in the clusters of that architecture",
+                            req.arch,
+                            req.arch.machine()
+                        ),
+                        format!(
+                            "enable or reconnect an {} host (or add one), or set the group's arch to one that has hosts",
+                            req.arch.machine()
+                        ),
+                    );
+                }
                 if let Ok((_, cpus, mem)) = size {
                     if let Some(Err(best)) = infra.fits_somewhere(&hosts, cpus, mem) {
                         unplaceable.push((cpus, mem, best));
@@ -1535,7 +1554,9 @@ impl Cloud for ZStackCloud {
             }
             let gpu_conflict = req.gpu.is_some()
                 && matches!(&err, CloudError::Fatal { message, .. } if message.contains("SYS.1006"));
-            if (err.is_retryable() || gpu_conflict) && attempt < max {
+            // A create that hung is left to the executor's retries (after the lookup above).
+            let retryable = err.is_retryable() && !super::client::is_hang(&err);
+            if (retryable || gpu_conflict) && attempt < max {
                 tracing::debug!(vm = %req.id, attempt, error = %err, "create failed; retrying");
                 tokio::time::sleep(self.client.backoff(attempt)).await;
                 attempt += 1;

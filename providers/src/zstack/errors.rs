@@ -152,7 +152,13 @@ pub fn classify(status: u16, body: &str, api: &str) -> Failure {
             return Failure::Error(CloudError::Auth {
                 provider: PROVIDER,
                 message,
-                fix: "check the account name and password (ZSTACK_ACCOUNT / ZSTACK_PASSWORD or the credentials file)".into(),
+                // Only a login uses the password; every other API is signed with the AccessKey
+                // (or a session, whose expiry is handled above).
+                fix: if api == "LogInByAccount" {
+                    "check the account name and password (ZSTACK_ACCOUNT / ZSTACK_PASSWORD or the credentials file)".into()
+                } else {
+                    "check the AccessKey (ZSTACK_ACCESS_KEY_ID / ZSTACK_ACCESS_KEY_SECRET or the credentials file) and that its account may call this API".into()
+                },
             });
         }
         return Failure::Error(CloudError::Fatal {

@@ -354,6 +354,11 @@ async fn zstack(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     if !rf.latency.is_zero() && !sh.sleep(rf.latency).await {
         return text(503, "the simulator is shutting down");
     }
+    if rf.hang == Some(false) {
+        // Accepted, never performed, never answered (until the simulator stops).
+        sh.sleep(HANG_FOREVER).await;
+        return text(503, "the simulator is shutting down");
+    }
     let mut resp = if let Some(r) = rf.respond {
         match r {
             FaultResponse::Json(s, v) => json_resp(s, v),
@@ -381,11 +386,21 @@ async fn zstack(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     };
+    if rf.hang == Some(true) {
+        // Performed, but the answer never comes.
+        drop(resp);
+        sh.sleep(HANG_FOREVER).await;
+        return text(503, "the simulator is shutting down");
+    }
     if rf.drop {
         resp.extensions_mut().insert(DropConnection);
     }
     resp
 }
+
+/// How long a `hang` fault holds a request: in practice until the client gives up or the
+/// simulator stops.
+const HANG_FOREVER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn dispatch(ctx: &Ctx, api: Api) -> Response {
     match api {
@@ -449,6 +464,27 @@ fn dispatch(ctx: &Ctx, api: Api) -> Response {
 
 // ------------------------------------------------------------------- sync APIs
 
+/// kprov's test suite scans every kprov run for leaked secrets (tests/peers/leakscan.py): with
+/// `KPROV_AUDIT_DIR` set, the session ids this simulator issues are appended to
+/// `$KPROV_AUDIT_DIR/issued/zstack-sim-PID` so the scan can look for them. Best effort.
+fn record_issued_secret(value: &str) {
+    use std::io::Write;
+    let Some(dir) = std::env::var_os("KPROV_AUDIT_DIR").filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir).join("issued");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("zstack-sim-{}", std::process::id())))
+    {
+        let _ = writeln!(f, "{value}");
+    }
+}
+
 fn login(ctx: &Ctx) -> Response {
     let body = match ctx.body_json() {
         Ok(b) => b,
@@ -468,6 +504,7 @@ fn login(ctx: &Ctx) -> Response {
     match ctx.sh.mutate(|c| c.login(name, pw, ttl)) {
         Ok(s) => {
             tracing::info!(account = name, session = %s.uuid, "login");
+            record_issued_secret(&s.uuid);
             json_resp(200, json!({ "inventory": s }))
         }
         Err(e) => api_error(&e),

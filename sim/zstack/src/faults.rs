@@ -47,6 +47,14 @@ pub enum FaultAction {
     },
     /// Execute the call, then close the connection without answering (e.g. a lost 202).
     DropResponse,
+    /// Accept the request and never answer: the connection stays open, silent, until the client
+    /// gives up (or the simulator stops). Without `execute` the call is not performed; with it
+    /// the call is performed first and only its answer never comes (an ambiguous mutation).
+    Hang {
+        /// Perform the call before hanging.
+        #[serde(default)]
+        execute: bool,
+    },
     /// Sleep before handling the call.
     Latency {
         /// Fixed part.
@@ -113,6 +121,7 @@ impl FaultAction {
             FaultAction::Unavailable => "unavailable",
             FaultAction::InternalError { .. } => "internal_error",
             FaultAction::DropResponse => "drop_response",
+            FaultAction::Hang { .. } => "hang",
             FaultAction::Latency { .. } => "latency",
             FaultAction::JobDelay { .. } => "job_delay",
             FaultAction::JobNeverFinishes { .. } => "job_never_finishes",
@@ -228,6 +237,10 @@ impl FaultRule {
     pub fn drop_response() -> Self {
         Self::new(FaultAction::DropResponse)
     }
+    /// Never answer (see [`FaultAction::Hang`]).
+    pub fn hang(execute: bool) -> Self {
+        Self::new(FaultAction::Hang { execute })
+    }
     /// Per-call latency.
     pub fn latency(ms: u64, jitter_ms: u64) -> Self {
         Self::new(FaultAction::Latency { ms, jitter_ms })
@@ -318,6 +331,8 @@ pub(crate) struct RequestFaults {
     pub latency: Duration,
     pub respond: Option<FaultResponse>,
     pub drop: bool,
+    /// Never answer; `Some(true)`: perform the call first.
+    pub hang: Option<bool>,
 }
 
 /// A canned response.
@@ -489,6 +504,11 @@ impl FaultEngine {
                     let d = jitter(*ms, *jitter_ms);
                     rf.latency += d;
                     format!("latency {} ms", d.as_millis())
+                }
+                FaultAction::Hang { execute } => {
+                    let e = rf.hang.unwrap_or(false) || *execute;
+                    rf.hang = Some(e);
+                    format!("the request is accepted and never answered (execute: {execute})")
                 }
                 FaultAction::DropResponse => {
                     rf.drop = true;
