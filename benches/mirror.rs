@@ -46,6 +46,10 @@ fn kprov_mirror(from: &str, to: &str, list: &std::path::Path) -> Command {
     ])
     .arg("--from-file")
     .arg(list);
+    // KPROV_BENCH_CONCURRENCY=N tries another --concurrency (default: kprov's own default).
+    if let Ok(n) = std::env::var("KPROV_BENCH_CONCURRENCY") {
+        c.args(["--concurrency", &n]);
+    }
     c
 }
 

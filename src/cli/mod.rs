@@ -260,20 +260,29 @@ fn with_fix(e: anyhow::Error) -> anyhow::Error {
     let unreachable =
         e.chain()
             .find_map(|c| match c.downcast_ref::<kprov_providers::CloudError>() {
-                Some(kprov_providers::CloudError::Unreachable { endpoint, .. }) => {
-                    Some(endpoint.clone())
-                }
+                Some(kprov_providers::CloudError::Unreachable {
+                    provider, endpoint, ..
+                }) => Some((*provider, endpoint.clone())),
                 _ => None,
             });
     match unreachable {
-        Some(endpoint) => ExitError {
-            code: exit_code(&e),
-            message: format!(
-                "{e:#}; fix: check that {endpoint} is the cloud's API address (spec.provider, or the \
-                 --zstack-endpoint / AWS_ENDPOINT_URL it came from) and that it answers from this machine, then re-run"
-            ),
+        Some((provider, endpoint)) => {
+            let fix = match provider {
+                "libvirt" => format!(
+                    "check that libvirtd answers at {endpoint} (`virsh -c {endpoint} version`; spec.provider.libvirt.uri) and, \
+                     if it is only slow, raise KPROV_LIBVIRT_KEEPALIVE_TIMEOUT, then re-run"
+                ),
+                _ => format!(
+                    "check that {endpoint} is the cloud's API address (spec.provider, or the \
+                     --zstack-endpoint / AWS_ENDPOINT_URL it came from) and that it answers from this machine, then re-run"
+                ),
+            };
+            ExitError {
+                code: exit_code(&e),
+                message: format!("{e:#}; fix: {fix}"),
+            }
+            .into()
         }
-        .into(),
         None => e,
     }
 }

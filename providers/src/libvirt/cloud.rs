@@ -4,11 +4,18 @@
 //! mutex around the connection (the `test:///` driver keeps its state per connection, so the
 //! adapter must keep using the one it opened; with `qemu:///system` the calls are short, except
 //! the one-time base image upload).
+//!
+//! A lost connection (libvirtd restarted or killed) or a silent one (libvirtd stopped or hung:
+//! libvirt's client keepalive closes it after [`LibvirtConfig::keepalive_timeout`], which needs
+//! the event loop this module runs on a thread of its own) fails the call in flight with a
+//! retryable [`CloudError::Unreachable`] naming the URI; the next call opens a new connection.
+//! Opening is bounded by the same timeout; while an open that timed out is still waiting for
+//! libvirtd, further calls fail at once instead of waiting again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -38,7 +45,7 @@ const GIB: u64 = 1 << 30;
 /// The libvirt adapter.
 pub struct LibvirtCloud {
     cfg: LibvirtConfig,
-    conn: Arc<Mutex<Connect>>,
+    conn: Arc<Mutex<Link>>,
     /// SHA-256 (first 12 hex digits) of each base image file, computed once.
     image_ids: Arc<Mutex<HashMap<Arch, String>>>,
 }
@@ -108,6 +115,216 @@ fn not_found(e: &VirtError) -> bool {
         || is(e, ErrorNumber::NoNetwork)
         || is(e, ErrorNumber::NoStoragePool)
         || is(e, ErrorNumber::NoStorageVolume)
+}
+
+/// The connection, reopened when libvirt reports it closed (see the module docs).
+struct Link {
+    /// `None` after a dead connection was dropped and reopening failed.
+    conn: Option<Connect>,
+    /// An open that did not finish within the timeout: when it started, and where its thread
+    /// will deliver the connection.
+    pending: Option<(Instant, mpsc::Receiver<CloudResult<Connect>>)>,
+    /// When a connection that worked was found closed (until a new one is open).
+    lost_since: Option<Instant>,
+}
+
+/// Register libvirt's default event loop and run it on a thread (once per process, before the
+/// first connection is opened): libvirt's client keepalive — kprov's only bound on a call to a
+/// libvirtd that stopped answering — works only with an event loop.
+fn ensure_event_loop() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::warn!(
+                "libvirt event loop: {}; calls to a libvirtd that stops answering may hang",
+                e.message()
+            );
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if virt::event::event_run_default_impl().is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("libvirt event loop thread: {e}");
+        }
+    });
+}
+
+/// Open `uri` and turn on keepalive (not on the in-process `test:///` driver).
+fn open_now(uri: &str, keepalive: Duration) -> CloudResult<Connect> {
+    let conn = Connect::open(Some(uri)).map_err(|e| {
+        let mut err = verr(&format!("opening {uri}"), e);
+        if let CloudError::Unreachable {
+            endpoint, message, ..
+        } = &mut err
+        {
+            *endpoint = uri.to_string();
+            message.push_str(
+                "; is libvirtd running on that host (`libvirtd -d` / `systemctl start libvirtd`)?",
+            );
+        }
+        err
+    })?;
+    if driver(uri) != "test" {
+        let (interval, count) = super::keepalive_params(keepalive);
+        if let Err(e) = conn.set_keep_alive(interval, count) {
+            tracing::warn!(
+                uri,
+                "libvirt keepalive not enabled: {}; a call to a libvirtd that stops answering may hang",
+                e.message()
+            );
+        }
+    }
+    Ok(conn)
+}
+
+/// Open `uri` on a thread of its own (an open to a libvirtd that accepts the socket but never
+/// answers would block for good: keepalive starts only once the connection is open).
+fn start_open(uri: &str, keepalive: Duration) -> mpsc::Receiver<CloudResult<Connect>> {
+    ensure_event_loop();
+    let (tx, rx) = mpsc::channel();
+    let u = uri.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("libvirt-open".into())
+        .spawn(move || {
+            // a receiver that gave up drops the late connection (closing it)
+            let _ = tx.send(open_now(&u, keepalive));
+        });
+    if let Err(e) = spawned {
+        let (tx, rx2) = mpsc::channel();
+        let _ = tx.send(Err(CloudError::Protocol {
+            provider: PROVIDER,
+            message: format!("cannot start a thread to open {uri}: {e}"),
+        }));
+        return rx2;
+    }
+    rx
+}
+
+/// The error for an open that did not finish in time.
+fn open_hung(uri: &str, waited: Duration) -> CloudError {
+    CloudError::Unreachable {
+        provider: PROVIDER,
+        endpoint: uri.to_string(),
+        message: format!(
+            "opening the connection: libvirtd accepted it but has not answered for {}s (stopped, hung or overloaded?); check it with `virsh -c {uri} version` and re-run (kprov waits {}, default 30s)",
+            waited.as_secs(),
+            super::KEEPALIVE_TIMEOUT_ENV
+        ),
+    }
+}
+
+impl Link {
+    fn alive(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.is_alive().unwrap_or(false))
+    }
+
+    /// Make sure a live connection is open: reopen a closed one. A libvirtd that refuses
+    /// connections after a lost one (restarting) is tried again every 0.5 s for up to `timeout`
+    /// after the loss; an open libvirtd does not answer is abandoned after `timeout`.
+    fn ensure_open(&mut self, uri: &str, timeout: Duration) -> CloudResult<&Connect> {
+        if !self.alive() {
+            if let Some(dead) = self.conn.take() {
+                // its socket is closed: dropping it makes no call
+                drop(dead);
+                tracing::warn!(uri, "the libvirt connection was closed; reopening it");
+                self.lost_since = Some(Instant::now());
+            }
+            loop {
+                match self.open_once(uri, timeout) {
+                    Ok(c) => {
+                        if self.lost_since.take().is_some() {
+                            tracing::warn!(uri, "reconnected to libvirtd");
+                        }
+                        self.conn = Some(c);
+                        break;
+                    }
+                    Err(CloudError::Unreachable { .. })
+                        if self.pending.is_none()
+                            && self.lost_since.is_some_and(|t| {
+                                t.elapsed() + Duration::from_millis(500) < timeout
+                            }) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(self.conn.as_ref().expect("open"))
+    }
+
+    /// One attempt to open the connection, bounded by `timeout`; while an earlier attempt is
+    /// still waiting for libvirtd, fail at once (or take its connection if it arrived).
+    fn open_once(&mut self, uri: &str, timeout: Duration) -> CloudResult<Connect> {
+        let (since, rx) = match self.pending.take() {
+            Some((since, rx)) => match rx.try_recv() {
+                Ok(Ok(c)) => return Ok(c),
+                Err(mpsc::TryRecvError::Empty) => {
+                    let waited = since.elapsed();
+                    self.pending = Some((since, rx));
+                    return Err(open_hung(uri, waited));
+                }
+                // that open failed: try again
+                Ok(Err(_)) | Err(mpsc::TryRecvError::Disconnected) => {
+                    (Instant::now(), start_open(uri, timeout))
+                }
+            },
+            None => (Instant::now(), start_open(uri, timeout)),
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.pending = Some((since, rx));
+                Err(open_hung(uri, since.elapsed()))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CloudError::Protocol {
+                provider: PROVIDER,
+                message: format!("opening {uri}: the opening thread ended without an answer"),
+            }),
+        }
+    }
+
+    /// Classify the error of a call made on this connection: on a connection that is now
+    /// closed every error is the lost connection (retryable, naming the URI and the fix); a
+    /// system error on a live one is the libvirt host refusing (e.g. permission denied, disk
+    /// full, a file in the way) — not retryable.
+    fn classify(&self, e: CloudError, uri: &str, timeout: Duration) -> CloudError {
+        let alive = self.alive();
+        match e {
+            CloudError::Unreachable { message, .. } if alive => fatal(
+                "HostError",
+                format!("{message} (libvirtd on {uri} refused)"),
+                "fix the cause on the libvirt host (permissions, free space, a file or object in the way) and re-run",
+            ),
+            e if alive => e,
+            e => {
+                let message = match e {
+                    CloudError::Unreachable { message, .. }
+                    | CloudError::Transient { message, .. }
+                    | CloudError::Protocol { message, .. }
+                    | CloudError::Fatal { message, .. }
+                    | CloudError::Auth { message, .. } => message,
+                    other => other.to_string(),
+                };
+                CloudError::Unreachable {
+                    provider: PROVIDER,
+                    endpoint: uri.to_string(),
+                    message: format!(
+                        "{message}; the connection to libvirtd was lost (libvirtd restarted or stopped, or it answered nothing — not even keepalive pings — for {}s, {}); check it with `virsh -c {uri} version`, then re-run",
+                        timeout.as_secs(),
+                        super::KEEPALIVE_TIMEOUT_ENV
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// The libvirt driver of a URI (`qemu`, `test`, …).
@@ -456,18 +673,15 @@ impl LibvirtCloud {
         // libvirt prints every error to stderr by default; kprov reports them itself (many are
         // expected: "not found" while looking for leftovers).
         virt::error::clear_error_callback();
-        let conn = Connect::open(Some(&cfg.uri)).map_err(|e| {
-            let mut err = verr(&format!("opening {}", cfg.uri), e);
-            if let CloudError::Unreachable { message, .. } = &mut err {
-                message.push_str(
-                    "; is libvirtd running on that host (`libvirtd -d` / `systemctl start libvirtd`)?",
-                );
-            }
-            err
-        })?;
+        let mut link = Link {
+            conn: None,
+            pending: None,
+            lost_since: None,
+        };
+        link.ensure_open(&cfg.uri, cfg.keepalive_timeout)?;
         Ok(LibvirtCloud {
             cfg,
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(link)),
             image_ids: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -487,10 +701,12 @@ impl LibvirtCloud {
         T: Send + 'static,
         F: FnOnce(&Connect) -> CloudResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let link = self.conn.clone();
+        let (uri, timeout) = (self.cfg.uri.clone(), self.cfg.keepalive_timeout);
         tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard)
+            let mut guard = link.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = guard.ensure_open(&uri, timeout)?;
+            f(conn).map_err(|e| guard.classify(e, &uri, timeout))
         })
         .await
         .map_err(|e| CloudError::Protocol {
@@ -768,6 +984,8 @@ impl LibvirtCloud {
             }
             Err(e) => return Err(verr(&format!("uploading volume {name}"), e)),
         }
+        let sent = std::cell::Cell::new(0u64);
+        let (started, last_report) = (Instant::now(), std::cell::Cell::new(Instant::now()));
         let send_all = |chunk: &[u8]| -> CloudResult<()> {
             let mut off = 0;
             while off < chunk.len() {
@@ -783,37 +1001,47 @@ impl LibvirtCloud {
                 }
                 off += n as usize;
             }
+            sent.set(sent.get() + chunk.len() as u64);
+            // a big upload (the base image) shows its progress with `-v`
+            if last_report.get().elapsed() >= Duration::from_secs(2) {
+                last_report.set(Instant::now());
+                tracing::info!(
+                    "uploading volume {name}: {} of {} MiB ({:.0}%, {:.0}s)",
+                    sent.get() >> 20,
+                    len >> 20,
+                    100.0 * sent.get() as f64 / len.max(1) as f64,
+                    started.elapsed().as_secs_f64()
+                );
+            }
             Ok(())
         };
-        match src {
-            Upload::File(p) => {
-                let mut f = std::fs::File::open(p).map_err(|e| {
-                    fatal(
-                        "FileUnreadable",
-                        format!("{}: {e}", p.display()),
-                        "check the path",
-                    )
-                })?;
-                let mut buf = vec![0u8; 4 << 20];
-                loop {
-                    let n = f.read(&mut buf).map_err(|e| {
+        // an unfinished stream is aborted, so libvirtd drops its side of the transfer
+        let sent_all = (|| -> CloudResult<()> {
+            match src {
+                Upload::File(p) => {
+                    let unreadable = |e: std::io::Error| {
                         fatal(
                             "FileUnreadable",
                             format!("{}: {e}", p.display()),
                             "check the path",
                         )
-                    })?;
-                    if n == 0 {
-                        break;
+                    };
+                    let mut f = std::fs::File::open(p).map_err(unreadable)?;
+                    let mut buf = vec![0u8; 4 << 20];
+                    loop {
+                        let n = f.read(&mut buf).map_err(unreadable)?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        send_all(&buf[..n])?;
                     }
-                    send_all(&buf[..n])?;
                 }
+                Upload::Bytes(b) => b.chunks(4 << 20).try_for_each(send_all),
             }
-            Upload::Bytes(b) => {
-                for c in b.chunks(4 << 20) {
-                    send_all(c)?;
-                }
-            }
+        })();
+        if let Err(e) = sent_all {
+            let _ = stream.abort();
+            return Err(e);
         }
         stream
             .finish()
@@ -911,11 +1139,24 @@ impl LibvirtCloud {
         let uuid = domain_uuid(&req.id);
         if let Ok(dom) = conn.lookup_domain_by_uuid_string(&uuid) {
             // exists (a re-run after a crash): make sure it runs
-            if !dom.is_active().unwrap_or(false) {
-                dom.create()
-                    .map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
-            }
+            Self::ensure_running(&dom, &req.name)?;
             return Ok((dom, false));
+        }
+        // A domain of this name that is not this node (another UUID: made by someone else)
+        // would make the define fail after the volumes were made: refuse before anything.
+        if let Ok(other) = conn.lookup_domain_by_name(&req.name) {
+            let theirs = other.uuid_string().unwrap_or_default();
+            return Err(fatal(
+                "DomainNameTaken",
+                format!(
+                    "domain {} on {} has uuid {theirs}, so it is not kprov's node {} (uuid {uuid}): a domain kprov did not make holds the name",
+                    req.name, self.cfg.uri, req.name
+                ),
+                format!(
+                    "remove or rename that domain (e.g. `virsh -c {} undefine {}` if nothing needs it), or rename the instance group, then re-run; kprov never changes domains it did not make",
+                    self.cfg.uri, req.name
+                ),
+            ));
         }
         let (cpus, _) = shape(req)?;
         if cpus == 0 {
@@ -1049,6 +1290,33 @@ impl LibvirtCloud {
         dom.create()
             .map_err(|e| verr(&format!("starting domain {}", req.name), e))?;
         Ok((dom, true))
+    }
+
+    /// Start a domain that is defined but shut off, resume one that is paused (a run killed
+    /// between defining and starting it, or during the start, leaves it so).
+    fn ensure_running(dom: &Domain, name: &str) -> CloudResult<()> {
+        use virt::domain::DomainState as S;
+        match dom.info().map(|i| i.state.unwrap_or(S::NoState)) {
+            Ok(S::Paused) => match dom.resume() {
+                Ok(_) => Ok(()),
+                // libvirtd finished the start the dead run had asked for in the meantime
+                Err(e)
+                    if is(&e, ErrorNumber::OperationInvalid)
+                        && matches!(
+                            dom.info().map(|i| i.state.unwrap_or(S::NoState)),
+                            Ok(S::Running)
+                        ) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(verr(&format!("resuming domain {name}"), e)),
+            },
+            _ if !dom.is_active().unwrap_or(false) => dom
+                .create()
+                .map(|_| ())
+                .map_err(|e| verr(&format!("starting domain {name}"), e)),
+            _ => Ok(()),
+        }
     }
 
     /// The XML kprov would define for a request (for `kprov` debugging and tests); does not
@@ -1388,6 +1656,43 @@ impl Cloud for LibvirtCloud {
                 .collect())
         })
         .await
+    }
+
+    /// Domains of the cluster that exist but do not run (`Stopped`, `Paused`): a run killed
+    /// between defining and starting one, or during its start, leaves it so, and the plan — which
+    /// finds it by its metadata — would otherwise never create (and so start) it again.
+    async fn pending_repairs(
+        &self,
+        _cluster: &str,
+        instances: &[Instance],
+    ) -> CloudResult<Vec<String>> {
+        Ok(instances
+            .iter()
+            .filter(|i| matches!(i.state.as_str(), "Stopped" | "Paused"))
+            .map(|i| {
+                format!(
+                    "start domain {} ({}: left so by a run that did not finish)",
+                    i.name,
+                    i.state.to_lowercase()
+                )
+            })
+            .collect())
+    }
+
+    async fn repair(&self, _cluster: &str, instances: &[Instance]) -> CloudResult<()> {
+        for i in instances
+            .iter()
+            .filter(|i| matches!(i.state.as_str(), "Stopped" | "Paused"))
+        {
+            let (id, name) = (i.id.clone(), i.name.clone());
+            self.with_conn(move |conn| match conn.lookup_domain_by_uuid_string(&id) {
+                Ok(dom) => Self::ensure_running(&dom, &name),
+                Err(e) if not_found(&e) => Ok(()),
+                Err(e) => Err(verr("looking up domain", e)),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance> {

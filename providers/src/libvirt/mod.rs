@@ -108,6 +108,51 @@ pub struct LibvirtConfig {
     pub machine_x86: String,
     /// How long `create_instance` waits for a DHCP lease (NAT / existing networks).
     pub address_timeout: Duration,
+    /// How long libvirtd may stay silent — answering neither the call in flight nor libvirt's
+    /// keepalive pings — before kprov gives the connection up: the call fails naming the URI
+    /// (a retryable error; the next call opens a new connection). Also bounds opening a
+    /// connection. Default [`DEFAULT_KEEPALIVE_TIMEOUT`]; [`KEEPALIVE_TIMEOUT_ENV`] overrides it.
+    /// A daemon that is merely slow (a long domain start, a big upload) answers the pings and
+    /// is waited for.
+    pub keepalive_timeout: Duration,
+}
+
+/// Default of [`LibvirtConfig::keepalive_timeout`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Environment variable setting [`LibvirtConfig::keepalive_timeout`] (`30s`, `2m`; at least 2 s).
+pub const KEEPALIVE_TIMEOUT_ENV: &str = "KPROV_LIBVIRT_KEEPALIVE_TIMEOUT";
+
+/// Parse a [`KEEPALIVE_TIMEOUT_ENV`] value: whole seconds (`45`, `45s`) or minutes (`2m`), at
+/// least 2 s (libvirt's keepalive works in whole seconds: one interval plus one unanswered ping).
+pub fn parse_keepalive_timeout(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || {
+        format!("{KEEPALIVE_TIMEOUT_ENV}={s:?}: not a duration of at least 2 s; write it like 30s or 2m")
+    };
+    let (num, mult) = if let Some(n) = t.strip_suffix('m') {
+        (n, 60)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1)
+    } else {
+        (t, 1)
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(mult).ok_or_else(bad)?;
+    if secs < 2 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// libvirt keepalive `(interval, count)` for a timeout: pings every `interval` seconds of
+/// silence, the connection is closed after `count` unanswered ones, i.e. after about
+/// `interval × (count + 1)` seconds ≤ the timeout.
+pub fn keepalive_params(timeout: Duration) -> (i32, u32) {
+    let t = timeout.as_secs().clamp(2, i32::MAX as u64);
+    let interval = t.div_ceil(6).max(1);
+    let count = (t / interval).saturating_sub(1).max(1);
+    (interval as i32, count as u32)
 }
 
 impl LibvirtConfig {
@@ -122,6 +167,7 @@ impl LibvirtConfig {
             images: BTreeMap::new(),
             machine_x86: "pc".into(),
             address_timeout: Duration::from_secs(300),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
         }
     }
 }
@@ -140,7 +186,7 @@ pub fn volume_prefix(cluster: &str) -> String {
 /// Build a [`LibvirtConfig`] from the cluster spec's parts. Each `images` value is a qcow2 file
 /// or an image directory: `DIR/base.qcow2`, plus — for direct kernel boot — `DIR/vmlinuz`,
 /// `DIR/initrd.img` and `DIR/cmdline` (one line), as `tests/vm/build-image.sh` writes them.
-/// URLs are refused (kprov does not download images).
+/// URLs are refused (kprov does not download images). [`KEEPALIVE_TIMEOUT_ENV`] is read here.
 pub fn config_from_parts(
     uri: &str,
     pool: Option<String>,
@@ -152,6 +198,10 @@ pub fn config_from_parts(
     cfg.pool = pool;
     cfg.network = network;
     cfg.domain_type = domain_type;
+    match std::env::var(KEEPALIVE_TIMEOUT_ENV) {
+        Ok(v) if !v.trim().is_empty() => cfg.keepalive_timeout = parse_keepalive_timeout(&v)?,
+        _ => {}
+    }
     for (arch, loc) in images {
         if loc.contains("://") {
             return Err(format!(
@@ -183,5 +233,44 @@ pub fn base_image_at(p: &Path) -> BaseImage {
     BaseImage {
         path: p.join("base.qcow2"),
         direct_boot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_timeout_values() {
+        assert_eq!(
+            parse_keepalive_timeout("30s").unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse_keepalive_timeout(" 45 ").unwrap(),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            parse_keepalive_timeout("2m").unwrap(),
+            Duration::from_secs(120)
+        );
+        for bad in ["1s", "0", "", "x", "3h", "-5s"] {
+            let e = parse_keepalive_timeout(bad).unwrap_err();
+            assert!(e.contains(KEEPALIVE_TIMEOUT_ENV), "{e}");
+        }
+    }
+
+    #[test]
+    fn keepalive_params_stay_within_the_timeout() {
+        for t in [2u64, 3, 4, 5, 8, 10, 30, 60, 600] {
+            let (i, c) = keepalive_params(Duration::from_secs(t));
+            assert!(i >= 1 && c >= 1, "{t}: {i} {c}");
+            let dead = i as u64 * (c as u64 + 1);
+            assert!(
+                dead <= t && dead * 2 > t,
+                "{t}s: interval {i} × ({c} + 1) = {dead}"
+            );
+        }
+        assert_eq!(keepalive_params(DEFAULT_KEEPALIVE_TIMEOUT), (5, 5));
     }
 }
