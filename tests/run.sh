@@ -14,6 +14,17 @@ export PATH="$KPROV_PEERS/venv/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/kprov-target}
 export CARGO_TERM_COLOR=never
 
+# The VM tests' images (Debian, built from packages; arm64 under qemu-user takes ~9 min on a new
+# machine) are built in the background while the code compiles; the tests wait for them and
+# reuse them (cached by content under /var/cache/kprov-test-images). If this fails, the VM tests
+# build them again and report why.
+if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then
+  images_log=$(mktemp "${TMPDIR:-/tmp}/kprov-images.XXXXXX")
+  echo "== building VM test images in the background (log: $images_log)"
+  ( bash tests/vm/host-setup.sh --arm64 && ARCH=amd64 bash tests/vm/build-image.sh \
+      && ARCH=arm64 bash tests/vm/build-image.sh ) >"$images_log" 2>&1 &
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -34,4 +45,5 @@ else
   status=1
   echo "the audit records stay in $KPROV_AUDIT_DIR for inspection"
 fi
+wait
 exit $status

@@ -28,6 +28,11 @@ SIZE=${SIZE:-2G}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SECMIRROR=${SECMIRROR:-http://deb.debian.org/debian-security}
 
+# One build per image at a time (tests/run.sh starts the builds early in the background; a test
+# asking for the same image meanwhile waits here, then finds it cached).
+mkdir -p "$(dirname "$OUT")"
+exec 9>"$OUT.lock"
+flock 9
 if [ -s "$OUT/base.qcow2" ] && [ -s "$OUT/cmdline" ]; then
   echo "cached image: $OUT" >&2
   echo "$OUT"
