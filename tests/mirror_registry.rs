@@ -565,35 +565,15 @@ fn cluster_catalogue_is_mirrored_and_checked() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let state = format!("file://{}", dir.path().join("state").display());
-    let spec = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {{libvirt: {{uri: \"test:///default\"}}}}\n  kubernetesVersion: {}\n  networking: {{cni: flannel}}\n  assets: {{containerRegistry: \"{}\", fileRepository: \"http://{}/files\", insecure: true}}\n  addons: {{nvidiaDevicePlugin: {{enabled: false}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 1, arch: amd64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: 1, arch: arm64}}\n",
-            kprov::spec::versions::default_version(),
-            mi.addr,
-            // files are looked for on loopback only (the registry answers 404 for them)
+    // files are looked for on loopback only (the registry answers 404 for them)
+    let (state, cat, ups) = support_registry::cluster_with_catalogue(
+        dir.path(),
+        "demo",
+        &format!(
+            "{{containerRegistry: \"{0}\", fileRepository: \"http://{0}/files\", insecure: true}}",
             mi.addr
         ),
-    )
-    .unwrap();
-    let mut c = kprov();
-    c.args(["--state", &state, "create", "-f"]).arg(&spec);
-    let (ok, _, err) = run(c);
-    assert!(ok, "create: {err}");
-
-    let mut c = kprov();
-    c.args(["--state", &state, "get", "assets", "demo", "-o", "json"]);
-    let (ok, out, err) = run(c);
-    assert!(ok, "get assets: {err}");
-    let cat: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let ups: Vec<String> = cat["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["upstream"].as_str().unwrap().to_string())
-        .collect();
+    );
     assert_eq!(ups.len(), 9, "7 core + 2 flannel images: {ups:?}");
     assert_eq!(
         cat["files"].as_array().unwrap().len(),

@@ -473,32 +473,11 @@ fn files_go_to_s3_and_http_put_verified_skipped_on_rerun_and_never_uploaded_when
         return;
     };
     // A cluster (nothing is created in a cloud) whose catalogue names the files.
-    let state = format!("file://{}", dir.path().join("state").display());
-    let spec = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: files}}\nspec:\n  provider: {{libvirt: {{uri: \"test:///default\"}}}}\n  kubernetesVersion: {}\n  networking: {{cni: flannel}}\n  assets: {{containerRegistry: \"{}\", insecure: true}}\n  addons: {{nvidiaDevicePlugin: {{enabled: false}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 1, arch: amd64}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: 1, arch: arm64}}\n",
-            kprov::spec::versions::default_version(),
-            mi.addr
-        ),
-    )
-    .unwrap();
-    let mut c = kprov();
-    c.args(["--state", &state, "create", "-f"]).arg(&spec);
-    let (ok, _, err) = run(c);
-    assert!(ok, "create: {err}");
-    let mut c = kprov();
-    c.args(["--state", &state, "get", "assets", "files", "-o", "json"]);
-    let (ok, out, err) = run(c);
-    assert!(ok, "get assets: {err}");
-    let cat: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let ups: Vec<String> = cat["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["upstream"].as_str().unwrap().to_string())
-        .collect();
+    let (state, cat, ups) = support_registry::cluster_with_catalogue(
+        dir.path(),
+        "files",
+        &format!("{{containerRegistry: \"{}\", insecure: true}}", mi.addr),
+    );
     let refs: Vec<&str> = ups.iter().map(String::as_str).collect();
     rt().block_on(push_set(
         &up.addr,
