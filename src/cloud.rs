@@ -22,6 +22,28 @@ pub fn compiled_providers() -> Vec<&'static str> {
     v
 }
 
+/// Refuse a provider this binary was built without (exit 2), saying how to get a build with it.
+/// `what` says where the choice came from (`--provider`, `FILE: spec.provider`, `cluster NAME`).
+pub fn require_compiled(provider: &str, what: &str) -> Result<(), ExitError> {
+    let compiled = compiled_providers();
+    if compiled.contains(&provider) {
+        return Ok(());
+    }
+    let needs = match provider {
+        "libvirt" => " (it links libvirt: `apt-get install libvirt-dev pkg-config` first)",
+        _ => "",
+    };
+    Err(ExitError {
+        code: crate::cli::EXIT_USAGE,
+        message: format!(
+            "{what}: provider {provider} is not compiled into this kprov (it has: {}); fix: install a build \
+             with it, `cargo install --locked --path . --features {provider}`{needs}, or choose one of \
+             the compiled providers",
+            compiled.join(", ")
+        ),
+    })
+}
+
 /// Connect to the cloud of a cluster. Credentials come from the environment or the files the
 /// spec names, never from the spec itself.
 pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
@@ -106,11 +128,10 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
         }
         // unreachable when every provider is compiled in
         #[allow(unreachable_patterns)]
-        other => Err(ExitError::usage(format!(
-            "provider {} is not available in this build of kprov (compiled: {})",
-            other.name(),
-            compiled_providers().join(", ")
-        ))),
+        other => Err(require_compiled(other.name(), "the cluster's spec.provider")
+        .err()
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("provider {} has no adapter", other.name()))),
     }
 }
 

@@ -442,6 +442,7 @@ pub async fn run(cli: &Cli, a: &CreateArgs) -> anyhow::Result<()> {
 }
 
 async fn create_cluster(cli: &Cli, a: &CreateClusterArgs) -> anyhow::Result<()> {
+    crate::cloud::require_compiled(&a.provider, "--provider")?;
     let mut spec = spec_from_flags(a)?;
     spec::validate(&mut spec)?;
     if a.dry_run {
@@ -490,6 +491,12 @@ async fn create_from_file(
         )));
     }
     let Documents { clusters, groups } = spec::load_documents(file, &text)?;
+    for (c, _) in &clusters {
+        crate::cloud::require_compiled(
+            c.spec.provider.name(),
+            &format!("{file}: cluster {:?}: spec.provider", c.metadata.name),
+        )?;
+    }
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let (cluster, cluster_src, previous) = match clusters.len() {
         1 => {
