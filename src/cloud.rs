@@ -44,9 +44,9 @@ pub fn require_compiled(provider: &str, what: &str) -> Result<(), ExitError> {
     })
 }
 
-/// Connect to the cloud of a cluster. Credentials come from the environment or the files the
-/// spec names, never from the spec itself.
-pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
+/// Connect to the cloud of cluster `cluster`. Credentials come from the environment or the files
+/// the spec names, never from the spec itself.
+pub async fn connect(cluster: &str, spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
     match &spec.provider {
         #[cfg(feature = "zstack")]
         ProviderSpec::Zstack(z) => {
@@ -128,10 +128,10 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
         }
         // unreachable when every provider is compiled in
         #[allow(unreachable_patterns)]
-        other => Err(require_compiled(other.name(), "the cluster's spec.provider")
-        .err()
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("provider {} has no adapter", other.name()))),
+        other => {
+            require_compiled(other.name(), &format!("cluster {cluster}: spec.provider"))?;
+            anyhow::bail!("provider {} has no adapter in this build", other.name())
+        }
     }
 }
 

@@ -26,8 +26,9 @@ if [ -x "$CARGO_TARGET_DIR/debug/kprov" ]; then
 else
   step "compiling kprov and the ZStack simulator into $CARGO_TARGET_DIR (the first build takes ~9 min on 2 cores; later ones seconds)"
 fi
-cargo build --quiet --locked -p kprov --bin kprov
-cargo build --quiet --locked -p kprov-zstack-sim --bin kprov-zstack-sim
+# One build of the workspace's binaries (kprov, kprov-zstack-sim): one feature resolution, the
+# same as the test suite's, so `bash tests/run.sh` after it compiles no dependency twice.
+cargo build --quiet --locked --workspace --bins
 BIN=$CARGO_TARGET_DIR/debug
 
 WORK=$(mktemp -d /tmp/kprov-quickstart.XXXXXX)

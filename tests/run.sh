@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kprov's whole test suite, from a fresh machine: installs the test peers (Debian packages and a
-# Python venv, idempotently), then checks formatting and lints, then runs every test of the
-# workspace against the real peers. CI runs exactly this (.ci/run).
+# Python venv, idempotently), runs the README's quickstart, then checks formatting and lints, then
+# runs every test of the workspace against the real peers. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,25 @@ if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then
   ( bash tests/vm/host-setup.sh --arm64 && ARCH=amd64 bash tests/vm/build-image.sh \
       && ARCH=arm64 bash tests/vm/build-image.sh ) >"$images_log" 2>&1 &
 fi
+
+# The README's first command, from this clone as a user runs it; its transcript is checked by
+# tests/install.rs (create → plan → apply → no-op → delete).
+KPROV_QUICKSTART_TRANSCRIPT=$(mktemp "${TMPDIR:-/tmp}/kprov-quickstart.XXXXXX")
+export KPROV_QUICKSTART_TRANSCRIPT
+echo "== bash tests/quickstart.sh (transcript: $KPROV_QUICKSTART_TRANSCRIPT)"
+bash tests/quickstart.sh 2>&1 | tee "$KPROV_QUICKSTART_TRANSCRIPT"
+
+# A kprov without the libvirt provider, as `cargo install --no-default-features --features
+# zstack,aws` builds it (tests/install.rs checks it refuses libvirt). Same target directory, so
+# only the kprov crate itself is compiled again; the default binary is linked back right after.
+echo "== building kprov without libvirt"
+# (The simulator is selected too, only so that the shared dependencies resolve to the same
+# features as the default build and are not compiled a second time.)
+cargo build --quiet --locked -p kprov -p kprov-zstack-sim --bins --no-default-features \
+  --features kprov/zstack,kprov/aws
+export KPROV_NO_LIBVIRT_BIN=$CARGO_TARGET_DIR/kprov-no-libvirt
+cp "$CARGO_TARGET_DIR/debug/kprov" "$KPROV_NO_LIBVIRT_BIN"
+cargo build --quiet --locked --workspace --bins
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

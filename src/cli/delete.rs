@@ -39,7 +39,7 @@ pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
     let wait = spec::quantity::parse_duration(&a.wait)
         .map_err(|e| ExitError::usage(format!("--wait: {e}")))?;
     let stored = repo.require(&name).await?;
-    let cloud = crate::cloud::connect(&stored.config.cluster.spec).await?;
+    let cloud = crate::cloud::connect(&name, &stored.config.cluster.spec).await?;
     if !a.yes {
         let mut found = cloud.list_resources(&name).await?;
         found.sort_by(|x, y| x.kind.cmp(&y.kind).then(x.name.cmp(&y.name)));

@@ -124,7 +124,7 @@ async fn server_url(spec: &ClusterSpec, cluster: &str) -> anyhow::Result<String>
     {
         return Ok(format!("https://{}", host_port(ep, port)));
     }
-    let cloud = crate::cloud::connect(spec).await?;
+    let cloud = crate::cloud::connect(cluster, spec).await?;
     let mut list = cloud.list_instances(cluster).await.with_context(|| {
         format!("listing the instances of cluster {cluster} to find its API server")
     })?;

@@ -224,7 +224,7 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
         GetWhat::Instances { cluster } => {
             let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
             let s = repo.require(&name).await?;
-            let cloud = crate::cloud::connect(&s.config.cluster.spec).await?;
+            let cloud = crate::cloud::connect(&name, &s.config.cluster.spec).await?;
             let mut list = cloud.list_instances(&name).await?;
             list.sort_by(|a, b| a.name.cmp(&b.name));
             let rows = list

@@ -131,7 +131,7 @@ async fn update(
     let mut loaded = repo.as_loaded(&stored);
     spec::validate(&mut loaded)?;
     let cfg = loaded.config;
-    let cloud = crate::cloud::connect(&cfg.cluster.spec).await?;
+    let cloud = crate::cloud::connect(name, &cfg.cluster.spec).await?;
     let desired = plan::desired(&cfg);
     let observed = cloud.list_instances(name).await?;
     let mut plan = plan::diff(&desired, &observed);
