@@ -1,8 +1,9 @@
 //! The bad-input corpus (`tests/data/invalid/`, format in its README.md): spec files, flags,
 //! environment, state stores, mirrors and wrong cloud answers. Every case runs the real `kprov`
 //! binary and must exit with its expected non-zero code, print a message naming where, what and
-//! how to fix (the `.expect` lines), never panic or dump a raw error, never print a secret, leave
-//! the state store byte-identical and create nothing in the cloud (asked of the ZStack simulator
+//! how to fix (the `.expect` lines; each case names its fix hint in a `fix:` line), never panic or
+//! dump a raw error, never print a secret, leave the state store byte-identical (lock files
+//! included) and create nothing in the cloud (asked of the ZStack simulator
 //! or moto themselves, never of kprov).
 
 use std::collections::BTreeMap;
@@ -54,7 +55,8 @@ fn kprov(state: &Path) -> Command {
     c
 }
 
-/// Every file under `dir` with its bytes and mode (a regular file is its own snapshot).
+/// Every file under `dir` (lock files included) with its bytes and mode; directories with their
+/// mode (a regular file is its own snapshot).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
@@ -77,12 +79,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
             if meta.is_dir() {
                 out.insert(p.clone(), (Vec::new(), meta.permissions().mode()));
                 stack.push(p);
-            } else if !p
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".kprov-lock")
-            {
+            } else {
+                // Lock files too: a failed command must not leave one behind.
                 out.insert(
                     p.clone(),
                     (std::fs::read(&p).unwrap(), meta.permissions().mode()),
@@ -113,10 +111,12 @@ fn seed_cluster(state: &Path) {
     );
 }
 
-/// What a case expects: exit code, lines stderr must contain, strings it must not contain.
+/// What a case expects: exit code, lines stderr must contain, the fix hints it must contain,
+/// strings it must not contain.
 struct Expect {
     exit: i32,
     lines: Vec<String>,
+    fixes: Vec<String>,
     absent: Vec<String>,
 }
 
@@ -124,6 +124,7 @@ fn parse_expect(text: &str) -> Expect {
     let mut e = Expect {
         exit: 2,
         lines: Vec::new(),
+        fixes: Vec::new(),
         absent: Vec::new(),
     };
     for l in text.lines() {
@@ -134,6 +135,8 @@ fn parse_expect(text: &str) -> Expect {
             e.exit = code.trim().parse().expect("`exit: N` takes a number");
         } else if let Some(s) = l.strip_prefix("absent: ") {
             e.absent.push(s.to_string());
+        } else if let Some(s) = l.strip_prefix("fix: ") {
+            e.fixes.push(s.to_string());
         } else {
             e.lines.push(l.to_string());
         }
@@ -497,6 +500,18 @@ fn run_case(stem: &str, shared_store: &Path, peers: &mut Peers) -> Outcome {
             problems.push(format!("stderr lacks {want:?}"));
         }
     }
+    // How to fix it: the case names the hint it expects, and stderr must carry it.
+    if expect.fixes.is_empty() {
+        problems.push(format!(
+            "{stem}.expect names no fix: add a `fix: TEXT` line with the hint kprov prints"
+        ));
+    }
+    for fix in &expect.fixes {
+        let fix = expand(fix);
+        if !stderr.contains(&fix) {
+            problems.push(format!("stderr lacks the fix {fix:?}"));
+        }
+    }
     // Secrets: the case's own `absent:` lines and every password/secret the run was given.
     let mut secrets: Vec<String> = expect.absent.iter().map(|s| expand(s)).collect();
     for (k, v) in &env {
@@ -510,15 +525,6 @@ fn run_case(stem: &str, shared_store: &Path, peers: &mut Peers) -> Outcome {
         if stderr.contains(s) || stdout.contains(s) {
             problems.push(format!("output shows the secret {s:?}"));
         }
-    }
-    let lower = stderr.to_lowercase();
-    if ![
-        "fix", "use ", "--", "set ", "add ", "remove ", "check ", "write ", "run ",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
-    {
-        problems.push("message says nothing about how to fix it".into());
     }
     if snapshot(&store) != before {
         problems.push("the state store changed".into());

@@ -219,7 +219,7 @@ fn version_and_completion() {
     let dir = tempfile::tempdir().unwrap();
     let v = kprov(dir.path()).arg("version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
-    for sh in ["bash", "zsh", "fish"] {
+    for sh in ["zsh", "fish"] {
         let out = kprov(dir.path()).args(["completion", sh]).output().unwrap();
         assert!(out.status.success());
         assert!(
@@ -227,4 +227,109 @@ fn version_and_completion() {
             "{sh}"
         );
     }
+    let out = kprov(dir.path())
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = dir.path().join("kprov.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let offered = bash_completions(
+        &script,
+        &[
+            "kprov ",
+            "kprov cr",
+            "kprov update cluster --",
+            "kprov create cluster x --",
+            "kprov create cluster x --provider ",
+        ],
+    );
+    let has = |i: usize, want: &[&str]| {
+        for w in want {
+            assert!(
+                offered[i].iter().any(|o| o == w),
+                "bash offers no {w:?} after {:?}: {:?}",
+                offered[i].first(),
+                offered[i]
+            );
+        }
+    };
+    has(
+        0,
+        &[
+            "create",
+            "update",
+            "delete",
+            "get",
+            "export",
+            "mirror",
+            "version",
+            "completion",
+        ],
+    );
+    assert_eq!(offered[1][1..], ["create"], "only the verb that fits `cr`");
+    has(2, &["--yes"]);
+    has(3, &["--provider", "--node-count"]);
+    assert!(
+        !offered[3].iter().any(|o| o == "--yes"),
+        "create cluster has no --yes: {:?}",
+        offered[3]
+    );
+    has(4, &["zstack", "aws", "libvirt"]);
+    assert_eq!(offered[4].len(), 4, "only the providers: {:?}", offered[4]);
+}
+
+/// What bash completes for each command line (the cursor at its end) with kprov's completion
+/// `script` loaded into a real bash: `complete -p kprov` must name a function, which is called
+/// as bash calls it (COMP_WORDS, COMP_CWORD, COMP_LINE, COMP_POINT; arguments command, current
+/// word, previous word). Each result starts with the line itself, then COMPREPLY. One bash
+/// process for all lines.
+fn bash_completions(script: &Path, lines: &[&str]) -> Vec<Vec<String>> {
+    let mut prog = format!(
+        "source '{}'\nspec=$(complete -p kprov) || exit 3\n\
+         fn=$(sed -n 's/.* -F \\([^ ]*\\) .*/\\1/p' <<<\"$spec\")\n\
+         [ -n \"$fn\" ] || {{ echo \"no completion function in: $spec\" >&2; exit 4; }}\n",
+        script.display()
+    );
+    for line in lines {
+        // A trailing space starts a new, empty word.
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        if line.ends_with(' ') {
+            words.push("");
+        }
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let cword = words.len() - 1;
+        let prev = if cword > 0 { words[cword - 1] } else { "" };
+        prog.push_str(&format!(
+            "COMP_WORDS=({}); COMP_CWORD={cword}; COMP_LINE='{line}'; COMP_POINT={}; COMPREPLY=()\n\
+             \"$fn\" kprov '{}' '{prev}'\n\
+             printf '%s\\n' '{line}' \"${{COMPREPLY[@]}}\"; echo '@@'\n",
+            quoted.join(" "),
+            line.len(),
+            words[cword],
+        ));
+    }
+    let out = std::process::Command::new("bash")
+        .arg("--noprofile")
+        .arg("--norc")
+        .arg("-c")
+        .arg(&prog)
+        .output()
+        .expect("bash runs (it is part of every supported host)");
+    assert!(
+        out.status.success(),
+        "bash could not load kprov's completion: {}\n{prog}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let blocks: Vec<Vec<String>> = text
+        .split("@@\n")
+        .filter(|b| !b.is_empty())
+        .map(|b| b.lines().map(str::to_string).collect())
+        .collect();
+    assert_eq!(blocks.len(), lines.len(), "{text}");
+    for (b, l) in blocks.iter().zip(lines) {
+        assert_eq!(&b[0], l, "{text}");
+    }
+    blocks
 }

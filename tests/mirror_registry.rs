@@ -210,6 +210,10 @@ fn bad_cases_fail_clearly_and_a_rerun_completes() {
     support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", rw.addr));
 }
 
+/// The secured registry's password: distinctive, so the suite's leak scan
+/// (tests/peers/leakscan.py) can search every kprov output for it.
+const REGISTRY_PASSWORD: &str = "Mirror-Reg-Pw-51e0c7";
+
 #[test]
 fn auth_refused_names_docker_login_and_config_json_credentials_work() {
     let t = "auth_refused_names_docker_login_and_config_json_credentials_work";
@@ -219,7 +223,7 @@ fn auth_refused_names_docker_login_and_config_json_credentials_work() {
     let Some(sec) = Registry::start(
         t,
         RegistryOptions {
-            htpasswd: Some(("kprov".into(), "s3cret".into())),
+            htpasswd: Some(("kprov".into(), REGISTRY_PASSWORD.into())),
             ..Default::default()
         },
     ) else {
@@ -244,7 +248,8 @@ fn auth_refused_names_docker_login_and_config_json_credentials_work() {
     let cfg = dir.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
     use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode("kprov:s3cret");
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("kprov:{REGISTRY_PASSWORD}"));
     std::fs::write(
         cfg.join("config.json"),
         format!(
@@ -259,7 +264,7 @@ fn auth_refused_names_docker_login_and_config_json_credentials_work() {
     assert!(ok, "with credentials: {err}");
     let raw = support_registry::skopeo_raw(
         &format!("{}/{}:{}", sec.addr, set.images[0].repo, set.images[0].tag),
-        Some("kprov:s3cret"),
+        Some(&format!("kprov:{REGISTRY_PASSWORD}")),
     );
     assert_eq!(raw.as_deref(), Some(set.images[0].top.bytes.as_slice()));
 }

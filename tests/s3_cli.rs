@@ -13,6 +13,19 @@ use std::time::Duration;
 use kprov_zstack_sim::{FaultRule, SimConfig, Simulator};
 use support_aws::{http, FaultProxy, Moto};
 
+/// The simulator's admin password: distinctive, so the suite's leak scan
+/// (tests/peers/leakscan.py) can search every output for it.
+const ZSTACK_PASSWORD: &str = "S3cli-Zs-Pw-a83f20";
+
+/// A simulator whose admin logs in with [`ZSTACK_PASSWORD`].
+fn sim_config(job_delay_ms: u64) -> SimConfig {
+    SimConfig {
+        job_delay: Duration::from_millis(job_delay_ms),
+        admin_account: ("admin".into(), ZSTACK_PASSWORD.into()),
+        ..SimConfig::default()
+    }
+}
+
 fn kprov(state: &str, moto: &Moto) -> Command {
     let mut c = audit::kprov_command();
     c.env("KPROV_STATE_STORE", state)
@@ -21,7 +34,7 @@ fn kprov(state: &str, moto: &Moto) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", support_aws::SECRET)
         .env("AWS_REGION", "us-east-1")
         .env("ZSTACK_ACCOUNT", "admin")
-        .env("ZSTACK_PASSWORD", "password")
+        .env("ZSTACK_PASSWORD", ZSTACK_PASSWORD)
         .env("NO_COLOR", "1")
         .env_remove("KPROV_CLUSTER_NAME")
         .env_remove("AWS_ENDPOINT_URL")
@@ -50,12 +63,7 @@ async fn s3_store_locks_between_processes_and_copies_clusters() {
     };
     let (status, body) = http(moto.port, "PUT", "/kprov-state", "").unwrap();
     assert_eq!(status, 200, "create bucket: {body}");
-    let sim = Simulator::start(SimConfig {
-        job_delay: Duration::from_millis(300),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = Simulator::start(sim_config(300)).await.unwrap();
     let s3 = "s3://kprov-state/team-a";
 
     let mut c = kprov(s3, &moto);
@@ -219,12 +227,7 @@ async fn store_cut_mid_apply_fails_clearly_and_a_rerun_converges() {
     let proxy = FaultProxy::start(&moto);
     let (status, body) = http(moto.port, "PUT", "/kprov-state", "").unwrap();
     assert_eq!(status, 200, "create bucket: {body}");
-    let sim = Simulator::start(SimConfig {
-        job_delay: Duration::from_millis(50),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = Simulator::start(sim_config(50)).await.unwrap();
     let s3 = "s3://kprov-state/cut";
     let via_proxy = |c: &mut Command| {
         c.env("AWS_ENDPOINT_URL_S3", proxy.endpoint());
@@ -365,12 +368,7 @@ async fn an_expired_lease_of_a_killed_run_is_taken_over_without_force_unlock() {
     };
     let (status, body) = http(moto.port, "PUT", "/kprov-state", "").unwrap();
     assert_eq!(status, 200, "create bucket: {body}");
-    let sim = Simulator::start(SimConfig {
-        job_delay: Duration::from_millis(50),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = Simulator::start(sim_config(50)).await.unwrap();
     let s3 = "s3://kprov-state/lease";
     let mut c = kprov(s3, &moto);
     c.args([

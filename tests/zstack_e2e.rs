@@ -5,11 +5,14 @@
 #[path = "support/audit.rs"]
 mod audit;
 
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kprov_zstack_sim::{FaultAction, FaultRule, SimConfig, SimHandle, Simulator};
+
+/// The simulator's admin password: distinctive, so the suite's leak scan
+/// (tests/peers/leakscan.py) can search every kprov output for it.
+const ZSTACK_PASSWORD: &str = "Zs-E2e-Pw-4c9d1b";
 
 struct Env {
     sim: SimHandle,
@@ -17,8 +20,14 @@ struct Env {
 }
 
 impl Env {
+    /// A simulator with `cfg` whose admin logs in with [`ZSTACK_PASSWORD`].
     async fn new(cfg: SimConfig) -> Env {
-        let sim = Simulator::start(cfg).await.expect("simulator starts");
+        let sim = Simulator::start(SimConfig {
+            admin_account: ("admin".into(), ZSTACK_PASSWORD.into()),
+            ..cfg
+        })
+        .await
+        .expect("simulator starts");
         Env {
             sim,
             state: tempfile::tempdir().unwrap(),
@@ -41,7 +50,7 @@ impl Env {
                 format!("file://{}", self.state.path().display()),
             )
             .env("ZSTACK_ACCOUNT", "admin")
-            .env("ZSTACK_PASSWORD", "password")
+            .env("ZSTACK_PASSWORD", ZSTACK_PASSWORD)
             .env("NO_COLOR", "1")
             .env_remove("KPROV_CLUSTER_NAME")
             .stdin(Stdio::null());
@@ -460,6 +469,29 @@ async fn a_call_that_always_hangs_fails_in_bounded_time_naming_call_and_endpoint
     assert_eq!(env.live_vm_names(), expected_names());
 }
 
+/// The `expire_sessions` rule `rule` fired during the run and ended at least one live session
+/// (kprov's own: nothing else logs in); returns how many it ended.
+fn sessions_ended_by(env: &Env, rule: &str) -> u64 {
+    let log = env.sim.fault_log();
+    let ev = log
+        .iter()
+        .find(|e| e.rule_id == rule)
+        .unwrap_or_else(|| panic!("expiry {rule} never fired during the run: {log:?}"));
+    let n: u64 = ev
+        .detail
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fault detail {:?}", ev.detail));
+    assert!(n >= 1, "expiry {rule} found no live session to end: {ev:?}");
+    n
+}
+
+/// Every session dies in the middle of a run — once before a query (a 503 `ID.1001`) and once
+/// before an async call (its job fails `ID.1001`) of the apply, once before a destroy of the
+/// delete — among 503 bursts, a 500 and slow jobs. Asked of the simulator: the session
+/// kprov held was ended, kprov's next call was refused, kprov logged in again and used the new
+/// session; and the apply made exactly the desired VMs, the delete left nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_session_expiry_and_slow_jobs_still_complete() {
     let env = Env::default().await;
@@ -471,12 +503,22 @@ async fn bursts_session_expiry_and_slow_jobs_still_complete() {
         .add_fault(FaultRule::internal_error().nth(9))
         .unwrap();
     env.sim.add_fault(FaultRule::job_delay(400, 200)).unwrap();
-    env.sim
-        .add_fault(FaultRule::new(FaultAction::ExpireSessions))
-        .unwrap();
+    let expire = |method: &str, path: &str, nth: u64| {
+        let rule = FaultRule::new(FaultAction::ExpireSessions)
+            .method(method)
+            .path(path)
+            .nth(nth);
+        env.sim.add_fault(rule).unwrap()
+    };
+    // The 3rd list query (`GET /zstack/v1/<resource>`, not a job poll) while kprov plans, and
+    // the 2nd VM create while it applies.
+    let at_query = expire("GET", "^/zstack/v1/[a-z-]+$", 3);
+    let at_create = expire("POST", "^/zstack/v1/vm-instances$", 2);
+    env.sim.reset_stats();
     let out = env.ok(&["update", "--yes"]).await;
     assert!(out.contains("4 created"), "{out}");
     assert_eq!(env.live_vm_names(), expected_names());
+    assert_eq!(env.attached_gpus(), 3);
     let fired: Vec<String> = env.sim.fault_log().into_iter().map(|e| e.kind).collect();
     assert!(
         fired.iter().any(|k| k == "unavailable"),
@@ -486,10 +528,45 @@ async fn bursts_session_expiry_and_slow_jobs_still_complete() {
         fired.iter().any(|k| k == "internal_error"),
         "500 fired: {fired:?}"
     );
+    let ended = sessions_ended_by(&env, &at_create) + sessions_ended_by(&env, &at_query);
+    assert_relogged_after_expiry(&env, 2, ended);
+
     env.sim.clear_faults();
-    env.sim.expire_sessions();
+    let at_destroy = expire("DELETE", "^/zstack/v1/vm-instances/", 2);
+    env.sim.reset_stats();
     env.ok(&["delete", "--yes"]).await;
+    let ended = sessions_ended_by(&env, &at_destroy);
+    assert_relogged_after_expiry(&env, 1, ended);
     env.assert_empty_cloud().await;
+}
+
+/// The simulator's session counters after a run with `expiries` mid-run expiries that ended
+/// `ended` sessions: each refused a call of kprov's, kprov logged in once at the start and once
+/// per expiry, and after the last expiry it logged in again and its calls used the new session.
+fn assert_relogged_after_expiry(env: &Env, expiries: u64, ended: u64) {
+    let st = env.sim.stats();
+    assert_eq!(
+        (st.expiries, st.sessions_expired),
+        (expiries, ended),
+        "{st:?}"
+    );
+    assert!(
+        st.session_refusals >= expiries,
+        "each expiry refused a call of kprov's: {st:?}"
+    );
+    assert_eq!(
+        st.logins,
+        1 + expiries,
+        "one login at the start and one after each expiry: {st:?}"
+    );
+    assert_eq!(
+        st.logins_since_expiry, 1,
+        "a new session after the last expiry: {st:?}"
+    );
+    assert!(
+        st.session_calls_since_expiry >= 1,
+        "the new session was used: {st:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,6 +681,3 @@ async fn two_updates_at_once_exactly_one_proceeds() {
     );
     assert_eq!(env.live_vm_names(), expected_names());
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Path) {}

@@ -9,8 +9,10 @@ simulator's session ids and access-key secrets, the token server's bearer tokens
 
 This script fails (exit 1) if any of those secrets, any PEM private key, or anything shaped like
 a kubeadm bootstrap token appears in any run's argv, stderr or log, or in its stdout — except the
-stdout of a run that explicitly asked for secrets (`--show-secrets`, `export kubeconfig` to
-stdout), which is what the user requested.
+stdout of a run that explicitly asked for secrets (`get userdata --show-secrets`, the only kprov
+command that prints secrets), which is what the user requested. It also fails if a test gave
+kprov a secret too short to be searched for (under MIN_SECRET characters, e.g. `password`, which
+ordinary text contains): tests must use distinctive secrets so that every leak can be found.
 
   leakscan.py AUDIT_DIR [--min-runs N]
   leakscan.py --self-test
@@ -25,8 +27,9 @@ import tempfile
 PEM_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 # kubeadm bootstrap token: [a-z0-9]{6}.[a-z0-9]{16}
 TOKEN = re.compile(r"(?<![A-Za-z0-9])[a-z0-9]{6}\.[a-z0-9]{16}(?![A-Za-z0-9])")
-# Shorter secrets (test passwords like "password") would match ordinary words; they are still
-# looked for as whole argv items.
+# Shorter values would match ordinary words. A secret the test gave kprov (environment, key file,
+# docker credentials) must be at least this long, or the scan fails; short values kprov itself
+# keeps in the store (e.g. a bootstrap token's public id) are looked for as whole argv items.
 MIN_SECRET = 10
 CHANNELS = ("argv", "stderr", "log", "stdout")
 
@@ -69,12 +72,9 @@ def secret_values(text):
 
 
 def allowed_stdout(argv):
-    """The run asked to print secrets on stdout."""
-    if "--show-secrets" in argv:
-        return True
-    if len(argv) >= 2 and argv[0] == "export" and argv[1] == "kubeconfig":
-        return "--stdout" in argv or "-" in argv
-    return False
+    """The run asked to print secrets on stdout: `get userdata … --show-secrets` (`export
+    kubeconfig` only writes a file; it has no stdout mode)."""
+    return "--show-secrets" in argv and "userdata" in argv
 
 
 def scan(audit, min_runs):
@@ -95,6 +95,11 @@ def scan(audit, min_runs):
         for line in read(os.path.join(d, "secrets")).splitlines():
             if line.strip():
                 secrets.add(line.strip())
+                if len(line.strip()) < MIN_SECRET:
+                    leaks.append("%s: kprov %s was given a secret of %d chars, too short to be "
+                                 "searched for: give the test a distinctive secret of at least %d "
+                                 "chars" % (run, " ".join(argv)[:120], len(line.strip()),
+                                            MIN_SECRET))
         sdir = os.path.join(d, "store-secrets")
         if os.path.isdir(sdir):
             for name in os.listdir(sdir):
@@ -143,34 +148,47 @@ def self_test():
     """Plant one leak per channel and kind; each must be found, and a clean run must pass."""
     token = "abcdef.0123456789abcdef"
     pem = "-----BEGIN PRIVATE KEY-----\n" + "A" * 64 + "\n-----END PRIVATE KEY-----\n"
+    zstack_pw = "Zs-E2e-Pw-4c9d1b"  # as tests/zstack_e2e.rs gives it
+    # (channel, text, secret, where the secret comes from, argv when not the planted one)
     cases = [
-        ("stderr", "error: " + pem, None),
-        ("log", "DEBUG joining with " + token, None),
-        ("argv", "--token\n" + token, None),
-        ("stdout", "session s3cr3t-session-0001 ok", "s3cr3t-session-0001"),
-        ("log", "pem body " + "A" * 64, pem),
+        ("stderr", "error: " + pem, None, None, None),
+        ("log", "DEBUG joining with " + token, None, None, None),
+        ("argv", "--token\n" + token, None, None, None),
+        ("stdout", "session s3cr3t-session-0001 ok", "s3cr3t-session-0001", "store", None),
+        ("log", "pem body " + "A" * 64, pem, "store", None),
+        ("stderr", "login as admin/%s failed" % zstack_pw, zstack_pw, "env", None),
+        # `export kubeconfig` has no stdout mode: nothing allows secrets on its stdout
+        ("stdout", pem, None, None, "export\nkubeconfig\n--stdout\n-\n"),
+        ("stdout", pem, None, None, "get\ncluster\n--show-secrets\n"),
+        # a secret too short to be searched for is itself a failure
+        ("stderr", "no output", "password", "env", None),
     ]
     failures = 0
-    for channel, text, secret in cases:
+    for channel, text, secret, source, argv in cases:
         with tempfile.TemporaryDirectory() as audit:
             d = os.path.join(audit, "runs", "1")
             os.makedirs(os.path.join(d, "store-secrets"))
             with open(os.path.join(d, "argv"), "w") as f:
-                f.write(text if channel == "argv" else "get\ncluster\n")
+                f.write(argv or (text if channel == "argv" else "get\ncluster\n"))
             if channel != "argv":
                 with open(os.path.join(d, channel), "w") as f:
                     f.write(text)
             if secret:
-                with open(os.path.join(d, "store-secrets", "1"), "w") as f:
-                    f.write(secret)
+                path = os.path.join(d, "store-secrets", "1") if source == "store" \
+                    else os.path.join(d, "secrets")
+                with open(path, "w") as f:
+                    f.write(secret + "\n")
             if scan(audit, 1) != 1:
-                print("leakscan self-test: a leak in %s was NOT found" % channel)
+                print("leakscan self-test: a leak in %s (%s) was NOT found"
+                      % (channel, (argv or "").replace("\n", " ") or text[:30]))
                 failures += 1
     with tempfile.TemporaryDirectory() as audit:
         d = os.path.join(audit, "runs", "1")
         os.makedirs(d)
         with open(os.path.join(d, "argv"), "w") as f:
             f.write("get\nuserdata\nc1\n--show-secrets\n")
+        with open(os.path.join(d, "secrets"), "w") as f:
+            f.write(zstack_pw + "\n")
         with open(os.path.join(d, "stdout"), "w") as f:
             f.write(pem + token)
         with open(os.path.join(d, "stderr"), "w") as f:

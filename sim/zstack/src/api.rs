@@ -263,10 +263,9 @@ impl Ctx<'_> {
         };
         if let Some(tok) = auth.strip_prefix("OAuth ") {
             let ttl = self.sh.ttl_secs();
-            return Ok(self
-                .sh
-                .read(|c| c.session_account(tok.trim(), ttl))
-                .ok_or_else(ErrorCode::session_expired));
+            let account = self.sh.read(|c| c.session_account(tok.trim(), ttl));
+            lock(&self.sh.stats).record_session_use(account.is_some());
+            return Ok(account.ok_or_else(ErrorCode::session_expired));
         }
         if let Some(rest) = auth.strip_prefix("ZStack ") {
             return self.access_key_auth(rest.trim());
@@ -351,6 +350,9 @@ async fn zstack(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     tracing::debug!(%method, %path, "request");
 
     let rf = lock(&sh.faults).on_request(method.as_str(), &path);
+    if let Some(rule) = &rf.expire_sessions {
+        sh.expire_all_sessions(rule, method.as_str(), &path);
+    }
     if !rf.latency.is_zero() && !sh.sleep(rf.latency).await {
         return text(503, "the simulator is shutting down");
     }
@@ -504,6 +506,7 @@ fn login(ctx: &Ctx) -> Response {
     match ctx.sh.mutate(|c| c.login(name, pw, ttl)) {
         Ok(s) => {
             tracing::info!(account = name, session = %s.uuid, "login");
+            lock(&ctx.sh.stats).record_login();
             record_issued_secret(&s.uuid);
             json_resp(200, json!({ "inventory": s }))
         }

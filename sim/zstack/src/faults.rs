@@ -2,9 +2,11 @@
 //!
 //! Request-level faults (`fail`, `unavailable`, `internal_error`, `drop_response`, `latency`)
 //! act on the HTTP exchange; job-level faults (`job_delay`, `job_never_finishes`, `job_fails`,
-//! `foreign_location`) act on the job an async call creates; `expire_sessions`, `session_ttl`
-//! and `clock_skew` are applied immediately when posted. Every fired fault is logged (tracing
-//! and [`FaultEvent`]s).
+//! `foreign_location`) act on the job an async call creates; `session_ttl` and `clock_skew` are
+//! applied immediately when posted, and so is `expire_sessions` unless the rule names a call to
+//! fire on (`method`, `path`, `nth`, `times` or a duration): then every session is expired when
+//! that call arrives, before it is authenticated — a session dying in the middle of a client's
+//! run. Every fired fault is logged (tracing and [`FaultEvent`]s).
 
 use crate::error::{ErrorCode, SimError};
 use regex::Regex;
@@ -98,7 +100,9 @@ pub enum FaultAction {
         #[serde(default)]
         host: Option<String>,
     },
-    /// Immediate: every existing session becomes invalid.
+    /// Every existing session becomes invalid: when posted, or — if the rule names a call
+    /// (`method`, `path`, `nth`, `times`, a duration) — when that call arrives, before it is
+    /// authenticated, so that call already fails `ID.1001`.
     ExpireSessions,
     /// Immediate: override the session TTL (null restores the configured one). Applies to
     /// existing sessions too, as expiry is computed from the TTL in force.
@@ -115,7 +119,7 @@ pub enum FaultAction {
 }
 
 impl FaultAction {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             FaultAction::Fail { .. } => "fail",
             FaultAction::Unavailable => "unavailable",
@@ -143,7 +147,7 @@ impl FaultAction {
         )
     }
 
-    /// Immediate actions are applied when posted and never stored.
+    /// Actions that can be applied when posted (see [`FaultRule::is_immediate`]).
     pub fn is_immediate(&self) -> bool {
         matches!(
             self,
@@ -273,6 +277,25 @@ impl FaultRule {
             host: host.map(str::to_string),
         })
     }
+    /// Whether the rule names the call(s) it fires on (any matcher or counter set).
+    pub(crate) fn names_a_call(&self) -> bool {
+        self.method.is_some()
+            || self.path.is_some()
+            || self.nth.is_some()
+            || self.times.is_some()
+            || self.duration_ms.is_some()
+            || self.duration_secs.is_some()
+    }
+
+    /// Applied when posted and never stored: `session_ttl`, `clock_skew`, and `expire_sessions`
+    /// that names no call. An `expire_sessions` rule naming a call is stored and fires on it.
+    pub fn is_immediate(&self) -> bool {
+        match self.action {
+            FaultAction::ExpireSessions => !self.names_a_call(),
+            ref a => a.is_immediate(),
+        }
+    }
+
     /// Restricts the rule to a method.
     pub fn method(mut self, m: &str) -> Self {
         self.method = Some(m.to_string());
@@ -333,6 +356,9 @@ pub(crate) struct RequestFaults {
     pub drop: bool,
     /// Never answer; `Some(true)`: perform the call first.
     pub hang: Option<bool>,
+    /// Expire every session before handling the call: the id of the `expire_sessions` rule
+    /// that fired (the caller expires them and logs the event with the count).
+    pub expire_sessions: Option<String>,
 }
 
 /// A canned response.
@@ -387,11 +413,12 @@ impl FaultEngine {
                 )));
             }
         }
-        if rule.action.is_immediate() {
+        if rule.is_immediate() {
             return Err(SimError::Fault(
                 "immediate actions are applied, not stored".into(),
             ));
         }
+
         if rule.nth == Some(0) {
             return Err(SimError::Fault("nth is 1-based".into()));
         }
@@ -553,6 +580,10 @@ impl FaultEngine {
                     rf.respond.get_or_insert(resp);
                     format!("status {status} code {}", code.as_deref().unwrap_or("-"))
                 }
+                FaultAction::ExpireSessions => {
+                    rf.expire_sessions.get_or_insert(id);
+                    continue; // logged by the caller, with the number of sessions expired
+                }
                 _ => continue,
             };
             self.fired(&id, rule.action.name(), method, path, detail);
@@ -637,7 +668,10 @@ mod tests {
         let r: FaultRule = serde_json::from_str(r#"{"kind":"unavailable","times":3}"#).unwrap();
         assert_eq!(r.action, FaultAction::Unavailable);
         let r: FaultRule = serde_json::from_str(r#"{"kind":"expire_sessions"}"#).unwrap();
-        assert!(r.action.is_immediate());
+        assert!(r.is_immediate());
+        let r: FaultRule =
+            serde_json::from_str(r#"{"kind":"expire_sessions","method":"POST","nth":2}"#).unwrap();
+        assert!(!r.is_immediate(), "naming a call makes it a rule");
         let back: FaultRule =
             serde_json::from_str(&serde_json::to_string(&FaultRule::job_delay(5, 1)).unwrap())
                 .unwrap();
@@ -662,6 +696,28 @@ mod tests {
         assert!(f.on_request("POST", "/a").respond.is_none());
         assert_eq!(f.log.len(), 2);
         assert!(f.add(FaultRule::fail(1000, "X")).is_err());
+        assert!(f.add(FaultRule::new(FaultAction::ExpireSessions)).is_err());
         assert!(f.add(FaultRule::fail(500, "X").path("(")).is_err());
+    }
+
+    #[test]
+    fn expire_sessions_rule_fires_at_the_nth_matching_call() {
+        let mut f = FaultEngine::default();
+        let id = f
+            .add(
+                FaultRule::new(FaultAction::ExpireSessions)
+                    .method("GET")
+                    .nth(3),
+            )
+            .unwrap();
+        let fired: Vec<Option<String>> = (0..4)
+            .map(|_| f.on_request("GET", "/z").expire_sessions)
+            .collect();
+        assert_eq!(
+            fired,
+            vec![None, None, Some(id), None],
+            "once, at the 3rd GET"
+        );
+        assert!(f.on_request("PUT", "/z").expire_sessions.is_none());
     }
 }

@@ -120,12 +120,8 @@ impl Shared {
     pub fn apply_immediate(&self, action: &FaultAction) {
         let detail = match action {
             FaultAction::ExpireSessions => {
-                let n = self.mutate(|c| {
-                    let n = c.sessions.len();
-                    c.sessions.clear();
-                    n
-                });
-                format!("{n} sessions expired")
+                self.expire_all_sessions("immediate", "-", "-");
+                return;
             }
             FaultAction::SessionTtl { ttl_secs } => {
                 lock(&self.faults).ttl_override = *ttl_secs;
@@ -137,16 +133,35 @@ impl Shared {
             }
             _ => return,
         };
-        let kind = serde_json::to_value(action)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        lock(&self.faults).fired("immediate", &kind, "-", "-", detail);
+        lock(&self.faults).fired("immediate", action.name(), "-", "-", detail);
+    }
+
+    /// Invalidates every session (an `expire_sessions` fault, immediate or fired by rule
+    /// `rule_id` on the call `method path`), counts it in the stats and logs it.
+    pub fn expire_all_sessions(&self, rule_id: &str, method: &str, path: &str) {
+        let n = self.mutate(|c| {
+            let n = c.sessions.len();
+            c.sessions.clear();
+            n
+        });
+        lock(&self.stats).record_expiry(n as u64);
+        let detail = if rule_id == "immediate" {
+            format!("{n} sessions expired")
+        } else {
+            format!("{n} sessions expired before this call was authenticated")
+        };
+        lock(&self.faults).fired(rule_id, "expire_sessions", method, path, detail);
     }
 
     /// Adds a rule or applies an immediate action; returns the rule id (`immediate` for those).
     pub fn add_fault(&self, rule: FaultRule) -> Result<String, SimError> {
-        if rule.action.is_immediate() {
+        if rule.is_immediate() {
+            if rule.names_a_call() {
+                return Err(SimError::Fault(format!(
+                    "{} is applied when posted: method, path, nth, times and durations do not apply to it",
+                    rule.action.name()
+                )));
+            }
             self.apply_immediate(&rule.action);
             return Ok("immediate".into());
         }

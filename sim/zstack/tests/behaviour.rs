@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kprov_zstack_sim::{FaultRule, SimConfig, Simulator, DEFAULT_FOREIGN_HOST};
+use kprov_zstack_sim::{FaultAction, FaultRule, SimConfig, Simulator, DEFAULT_FOREIGN_HOST};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -291,6 +291,64 @@ async fn fault_job_fails_with_chosen_code() {
     assert_eq!(t.sim().vm_count(), 0, "the operation was not performed");
     let j = create(&t, &s, &create_body(&fx, "f", "InstantStart", None)).await;
     assert_eq!(j.done.status, 200, "fires once by default");
+}
+
+/// `expire_sessions` naming a call fires when that call arrives: the call itself already
+/// fails `ID.1001` (503 on a GET, a failed job on an async call), and the stats show the
+/// expiry, the refusal, and a new login used afterwards.
+#[tokio::test]
+async fn fault_expire_sessions_at_the_nth_call() {
+    let (t, s) = setup(fast()).await;
+    t.sim()
+        .add_fault(
+            FaultRule::new(FaultAction::ExpireSessions)
+                .method("GET")
+                .path("^/zstack/v1/zones$")
+                .nth(2),
+        )
+        .unwrap();
+    assert_eq!(
+        t.sim().stats().expiries,
+        0,
+        "a rule naming a call waits for it"
+    );
+    assert_eq!(t.get("/zones", &s, &[]).await.status, 200);
+    assert_eq!(t.get("/clusters", &s, &[]).await.status, 200, "not matched");
+    let r = t.get("/zones", &s, &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "ID.1001");
+    let log = t.sim().fault_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].kind, "expire_sessions");
+    assert_eq!(log[0].path, "/zstack/v1/zones");
+    assert!(log[0].detail.starts_with("1 sessions expired"), "{log:?}");
+    let st = t.sim().stats();
+    assert_eq!(
+        (st.expiries, st.sessions_expired, st.session_refusals),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        (st.logins_since_expiry, st.session_calls_since_expiry),
+        (0, 0)
+    );
+    let s2 = t.login().await;
+    assert_eq!(t.get("/zones", &s2, &[]).await.status, 200, "fires once");
+    let st = t.sim().stats();
+    assert_eq!((st.logins, st.logins_since_expiry), (2, 1));
+    assert_eq!((st.session_calls, st.session_calls_since_expiry), (3, 1));
+
+    // On an async call: accepted, then the job fails ID.1001; nothing is created.
+    t.sim()
+        .add_fault(FaultRule::new(FaultAction::ExpireSessions).method("POST"))
+        .unwrap();
+    let fx = fixtures(&t, "x86_64");
+    let j = create(&t, &s2, &create_body(&fx, "late", "InstantStart", None)).await;
+    assert_eq!(j.done.status, 503, "{}", j.done.text);
+    assert_eq!(j.done.json["error"]["code"], "ID.1001");
+    assert_eq!(t.sim().vm_count(), 0);
+    // Only immediate kinds are refused matchers.
+    let bad = FaultRule::new(FaultAction::SessionTtl { ttl_secs: Some(1) }).nth(2);
+    assert!(t.sim().add_fault(bad).is_err());
 }
 
 #[tokio::test]
