@@ -132,14 +132,17 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
         "control-plane",
         "--show-secrets",
     ]);
-    let overrides_honoured = fetches(&ud_cp).iter().all(|(url, sha)| {
-        sha256sums(&[(url.clone(), String::new())], &files).starts_with(sha.as_str())
-    });
-    eprintln!("[vm] bootstrap honours {SHA256SUMS_ENV}: {overrides_honoured}");
-    assert!(
-        overrides_honoured,
-        "the rendered user-data must carry the stand-ins' sums from {SHA256SUMS_ENV}"
-    );
+    // the bootstrap honours the hook: every download carries its stand-in's SHA-256
+    let rendered = fetches(&ud_cp);
+    assert_eq!(rendered.len(), fetched.len(), "{rendered:?} vs {fetched:?}");
+    for (url, sha) in &rendered {
+        let stand_in = sha256sums(&[(url.clone(), String::new())], &files);
+        assert_eq!(
+            stand_in.split_whitespace().next(),
+            Some(sha.as_str()),
+            "{url}: the rendered user-data must carry the stand-in's SHA-256 from {SHA256SUMS_ENV}"
+        );
+    }
 
     // 0) Air gap: "upstream" (a second registry with real multi-arch images at every catalogue
     //    reference, and a file server with the stand-ins) is exported into an offline bundle,
@@ -151,7 +154,8 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     // from here on the guard deletes the cluster whatever happens
     guard.armed = true;
 
-    // 1) update --yes, killed with SIGKILL as soon as the first domain is defined
+    // 1) update --yes, killed with SIGKILL as soon as the first domain is defined — while kprov
+    //    runs (starting that domain, then making the second node's volumes and domain)
     let t_update = Instant::now();
     let t_update_rec = recorder.now();
     let mut child = kprov
@@ -160,24 +164,32 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t_kill = Instant::now();
-    let mut killed = false;
-    while t_kill.elapsed() < Duration::from_secs(300) {
-        if !domains(&format!("{cluster}-")).is_empty() || child.try_wait().ok().flatten().is_some()
-        {
-            killed = true;
-            break;
+    let t_poll = Instant::now();
+    while domains(&format!("{cluster}-")).is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("kprov update exited by itself ({st}) before any domain was defined");
         }
+        assert!(
+            t_poll.elapsed() < Duration::from_secs(300),
+            "no domain was defined within 300 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(killed, "no domain was defined within 300 s");
-    let exited_early = child.try_wait().ok().flatten();
-    child.kill().ok();
-    child.wait().ok();
+    child.kill().expect("SIGKILL kprov update");
+    let status = child.wait().unwrap();
+    let at_kill = domains(&format!("{cluster}-"));
     eprintln!(
-        "[vm] update --yes killed after {:.1}s (had exited by itself: {exited_early:?}); domains: {:?}",
-        t_update.elapsed().as_secs_f64(),
-        domains(&format!("{cluster}-"))
+        "[vm] update --yes killed after {:.1}s ({status}); domains: {at_kill:?}",
+        t_update.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "kprov must have been running when it was killed (it exited {status} by itself)"
+    );
+    assert!(
+        at_kill.len() < 2,
+        "the kill must interrupt the apply before both domains exist: {at_kill:?}"
     );
     // 2) re-run: converges, no duplicate domains
     let out = kprov.ok(&["update", "cluster", &cluster, "--yes", "--force-unlock"]);
@@ -203,46 +215,35 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     );
 
     // 3) both nodes run kprov's user-data and report their phases
-    let need_cp: &[&str] = if overrides_honoured {
-        &[
-            "prepare",
-            "packages",
-            "binaries",
-            "containerd",
-            "kubelet",
-            "kubeadm-init",
-            "bootstrap",
-        ]
-    } else {
-        &["prepare", "packages"]
-    };
-    let need_node: &[&str] = if overrides_honoured {
-        &[
-            "prepare",
-            "packages",
-            "binaries",
-            "containerd",
-            "kubelet",
-            "kubeadm-join",
-            "bootstrap",
-        ]
-    } else {
-        &["prepare", "packages"]
-    };
+    let need_cp = [
+        "prepare",
+        "packages",
+        "binaries",
+        "containerd",
+        "kubelet",
+        "kubeadm-init",
+        "bootstrap",
+    ];
+    let need_node = [
+        "prepare",
+        "packages",
+        "binaries",
+        "containerd",
+        "kubelet",
+        "kubeadm-join",
+        "bootstrap",
+    ];
+    // done: every phase ok, or one failed (then the assertions below say which)
     let reported = |n: &str, want: &[&str]| {
         let p = phases(&recorder);
-        let failed = p
-            .iter()
-            .any(|(nn, ph, st, _)| nn == n && st == "failed" && ph != "binaries");
-        failed
+        p.iter().any(|(nn, _, st, _)| nn == n && st == "failed")
             || want.iter().all(|w| {
                 p.iter()
                     .any(|(nn, ph, st, _)| nn == n && ph == w && st == "ok")
-            }) && (overrides_honoured
-                || p.iter().any(|(nn, ph, _, _)| nn == n && ph == "binaries"))
+            })
     };
     let ok = wait_for("phase reports", Duration::from_secs(900), || {
-        reported(&cp, need_cp) && reported(&node, need_node)
+        reported(&cp, &need_cp) && reported(&node, &need_node)
     });
     let p = phases(&recorder);
     for (n, ph, st, at) in &p {
@@ -270,8 +271,8 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
         "phase reports incomplete after 900 s: {p:?}\n{}",
         consoles()
     );
-    for n in [&cp, &node] {
-        for ph in ["prepare", "packages"] {
+    for (n, want) in [(&cp, &need_cp), (&node, &need_node)] {
+        for ph in want {
             assert!(
                 p.iter()
                     .any(|(nn, pp, st, _)| nn == n && pp == ph && st == "ok"),
@@ -280,20 +281,14 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
             );
         }
     }
-    // binaries came from the file repository (through the guest forward); without the checksum
-    // hook the first download (kubeadm) already fails its SHA-256 check and the phase stops
+    // every file the user-data fetches came from the file repository (through the guest forward)
     let gets: Vec<String> = file_srv
         .seen()
         .into_iter()
         .filter(|s| s.method == "GET")
         .map(|s| s.path)
         .collect();
-    let must: &[(String, String)] = if overrides_honoured {
-        &fetched
-    } else {
-        &fetched[..1]
-    };
-    for (url, _) in must {
+    for (url, _) in &fetched {
         let path = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
         let path = &path[path.find('/').unwrap_or(0)..];
         assert!(
@@ -301,96 +296,79 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
             "{url} fetched from the file repository: {gets:?}"
         );
     }
-    if overrides_honoured {
-        let reports = stand_in_reports(&recorder);
-        let kubeadm: Vec<&serde_json::Value> = reports
-            .iter()
-            .filter(|(t, _)| t == "kubeadm")
-            .map(|(_, v)| v)
-            .collect();
-        let init = kubeadm
-            .iter()
-            .find(|v| v["args"][0] == "init")
-            .expect("kubeadm init ran on the control plane");
-        assert_eq!(init["hostname"], cp.as_str());
-        let cfg = init["config"].as_str().expect("init --config file");
+    let reports = stand_in_reports(&recorder);
+    let kubeadm: Vec<&serde_json::Value> = reports
+        .iter()
+        .filter(|(t, _)| t == "kubeadm")
+        .map(|(_, v)| v)
+        .collect();
+    let init = kubeadm
+        .iter()
+        .find(|v| v["args"][0] == "init")
+        .expect("kubeadm init ran on the control plane");
+    assert_eq!(init["hostname"], cp.as_str());
+    let cfg = init["config"].as_str().expect("init --config file");
+    assert!(
+        cfg.contains("kind: InitConfiguration") && cfg.contains("kind: ClusterConfiguration"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("10.0.2.15"),
+        "advertise address filled in: {cfg}"
+    );
+    let join = kubeadm
+        .iter()
+        .find(|v| v["args"][0] == "join")
+        .expect("kubeadm join ran on the worker");
+    assert_eq!(join["hostname"], node.as_str());
+    let jcfg = join["config"].as_str().expect("join --config file");
+    assert!(jcfg.contains("kind: JoinConfiguration"), "{jcfg}");
+    assert!(
+        jcfg.contains("10.0.2.15:6443"),
+        "join endpoint = the control plane's address: {jcfg}"
+    );
+    assert!(
+        jcfg.contains("token:") && jcfg.contains("sha256:"),
+        "token + CA hash: {jcfg}"
+    );
+    for v in [init, join] {
+        assert_eq!(v["swaps"], "0", "swap off: {v}");
+        assert_eq!(v["modules"], "br_netfilter overlay", "modules: {v}");
+        assert_eq!(v["sysctls"]["net.ipv4.ip_forward"], "1", "{v}");
+        assert_eq!(
+            v["sysctls"]["net.bridge.bridge-nf-call-iptables"], "1",
+            "{v}"
+        );
+        assert_eq!(v["containerd_active"], "active", "{v}");
+        let hosts = v["hosts_toml"].to_string();
         assert!(
-            cfg.contains("kind: InitConfiguration") && cfg.contains("kind: ClusterConfiguration"),
-            "{cfg}"
+            hosts.contains("10.0.2.100:5000"),
+            "containerd mirrors to the registry: {hosts}"
         );
-        assert!(
-            cfg.contains("10.0.2.15"),
-            "advertise address filled in: {cfg}"
-        );
-        let join = kubeadm
-            .iter()
-            .find(|v| v["args"][0] == "join")
-            .expect("kubeadm join ran on the worker");
-        assert_eq!(join["hostname"], node.as_str());
-        let jcfg = join["config"].as_str().expect("join --config file");
-        assert!(jcfg.contains("kind: JoinConfiguration"), "{jcfg}");
-        assert!(
-            jcfg.contains("10.0.2.15:6443"),
-            "join endpoint = the control plane's address: {jcfg}"
-        );
-        assert!(
-            jcfg.contains("token:") && jcfg.contains("sha256:"),
-            "token + CA hash: {jcfg}"
-        );
-        for v in [init, join] {
-            assert_eq!(v["swaps"], "0", "swap off: {v}");
-            assert_eq!(v["modules"], "br_netfilter overlay", "modules: {v}");
-            assert_eq!(v["sysctls"]["net.ipv4.ip_forward"], "1", "{v}");
-            assert_eq!(
-                v["sysctls"]["net.bridge.bridge-nf-call-iptables"], "1",
-                "{v}"
-            );
-            assert_eq!(v["containerd_active"], "active", "{v}");
-            let hosts = v["hosts_toml"].to_string();
-            assert!(
-                hosts.contains("10.0.2.100:5000"),
-                "containerd mirrors to the registry: {hosts}"
-            );
-            assert_eq!(
-                v["registry_v2"], "200",
-                "registry reachable through the forward: {v}"
-            );
-        }
-        assert!(
-            registry.log_text().contains("/v2/"),
-            "registry saw the nodes"
-        );
-        assert_air_gapped(
-            &mirrored,
-            &[
-                ("control plane", init, CONTROL_PLANE_PULLS),
-                ("worker", join, WORKER_PULLS),
-            ],
-            &registry.log_text()[mirror_log_start..],
-        );
-        let file_paths: Vec<String> = mirrored.files.iter().map(|(p, _)| p.clone()).collect();
-        for g in &gets {
-            assert!(
-                file_paths.iter().any(|p| g.ends_with(p.as_str())),
-                "the guests asked the file repository only for catalogue files: {g}"
-            );
-        }
-    } else {
-        // Without a checksum hook the stand-ins cannot pass the pinned upstream SHA-256: the
-        // check must refuse them (proves the SHA-256 check on real nodes).
-        for n in [&cp, &node] {
-            assert!(
-                p.iter()
-                    .any(|(nn, pp, st, _)| nn == n && pp == "binaries" && st == "failed"),
-                "{n}: binaries must fail the SHA-256 check: {p:?}"
-            );
-        }
-        eprintln!(
-            "\n[vm] NOTE: kubeadm init/join assertions need the bootstrap to honour {SHA256SUMS_ENV} \
-             (test-only checksum override); until then this test proves fetch + SHA-256 refusal.\n"
+        assert_eq!(
+            v["registry_v2"], "200",
+            "registry reachable through the forward: {v}"
         );
     }
-
+    assert!(
+        registry.log_text().contains("/v2/"),
+        "registry saw the nodes"
+    );
+    assert_air_gapped(
+        &mirrored,
+        &[
+            ("control plane", init, CONTROL_PLANE_PULLS),
+            ("worker", join, WORKER_PULLS),
+        ],
+        &registry.log_text()[mirror_log_start..],
+    );
+    let file_paths: Vec<String> = mirrored.files.iter().map(|(p, _)| p.clone()).collect();
+    for g in &gets {
+        assert!(
+            file_paths.iter().any(|p| g.ends_with(p.as_str())),
+            "the guests asked the file repository only for catalogue files: {g}"
+        );
+    }
     // 4) delete leaves nothing
     let t_del = Instant::now();
     kprov.ok(&["delete", "cluster", &cluster, "--yes"]);

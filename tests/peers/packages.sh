@@ -9,11 +9,11 @@
 BUILD_PKGS=(pkg-config libvirt-dev)
 
 # Test peers: cloud-init (schema validator), containerd (config + real pulls), docker-registry
-# (OCI registry), skopeo (cross-check), openssl, libvirt (test driver, virsh, virt-xml-validate),
-# nginx (file repository and WebDAV PUT target of the mirror tests), python3-venv (moto,
-# kubernetes-validate).
-PEER_PKGS=(cloud-init containerd docker-registry skopeo openssl libvirt-clients libvirt-daemon
-  python3-venv nginx)
+# (OCI registry), skopeo (cross-check), openssl, libvirt (test driver, virsh, virt-xml-validate,
+# which runs xmllint from libxml2-utils: only recommended, so named here), nginx (file repository
+# and WebDAV PUT target of the mirror tests), python3-venv (moto, kubernetes-validate).
+PEER_PKGS=(cloud-init containerd docker-registry skopeo openssl libvirt-clients libxml2-utils
+  libvirt-daemon python3-venv nginx)
 
 # libvirt VM tests (tests/libvirt_vm.rs, benches/libvirt.rs): libvirtd + QEMU (x86_64 and
 # aarch64 system emulators, UEFI firmware, user-mode emulation for arm64 image builds),

@@ -1296,25 +1296,27 @@ impl LibvirtCloud {
     /// between defining and starting it, or during the start, leaves it so).
     fn ensure_running(dom: &Domain, name: &str) -> CloudResult<()> {
         use virt::domain::DomainState as S;
+        let start = || {
+            dom.create()
+                .map(|_| ())
+                .map_err(|e| verr(&format!("starting domain {name}"), e))
+        };
         match dom.info().map(|i| i.state.unwrap_or(S::NoState)) {
             Ok(S::Paused) => match dom.resume() {
                 Ok(_) => Ok(()),
-                // libvirtd finished the start the dead run had asked for in the meantime
-                Err(e)
-                    if is(&e, ErrorNumber::OperationInvalid)
-                        && matches!(
-                            dom.info().map(|i| i.state.unwrap_or(S::NoState)),
-                            Ok(S::Running)
-                        ) =>
-                {
-                    Ok(())
+                // libvirtd settled the start a dead run (or a lost connection) left half done
+                // in the meantime: it finished it, or — restarted mid-start — it killed the
+                // half-started QEMU ("wasn't fully started yet"), leaving the domain shut off
+                Err(e) if is(&e, ErrorNumber::OperationInvalid) => {
+                    match dom.info().map(|i| i.state.unwrap_or(S::NoState)) {
+                        Ok(S::Running) => Ok(()),
+                        Ok(S::Shutoff) => start(),
+                        _ => Err(verr(&format!("resuming domain {name}"), e)),
+                    }
                 }
                 Err(e) => Err(verr(&format!("resuming domain {name}"), e)),
             },
-            _ if !dom.is_active().unwrap_or(false) => dom
-                .create()
-                .map(|_| ())
-                .map_err(|e| verr(&format!("starting domain {name}"), e)),
+            _ if !dom.is_active().unwrap_or(false) => start(),
             _ => Ok(()),
         }
     }
