@@ -128,10 +128,12 @@ pub async fn connect(spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {
         }
         // unreachable when every provider is compiled in
         #[allow(unreachable_patterns)]
-        other => Err(require_compiled(other.name(), "the cluster's spec.provider")
-        .err()
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("provider {} has no adapter", other.name()))),
+        other => Err(
+            require_compiled(other.name(), "the cluster's spec.provider")
+                .err()
+                .map(anyhow::Error::from)
+                .unwrap_or_else(|| anyhow::anyhow!("provider {} has no adapter", other.name())),
+        ),
     }
 }
 
