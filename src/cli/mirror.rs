@@ -84,7 +84,7 @@ pub struct MirrorArgs {
 fn read_list(path: &PathBuf) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ExitError::usage(format!("--from-file {}: {e}", path.display())))?;
-    Ok(parse_image_list(&path.display().to_string(), &text).map_err(usage)?)
+    parse_image_list(&path.display().to_string(), &text).map_err(usage)
 }
 
 /// Parse an image list (`--from-file`): one reference a line, `#` comments, blank lines
