@@ -765,8 +765,14 @@ fn a_bundle_file_entry_outside_the_bundle_is_refused() {
         index["files"][0]["entry"] = bad.into();
         let text = serde_json::to_string(&index).unwrap();
         write_bundle(&path, text.as_bytes(), &base);
-        match bundle_in_process(&path, &text) {
-            Ok(Err(at)) => assert_eq!(at, format!("entry {bad}")),
+        match OpenBundle::open(&path) {
+            Err(MirrorError::Bundle { entry, problem, .. }) => {
+                assert_eq!(entry, bad);
+                assert!(
+                    problem.contains("not a relative path inside the bundle"),
+                    "{bad}: {problem}"
+                );
+            }
             other => panic!("{bad}: {other:?}"),
         }
     }
