@@ -501,6 +501,21 @@ async fn create_from_file(
     let (cluster, cluster_src, previous) = match clusters.len() {
         1 => {
             let (c, src) = clusters.into_iter().next().expect("one");
+            // The name becomes a store key: refuse a bad one (`\0`, `../x`) with its
+            // file:line before it is used to read the store.
+            if !spec::validate::is_dns1123_label(&c.metadata.name) {
+                let (groups, group_srcs) = groups.into_iter().unzip();
+                let mut spec = LoadedSpec {
+                    config: ClusterConfig { cluster: c, groups },
+                    cluster_src: src,
+                    group_srcs,
+                };
+                spec::validate(&mut spec)?;
+                return Err(ExitError::usage(format!(
+                    "{file}: cluster name {:?} is not a DNS-1123 label",
+                    spec.config.name()
+                )));
+            }
             let prev = repo.load(&c.metadata.name).await?;
             if prev.is_some() && !replace {
                 return Err(ExitError::usage(format!(
@@ -521,6 +536,12 @@ async fn create_from_file(
                     "{file}: no Cluster document; fix: add a `kind: Cluster` document, or, to add the InstanceGroups \
                      to an existing cluster, label them with `{LABEL_CLUSTER}: NAME` or pass --name NAME"
                 )))?;
+            if !spec::validate::is_dns1123_label(&name) {
+                return Err(ExitError::usage(format!(
+                    "{file}: metadata.labels.{LABEL_CLUSTER}: cluster name {name:?} is not a DNS-1123 label; \
+                     fix: label the InstanceGroups with the name of an existing cluster"
+                )));
+            }
             let prev = repo.require(&name).await?;
             let mut all = prev.config.clone();
             for (g, _) in &groups {

@@ -75,21 +75,35 @@ pub struct MirrorArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Check the inputs (image list, bundle with its manifests, mapping) and print what would
+    /// be copied, `SOURCE -> TARGET` a line, without contacting any registry.
+    #[arg(long, conflicts_with = "to_bundle")]
+    pub dry_run: bool,
 }
 
 fn read_list(path: &PathBuf) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ExitError::usage(format!("--from-file {}: {e}", path.display())))?;
-    let list: Vec<String> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    parse_image_list(&path.display().to_string(), &text).map_err(usage)
+}
+
+/// Parse an image list (`--from-file`): one reference a line, `#` comments, blank lines
+/// ignored. Every reference is checked here, so a bad one is named with `FILE:LINE` before
+/// anything is copied.
+pub fn parse_image_list(file: &str, text: &str) -> Result<Vec<String>, MirrorError> {
+    let mut list = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let r = line.split('#').next().unwrap_or("").trim();
+        if r.is_empty() {
+            continue;
+        }
+        ImageRef::parse(r)
+            .map_err(|e| MirrorError::Usage(format!("--from-file {file}:{}: {e}", i + 1)))?;
+        list.push(r.to_string());
+    }
     if list.is_empty() {
-        return Err(ExitError::usage(format!(
-            "--from-file {}: no image references in it",
-            path.display()
+        return Err(MirrorError::Usage(format!(
+            "--from-file {file}: no image references in it; fix: write one reference a line, e.g. registry.k8s.io/pause:3.10"
         )));
     }
     Ok(list)
@@ -214,6 +228,25 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
 
     if let Some(b) = &a.from_bundle {
         let target_of = |up: &str| ImageRef::parse(&image_ref(up, &target_assets));
+        if a.dry_run {
+            let opened = bundle::OpenBundle::check(b).map_err(usage)?;
+            for i in &opened.index.images {
+                println!(
+                    "{} -> {}",
+                    i.upstream,
+                    target_of(&i.upstream).map_err(usage)?
+                );
+            }
+            for f in &opened.index.files {
+                let to = files_to.as_ref().map(|t| t.location(&f.upstream_url));
+                println!(
+                    "{} -> {}",
+                    f.upstream_url,
+                    to.as_deref().unwrap_or("(not copied)")
+                );
+            }
+            return Ok(());
+        }
         let r = bundle::import(&client, b, &target_of, files_to.as_ref(), &copy_opts).await?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
@@ -264,6 +297,17 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
             source: src,
             target,
         });
+    }
+    if a.dry_run {
+        for j in &jobs {
+            println!("{} -> {}", j.source, j.target);
+        }
+        if let Some(t) = &files_to {
+            for f in &files_list {
+                println!("{} -> {}", f.upstream_url, t.location(&f.upstream_url));
+            }
+        }
+        return Ok(());
     }
     let report = copy_images(&client, &jobs, &copy_opts).await?;
     eprintln!("mirror: {}", report.summary());

@@ -322,6 +322,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<crate::spec::SpecErrors>().is_some() {
             return EXIT_USAGE;
         }
+        // A refused input (a bad image reference, a corrupt or incomplete bundle) is the
+        // user's to fix, like a bad spec file: not a failure of kprov or of a remote side.
+        if let Some(
+            crate::mirror::MirrorError::Usage(_) | crate::mirror::MirrorError::Bundle { .. },
+        ) = cause.downcast_ref::<crate::mirror::MirrorError>()
+        {
+            return EXIT_USAGE;
+        }
         if let Some(crate::repo::RepoError::NotFound { .. }) =
             cause.downcast_ref::<crate::repo::RepoError>()
         {

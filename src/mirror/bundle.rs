@@ -466,12 +466,37 @@ impl OpenBundle {
             }
         }
         for f in &b.index.files {
+            // Import extracts each file to `STAGING/ENTRY`: an absolute or `..` entry would
+            // write outside the staging directory.
+            let relative = Path::new(&f.entry)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !relative || f.entry.is_empty() {
+                return Err(b.err(
+                    &f.entry,
+                    format!("file {:?}: not a relative path inside the bundle", f.name),
+                ));
+            }
             match b.entries.get(&f.entry) {
                 None => return Err(b.err(&f.entry, "missing")),
                 Some((_, size)) if *size != f.size => {
                     return Err(b.err(&f.entry, format!("{size} bytes, expected {}", f.size)))
                 }
                 _ => {}
+            }
+        }
+        Ok(b)
+    }
+
+    /// Open the bundle and read every manifest, checking its digest: what an import reads
+    /// before it contacts the registry (`kprov mirror --from-bundle FILE --dry-run`).
+    pub fn check(path: &Path) -> Result<OpenBundle, MirrorError> {
+        let b = OpenBundle::open(path)?;
+        for i in &b.index.images {
+            ImageRef::parse(&i.upstream)
+                .map_err(|e| b.err(INDEX_ENTRY, format!("images[].upstream: {e}")))?;
+            for m in std::iter::once(&i.manifest).chain(&i.children) {
+                b.read_manifest(m)?;
             }
         }
         Ok(b)
@@ -573,7 +598,8 @@ pub async fn import(
     };
     let mut plans = Vec::new();
     for i in &b.index.images {
-        let up = ImageRef::parse(&i.upstream)?;
+        let up = ImageRef::parse(&i.upstream)
+            .map_err(|e| b.err(INDEX_ENTRY, format!("images[].upstream: {e}")))?;
         let target = target_of(&i.upstream)?;
         let top = b.read_manifest(&i.manifest)?;
         if client

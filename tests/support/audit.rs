@@ -41,3 +41,38 @@ pub fn issued_secrets_file(peer: &str) -> Option<PathBuf> {
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir.join(format!("{peer}-{}", std::process::id())))
 }
+
+/// kprov against the file store at `state`, with nothing from the developer's own cloud or
+/// kprov setup in its environment (no `ZSTACK_*`, `AWS_*`, `KPROV_*` that would change it).
+pub fn kprov_isolated(state: &std::path::Path) -> assert_cmd::Command {
+    let mut c = kprov_assert_cmd();
+    c.env("KPROV_STATE_STORE", format!("file://{}", state.display()))
+        .env("NO_COLOR", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for v in [
+        "KPROV_CLUSTER_NAME",
+        "KPROV_STATE_ENCRYPTION_KEY_FILE",
+        "KPROV_STATE_ENCRYPTION_ALLOW_PLAINTEXT",
+        "KPROV_ASSET_SHA256SUMS",
+        "KPROV_UNSAFE_NO_CONDITIONAL_WRITES",
+        "KPROV_LOG",
+        "ZSTACK_ENDPOINT",
+        "ZSTACK_ACCOUNT",
+        "ZSTACK_PASSWORD",
+        "ZSTACK_ACCESS_KEY_ID",
+        "ZSTACK_ACCESS_KEY_SECRET",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "DOCKER_CONFIG",
+        "RUST_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
