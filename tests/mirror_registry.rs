@@ -269,6 +269,152 @@ fn auth_refused_names_docker_login_and_config_json_credentials_work() {
     assert_eq!(raw.as_deref(), Some(set.images[0].top.bytes.as_slice()));
 }
 
+/// Write `docker-credential-NAME` into `bin`: it logs its argv and stdin under `bin`, then runs
+/// `body` (a shell fragment; `$server` is what kprov wrote on stdin).
+fn fake_helper(bin: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/{name}.argv\"\nserver=$(cat)\nprintf '%s\\n' \"$server\" >> \"$(dirname \"$0\")/{name}.stdin\"\n{body}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn docker_credential_helpers_are_run_as_docker_runs_them() {
+    let t = "docker_credential_helpers_are_run_as_docker_runs_them";
+    // Distinctive, so the suite-wide leak scan can look for it in every kprov run.
+    let secret = "kprov-helper-secret-5c1e9a7d3b";
+    let Some(up) = Registry::start(t, RegistryOptions::default()) else {
+        return;
+    };
+    let Some(sec) = Registry::start(
+        t,
+        RegistryOptions {
+            htpasswd: Some(("kprov".into(), secret.into())),
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    if let Some(f) = support_registry::issued_secrets_file("credential-helper") {
+        std::fs::write(f, secret).unwrap();
+    }
+    let refs = &K8S_LIKE[4..5];
+    let set = generate(refs, &SetSizes::small());
+    rt().block_on(push_set(&up.addr, &set, None));
+    let dir = tempfile::tempdir().unwrap();
+    let list = list_file(dir.path(), refs);
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    fake_helper(
+        &bin,
+        "kprovtest",
+        &format!("if [ \"$server\" = {} ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"kprov\",\"Secret\":\"{secret}\"}}' \"$server\"; else echo 'credentials not found in native keychain'; exit 1; fi", sec.addr),
+    );
+    fake_helper(
+        &bin,
+        "kprovnone",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    fake_helper(
+        &bin,
+        "kprovbroken",
+        "echo 'the keychain is locked' >&2; exit 3",
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let log = dir.path().join("kprov.log");
+    let run_with = |config: String| {
+        let d = tempfile::tempdir_in(dir.path()).unwrap();
+        std::fs::write(d.path().join("config.json"), config).unwrap();
+        let mut c = mirror_cmd(&up, &sec.addr, &list);
+        c.env("DOCKER_CONFIG", d.path())
+            .env("PATH", &path)
+            .env("KPROV_LOG_FILE", &log);
+        let out = c.output().expect("run kprov");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !all.contains(secret),
+            "the secret leaked into output: {all}"
+        );
+        (out.status.code(), err)
+    };
+
+    // credsStore: the helper is asked (argv `get` only, the server on stdin) and its
+    // credentials open the registry.
+    let (code, err) = run_with(r#"{"credsStore": "kprovtest"}"#.into());
+    assert_eq!(code, Some(0), "credsStore helper: {err}");
+    let argv = std::fs::read_to_string(bin.join("kprovtest.argv")).unwrap();
+    assert!(argv.lines().all(|l| l == "get"), "helper argv: {argv}");
+    let stdin = std::fs::read_to_string(bin.join("kprovtest.stdin")).unwrap();
+    assert_eq!(
+        stdin.lines().collect::<Vec<_>>(),
+        [sec.addr.as_str()],
+        "run once, for {}",
+        sec.addr
+    );
+    let raw = support_registry::skopeo_raw(
+        &format!("{}/{}:{}", sec.addr, set.images[0].repo, set.images[0].tag),
+        Some(&format!("kprov:{secret}")),
+    );
+    assert_eq!(raw.as_deref(), Some(set.images[0].top.bytes.as_slice()));
+
+    // credHelpers for this registry overrides a broken credsStore, which is never run.
+    let (code, err) = run_with(format!(
+        r#"{{"credsStore": "kprovbroken", "credHelpers": {{"{}": "kprovtest"}}}}"#,
+        sec.addr
+    ));
+    assert_eq!(code, Some(0), "credHelpers override: {err}");
+    let stdin = std::fs::read_to_string(bin.join("kprovtest.stdin")).unwrap();
+    assert_eq!(
+        stdin.lines().count(),
+        2,
+        "the credHelpers helper was asked: {stdin}"
+    );
+    assert!(
+        !bin.join("kprovbroken.argv").exists(),
+        "credsStore ran despite credHelpers"
+    );
+
+    // "credentials not found" → anonymous, and the registry's 401 names the registry.
+    let (code, err) = run_with(r#"{"credsStore": "kprovnone"}"#.into());
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains(&format!("registry {} refused access", sec.addr))
+            && err.contains("sent anonymously: no credentials for it from credential helper docker-credential-kprovnone"),
+        "{err}"
+    );
+
+    // Any other helper failure stops kprov, naming the helper, the registry and the cause.
+    let (code, err) = run_with(r#"{"credsStore": "kprovbroken"}"#.into());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "credential helper docker-credential-kprovbroken failed for registry {}",
+            sec.addr
+        )) && err.contains("the keychain is locked")
+            && err.contains("credsStore"),
+        "{err}"
+    );
+    let (code, err) = run_with(r#"{"credsStore": "kprovmissing"}"#.into());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("docker-credential-kprovmissing is not on PATH"),
+        "{err}"
+    );
+
+    // Nothing kprov logged (debug log of every run above) holds the secret.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("docker-credential-kprovtest gave credentials"),
+        "{logged}"
+    );
+    assert!(!logged.contains(secret), "the secret is in the debug log");
+}
+
 /// A fake registry serving one single-platform image whose layer bytes do not match the digest
 /// its manifest names.
 async fn fake_registry() -> (String, String, tokio::task::JoinHandle<()>) {

@@ -2,8 +2,10 @@
 //!
 //! * [`catalogue`]: exactly the images and files a rendered cluster pulls, with their upstream and
 //!   mirror locations (computed with [`crate::assets`], the one mapping the bootstrap also uses).
-//! * [`registry`]: a small OCI distribution client on reqwest (auth from the docker
-//!   `config.json`, bearer token flow, custom CA, plain HTTP only for registries named insecure).
+//! * [`registry`]: a small OCI distribution client on reqwest (bearer token flow, custom CA,
+//!   plain HTTP only for registries named insecure).
+//! * [`credentials`]: registry credentials from the docker `config.json`, running its
+//!   credential helpers (`credsStore`, `credHelpers`) as docker does.
 //! * [`copy`]: the copy engine: manifests byte-for-byte, blobs streamed and verified, skip by
 //!   HEAD, cross-repository mounts, bounded concurrency, retries.
 //! * [`files`]: binaries downloaded with SHA-256 checked, uploaded to S3, a directory or HTTP PUT.
@@ -14,6 +16,7 @@
 pub mod bundle;
 pub mod catalogue;
 pub mod copy;
+pub mod credentials;
 pub mod files;
 pub mod registry;
 
@@ -57,6 +60,19 @@ pub enum MirrorError {
         status: u16,
         /// Registry's message.
         message: String,
+    },
+    /// A docker credential helper (`credsStore` / `credHelpers`) failed: kprov stops instead of
+    /// going on anonymously with a registry the user configured credentials for.
+    #[error("credential helper {helper} failed for registry {registry}: {problem}; {fix}")]
+    CredentialHelper {
+        /// `docker-credential-NAME`.
+        helper: String,
+        /// Registry host.
+        registry: String,
+        /// What went wrong (never a secret).
+        problem: String,
+        /// What to do.
+        fix: String,
     },
     /// Bytes did not hash to the digest they were fetched by.
     #[error("{what}: content hashes to {actual}, expected {expected}; the source served corrupt or tampered data, nothing was stored under {expected}")]

@@ -7,12 +7,12 @@
 //! and manifests are only *read* (descriptors are pulled out with serde, never re-serialised).
 //!
 //! Auth follows the docker conventions: anonymous first; on `401` with
-//! `WWW-Authenticate: Basic` the credentials from the docker `config.json` are sent; with
+//! `WWW-Authenticate: Basic` the registry's credentials (docker `config.json`, its credential
+//! helpers run once per registry by [`super::credentials`]) are sent; with
 //! `Bearer realm=…,service=…,scope=…` a token is fetched from the realm (with those credentials
 //! when present) and cached per registry and scope.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,119 +39,7 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, appl
 /// cannot make kprov buffer an unbounded body.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// A username/password (or identity token) for a registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password or token.
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct DockerConfigFile {
-    #[serde(default)]
-    auths: HashMap<String, DockerAuthEntry>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct DockerAuthEntry {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    identitytoken: Option<String>,
-}
-
-/// Credentials from a docker `config.json` (`auths` entries; credential helpers are not run).
-#[derive(Debug, Clone, Default)]
-pub struct DockerConfig {
-    /// Registry host → credentials.
-    pub auths: HashMap<String, Credentials>,
-}
-
-fn normalise_host(key: &str) -> String {
-    let k = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let k = k.split('/').next().unwrap_or(k);
-    match k {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        other => other.to_string(),
-    }
-}
-
-impl DockerConfig {
-    /// The file docker uses: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-    pub fn default_path() -> Option<PathBuf> {
-        if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-            return Some(PathBuf::from(d).join("config.json"));
-        }
-        directories::BaseDirs::new().map(|b| b.home_dir().join(".docker").join("config.json"))
-    }
-
-    /// Load the default file; a missing file means no credentials.
-    pub fn load_default() -> Result<DockerConfig, MirrorError> {
-        match Self::default_path() {
-            Some(p) if p.exists() => Self::load(&p),
-            _ => Ok(DockerConfig::default()),
-        }
-    }
-
-    /// Load a `config.json`.
-    pub fn load(path: &std::path::Path) -> Result<DockerConfig, MirrorError> {
-        let text = std::fs::read_to_string(path).map_err(|e| MirrorError::io(path.display(), e))?;
-        Self::parse(&text).map_err(|m| MirrorError::Usage(format!("{}: {m}", path.display())))
-    }
-
-    /// Parse a `config.json` text.
-    pub fn parse(text: &str) -> Result<DockerConfig, String> {
-        let f: DockerConfigFile =
-            serde_json::from_str(text).map_err(|e| format!("not a docker config.json: {e}"))?;
-        let mut auths = HashMap::new();
-        for (key, e) in f.auths {
-            let creds = if let Some(a) = e.auth.as_deref().filter(|a| !a.is_empty()) {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(a.trim())
-                    .map_err(|_| format!("auths[{key}].auth is not base64"))?;
-                let s = String::from_utf8(raw)
-                    .map_err(|_| format!("auths[{key}].auth is not UTF-8"))?;
-                let (u, p) = s
-                    .split_once(':')
-                    .ok_or_else(|| format!("auths[{key}].auth is not user:password"))?;
-                Credentials {
-                    username: u.to_string(),
-                    password: p.to_string(),
-                }
-            } else if let Some(t) = e.identitytoken {
-                // An identity token is exchanged at the token endpoint as the password of the
-                // pseudo-user `<token>` (docker's convention).
-                Credentials {
-                    username: "<token>".into(),
-                    password: t,
-                }
-            } else if let (Some(u), Some(p)) = (e.username, e.password) {
-                Credentials {
-                    username: u,
-                    password: p,
-                }
-            } else {
-                continue;
-            };
-            auths.insert(normalise_host(&key), creds);
-        }
-        Ok(DockerConfig { auths })
-    }
-
-    /// Credentials for a registry host.
-    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
-        self.auths.get(&normalise_host(registry))
-    }
-}
+pub use super::credentials::{Credentials, DockerConfig};
 
 /// How the client connects.
 #[derive(Debug, Clone)]
@@ -265,6 +153,10 @@ pub struct RegistryClient {
     http: reqwest::Client,
     opts: ClientOptions,
     auth: Mutex<HashMap<String, HostAuth>>,
+    /// Resolved credentials per registry (`None`: anonymous), so a helper runs once per registry.
+    creds: Mutex<HashMap<String, Option<Credentials>>>,
+    /// Held while a helper runs, so concurrent requests to one registry do not run it twice.
+    resolving: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -338,6 +230,8 @@ impl RegistryClient {
             http,
             opts,
             auth: Mutex::new(HashMap::new()),
+            creds: Mutex::new(HashMap::new()),
+            resolving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -393,11 +287,55 @@ impl RegistryClient {
         }
     }
 
+    /// The credentials for `registry` (running its docker credential helper on first use).
+    /// `Ok(None)`: anonymous.
+    async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, MirrorError> {
+        if let Some(c) = self.creds.lock().expect("creds lock").get(registry) {
+            return Ok(c.clone());
+        }
+        let _one_at_a_time = self.resolving.lock().await;
+        if let Some(c) = self.creds.lock().expect("creds lock").get(registry) {
+            return Ok(c.clone());
+        }
+        let config = self.opts.docker_config.clone();
+        let host = registry.to_string();
+        let c = tokio::task::spawn_blocking(move || config.resolve(&host))
+            .await
+            .map_err(|e| MirrorError::Usage(format!("credential lookup for {registry}: {e}")))??;
+        self.creds
+            .lock()
+            .expect("creds lock")
+            .insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Already resolved credentials (auth headers are built synchronously, after
+    /// [`Self::authenticate`] resolved them).
+    fn resolved_credentials(&self, registry: &str) -> Option<Credentials> {
+        self.creds
+            .lock()
+            .expect("creds lock")
+            .get(registry)
+            .cloned()
+            .flatten()
+    }
+
+    /// Where the credentials of `registry` came from, for messages.
+    fn credentials_origin(&self, registry: &str) -> String {
+        use super::credentials::CredentialSource;
+        match self.opts.docker_config.source(registry) {
+            CredentialSource::Helper { name, setting } => {
+                format!("credential helper docker-credential-{name} ({setting})")
+            }
+            _ => "config.json".to_string(),
+        }
+    }
+
     fn auth_header(&self, registry: &str, scope: &Scope) -> Option<HeaderValue> {
         let state = self.auth.lock().expect("auth lock").get(registry).cloned();
         match state {
             Some(HostAuth::Basic) => {
-                let c = self.opts.docker_config.for_registry(registry)?;
+                let c = self.resolved_credentials(registry)?;
                 let v = base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{}", c.username, c.password));
                 let mut h = HeaderValue::from_str(&format!("Basic {v}")).ok()?;
@@ -428,7 +366,7 @@ impl RegistryClient {
             return Ok(false);
         };
         let (scheme, params) = parse_challenge(ch);
-        let creds = self.opts.docker_config.for_registry(registry).cloned();
+        let creds = self.credentials(registry).await?;
         match scheme.as_str() {
             "basic" => {
                 let was = self.auth.lock().expect("auth lock").get(registry).cloned();
@@ -502,7 +440,8 @@ impl RegistryClient {
         scopes: &[String],
         what: &str,
     ) -> Result<Token, MirrorError> {
-        let creds = self.opts.docker_config.for_registry(registry).cloned();
+        let creds = self.credentials(registry).await?;
+        let origin = self.credentials_origin(registry);
         if creds.is_some() && realm.starts_with("http://") && !self.opts.insecure.contains(registry)
         {
             return Err(MirrorError::Usage(format!(
@@ -513,9 +452,9 @@ impl RegistryClient {
             "registry {registry}: requesting a bearer token from {realm} for [{}] ({})",
             scopes.join(" "),
             if creds.is_some() {
-                "with the credentials from config.json"
+                format!("with the credentials from {origin}")
             } else {
-                "anonymously"
+                "anonymously".to_string()
             }
         );
         let mut req = self.http.get(realm);
@@ -543,9 +482,9 @@ impl RegistryClient {
                 message: format!(
                     "token service {realm} refused {}: {}",
                     if creds.is_some() {
-                        "the credentials from config.json"
+                        format!("the credentials from {origin}")
                     } else {
-                        "an anonymous request (no credentials for it in config.json)"
+                        format!("an anonymous request (no credentials for it from {origin})")
                     },
                     body_excerpt(resp).await
                 ),
@@ -707,7 +646,18 @@ impl RegistryClient {
                 registry: registry.into(),
                 what: what.into(),
                 status,
-                message,
+                message: {
+                    let origin = self.credentials_origin(registry);
+                    let how = match self.resolved_credentials(registry) {
+                        Some(_) => format!("credentials from {origin} were refused"),
+                        None => format!("sent anonymously: no credentials for it from {origin}"),
+                    };
+                    if message.is_empty() {
+                        how
+                    } else {
+                        format!("{message} ({how})")
+                    }
+                },
             },
             _ => MirrorError::Http {
                 what: what.into(),
@@ -1087,17 +1037,5 @@ mod tests {
         assert_eq!(p["scope"], "repository:a/b:pull,push");
         let (s, p) = parse_challenge("Basic realm=x");
         assert_eq!((s.as_str(), p["realm"].as_str()), ("basic", "x"));
-    }
-
-    #[test]
-    fn docker_config_forms() {
-        let c = DockerConfig::parse(
-            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dTpw"}, "127.0.0.1:5000": {"username": "a", "password": "b"}, "q.io": {}}}"#,
-        )
-        .unwrap();
-        assert_eq!(c.for_registry("docker.io").unwrap().username, "u");
-        assert_eq!(c.for_registry("127.0.0.1:5000").unwrap().password, "b");
-        assert!(c.for_registry("q.io").is_none());
-        assert!(DockerConfig::parse(r#"{"auths": {"x": {"auth": "!!"}}}"#).is_err());
     }
 }

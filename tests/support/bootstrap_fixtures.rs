@@ -62,6 +62,8 @@ pub struct Variant {
     pub other_arch: Option<Arch>,
     /// Dashboard access `admin` instead of `readonly`.
     pub dashboard_admin: bool,
+    /// Kubernetes version (default: kprov's default version).
+    pub kubernetes_version: Option<&'static str>,
 }
 
 impl Default for Variant {
@@ -74,6 +76,7 @@ impl Default for Variant {
             provider: "libvirt",
             other_arch: None,
             dashboard_admin: false,
+            kubernetes_version: None,
         }
     }
 }
@@ -95,7 +98,9 @@ pub fn cluster_yaml(v: &Variant) -> String {
     };
     let mut s = format!(
         "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {provider}\n  kubernetesVersion: {version}\n  networking: {{cni: {cni}, podCIDR: 10.244.0.0/16, serviceCIDR: 10.96.0.0/12}}\n  sshPublicKey: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKprovTestKeyForBootstrapRenderingOnly0000 test@kprov\"\n",
-        version = kprov::spec::versions::default_version(),
+        version = v
+            .kubernetes_version
+            .unwrap_or(kprov::spec::versions::default_version()),
         cni = v.cni,
     );
     if v.mirror {
