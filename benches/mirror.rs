@@ -233,12 +233,15 @@ fn line(who: &str, r: Run, total: f64, base: Option<Run>) -> String {
     let vs = base.map_or(String::new(), |k| {
         format!(": kprov is {:.2}x faster", r.secs / k.secs)
     });
+    let reqs = match r.requests {
+        0 => String::new(), // not counted for this run
+        n => format!(", {n} HTTP requests"),
+    };
     format!(
-        "  {who}: {:.2} s ({:.0} MB/s), peak RSS {:.1} MiB, {} HTTP requests{vs}",
+        "  {who}: {:.2} s ({:.0} MB/s), peak RSS {:.1} MiB{reqs}{vs}",
         r.secs,
         total / MB / r.secs,
-        r.rss_mib(),
-        r.requests
+        r.rss_mib()
     )
 }
 
