@@ -1,10 +1,16 @@
 //! A small OCI distribution client on reqwest: exactly the calls mirroring needs (HEAD/GET/PUT of
 //! manifests, HEAD/GET of blobs, monolithic streamed uploads, cross-repository mounts).
 //!
-//! Why not `oci-client`: its blob push takes the whole blob as one in-memory buffer, and its pull
-//! API parses manifests into structs; a mirror must stream layers of any size and must hand on
-//! manifest bytes untouched (their digest is their identity). So the wire protocol is done here,
-//! and manifests are only *read* (descriptors are pulled out with serde, never re-serialised).
+//! Why not `oci-client` (0.18, re-measured for issue 14 with `benches/oci-client-spike`; figures
+//! in docs/benchmarks.md, reasons in docs/mirror.md "Why not oci-client"): its raw-manifest and
+//! streamed-blob calls do copy byte-identically in bounded memory now, but against an open or
+//! Basic-auth registry it sends a `GET /v2/` before every request (2.26x the requests of this
+//! client on the benchmark's full mirror, 2x on a no-op re-mirror), its bearer tokens cannot
+//! carry the `repository:FROM:pull` scope a cross-repository mount needs (so mounts fail on
+//! token registries), a declined mount (`202`) is an error, token-service errors are dropped,
+//! nothing is retried, and a pulled manifest's `Content-Type` is not returned. So the wire
+//! protocol is done here, and manifests are only *read* (descriptors pulled out with serde,
+//! never re-serialised: their digest is their identity).
 //!
 //! Auth follows the docker conventions: anonymous first; on `401` with
 //! `WWW-Authenticate: Basic` the registry's credentials (docker `config.json`, its credential

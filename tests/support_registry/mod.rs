@@ -107,6 +107,8 @@ pub struct RegistryOptions {
     pub tls: Option<TlsFiles>,
     /// Bearer token auth (`auth.token`), e.g. against `tests/peers/tokenserver.py`.
     pub token: Option<TokenAuth>,
+    /// Write the access log (one line per request) into [`Registry::log`], to count requests.
+    pub access_log: bool,
 }
 
 /// PEM files of a certificate and its private key.
@@ -222,7 +224,8 @@ impl Registry {
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            !opts.access_log,
             data.display()
         );
         if opts.readonly {
@@ -853,6 +856,26 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 impl Registry {
+    /// HTTP requests served so far (lines of the access log; needs
+    /// [`RegistryOptions::access_log`]).
+    pub fn requests(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                [
+                    "\"GET /",
+                    "\"HEAD /",
+                    "\"PUT /",
+                    "\"POST /",
+                    "\"PATCH /",
+                    "\"DELETE /",
+                ]
+                .iter()
+                .any(|m| l.contains(m))
+            })
+            .count()
+    }
+
     /// Digests of every committed blob (layers, configs and manifests) in the storage.
     pub fn committed_blobs(&self) -> std::collections::BTreeSet<String> {
         committed_blobs(&self.data)
