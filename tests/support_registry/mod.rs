@@ -1333,7 +1333,11 @@ impl Moto {
         vec![
             ("KPROV_S3_ENDPOINT", self.endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            // distinctive, so the leak scan can search for it (moto accepts any secret)
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "kprov-mirror-moto-secret-2b81".into(),
+            ),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
