@@ -24,7 +24,7 @@ apt_ensure "${BUILD_PKGS[@]}"
 if [ -x "$CARGO_TARGET_DIR/debug/kprov" ]; then
   step "building kprov and the ZStack simulator (incremental)"
 else
-  step "compiling kprov and the ZStack simulator into $CARGO_TARGET_DIR (the first build takes ~9 min on 2 cores; later ones seconds)"
+  step "compiling kprov and the ZStack simulator into $CARGO_TARGET_DIR (the first build takes ~5 min on 2 idle cores, ~8 on busy ones; later ones seconds)"
 fi
 # One build of the workspace's binaries (kprov, kprov-zstack-sim): one feature resolution, the
 # same as the test suite's, so `bash tests/run.sh` after it compiles no dependency twice.
