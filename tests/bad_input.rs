@@ -23,35 +23,8 @@ fn corpus_dir() -> PathBuf {
 
 /// `kprov` with a clean environment: nothing from the developer's own cloud or kprov setup.
 fn kprov(state: &Path) -> Command {
-    let mut c = audit::kprov_command();
-    c.env("KPROV_STATE_STORE", format!("file://{}", state.display()))
-        .env("NO_COLOR", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    for v in [
-        "KPROV_CLUSTER_NAME",
-        "KPROV_STATE_ENCRYPTION_KEY_FILE",
-        "KPROV_STATE_ENCRYPTION_ALLOW_PLAINTEXT",
-        "KPROV_ASSET_SHA256SUMS",
-        "KPROV_UNSAFE_NO_CONDITIONAL_WRITES",
-        "ZSTACK_ENDPOINT",
-        "ZSTACK_ACCOUNT",
-        "ZSTACK_PASSWORD",
-        "ZSTACK_ACCESS_KEY_ID",
-        "ZSTACK_ACCESS_KEY_SECRET",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_PROFILE",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "DOCKER_CONFIG",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = audit::kprov_isolated_command(state);
+    c.stdin(Stdio::null());
     c
 }
 

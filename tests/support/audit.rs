@@ -45,7 +45,12 @@ pub fn issued_secrets_file(peer: &str) -> Option<PathBuf> {
 /// kprov against the file store at `state`, with nothing from the developer's own cloud or
 /// kprov setup in its environment (no `ZSTACK_*`, `AWS_*`, `KPROV_*` that would change it).
 pub fn kprov_isolated(state: &std::path::Path) -> assert_cmd::Command {
-    let mut c = kprov_assert_cmd();
+    assert_cmd::Command::from_std(kprov_isolated_command(state))
+}
+
+/// The same as a std `Command` (for tests that spawn and poll it).
+pub fn kprov_isolated_command(state: &std::path::Path) -> Command {
+    let mut c = kprov_command();
     c.env("KPROV_STATE_STORE", format!("file://{}", state.display()))
         .env("NO_COLOR", "1")
         .env("AWS_EC2_METADATA_DISABLED", "true");
