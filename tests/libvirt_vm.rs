@@ -31,6 +31,17 @@ use std::time::{Duration, Instant};
 use harness::*;
 
 /// The VM tests share the host's libvirtd (and its setup/teardown): one at a time.
+/// The bootstrap phases a control plane reports, in order (amd64 and arm64 tests alike).
+const CONTROL_PLANE_PHASES: [&str; 7] = [
+    "prepare",
+    "packages",
+    "binaries",
+    "containerd",
+    "kubelet",
+    "kubeadm-init",
+    "bootstrap",
+];
+
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// On the way out (also on a failed assertion): delete the cluster, destroy what is left,
@@ -215,15 +226,7 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     );
 
     // 3) both nodes run kprov's user-data and report their phases
-    let need_cp = [
-        "prepare",
-        "packages",
-        "binaries",
-        "containerd",
-        "kubelet",
-        "kubeadm-init",
-        "bootstrap",
-    ];
+    let need_cp = CONTROL_PLANE_PHASES;
     let need_node = [
         "prepare",
         "packages",
@@ -455,15 +458,7 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
     let t0 = recorder.now();
     kprov.ok(&["update", "cluster", &cluster, "--yes"]);
     let cp = format!("{cluster}-control-plane-0");
-    let want = [
-        "prepare",
-        "packages",
-        "binaries",
-        "containerd",
-        "kubelet",
-        "kubeadm-init",
-        "bootstrap",
-    ];
+    let want = CONTROL_PLANE_PHASES;
     let ok = wait_for("arm64 phase reports", Duration::from_secs(900), || {
         let p = phases(&recorder);
         want.iter().all(|w| {
