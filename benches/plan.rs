@@ -27,7 +27,7 @@ async fn time_plan(cloud: &MemoryCloud, cfg: &ClusterConfig) -> (Duration, usize
         let observed = cloud.list_instances("big").await.expect("list");
         let d = desired(cfg);
         let p = diff(&d, &observed);
-        let text = render(&p, false);
+        let text = render(&p, &kprov::report::Plain);
         best = best.min(t.elapsed());
         changes = p.changes.len();
         std::hint::black_box(text);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kprov_providers::Cloud;
 
-use crate::cli::ExitError;
+use crate::error::{ExitError, EXIT_USAGE};
 use crate::spec::{ClusterSpec, ProviderSpec};
 
 /// Providers compiled into this binary.
@@ -34,7 +34,7 @@ pub fn require_compiled(provider: &str, what: &str) -> Result<(), ExitError> {
         _ => "",
     };
     Err(ExitError {
-        code: crate::cli::EXIT_USAGE,
+        code: EXIT_USAGE,
         message: format!(
             "{what}: provider {provider} is not compiled into this kprov (it has: {}); fix: install a build \
              with it, `cargo install --locked --path . --features {provider}`{needs}, or choose one of \

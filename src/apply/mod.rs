@@ -13,11 +13,10 @@ use tokio::sync::Semaphore;
 use crate::plan::{Change, Plan};
 
 pub mod journal;
-pub mod progress;
 pub mod retry;
 
+pub use crate::report::{Phase, Progress};
 pub use journal::Journal;
-pub use progress::Progress;
 pub use retry::RetryPolicy;
 
 /// Facts known only at apply time that user-data needs.
@@ -385,7 +384,7 @@ async fn wave(
     sem: &Arc<Semaphore>,
     settings: &Settings,
     journal: &Journal,
-    bar: &progress::Phase,
+    bar: &Phase,
     outcome: &mut Outcome,
     failures: &mut Vec<String>,
 ) -> Vec<Instance> {

@@ -38,7 +38,7 @@ pub async fn run_get(
         Output::Yaml => print!("{}", serde_yaml::to_string(&cat)?),
         Output::Table => print!(
             "{}",
-            super::get::table(&Catalogue::TABLE_HEADER, &cat.table_rows())
+            super::output::table(&Catalogue::TABLE_HEADER, &cat.table_rows())
         ),
     }
     Ok(())
@@ -222,7 +222,10 @@ pub async fn run_check(cli: &Cli, a: &CheckArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| vec![r.kind.to_string(), r.location.clone(), r.status.clone()])
                 .collect();
-            print!("{}", super::get::table(&["KIND", "MIRROR", "STATUS"], &t));
+            print!(
+                "{}",
+                super::output::table(&["KIND", "MIRROR", "STATUS"], &t)
+            );
         }
     }
     if bad > 0 {

@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::update::take_lock;
 use super::{current_cluster, open_store, Cli, ExitError, LockArgs};
-use crate::apply::{self, Progress, Settings};
 use crate::repo::Repo;
-use crate::spec;
+use crate::{ops, spec};
 
 /// Arguments of `delete`.
 #[derive(Debug, Args)]
@@ -32,54 +30,47 @@ pub struct DeleteArgs {
     pub lock: LockArgs,
 }
 
-/// Run `delete`.
+/// Run `delete`: without --yes, list what would go; with it, delete under the cluster's lock.
 pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let wait = spec::quantity::parse_duration(&a.wait)
         .map_err(|e| ExitError::usage(format!("--wait: {e}")))?;
-    let stored = repo.require(&name).await?;
-    let cloud = crate::cloud::connect(&name, &stored.config.cluster.spec).await?;
+    let target = ops::delete::target(&repo, &name).await?;
     if !a.yes {
-        let mut found = cloud.list_resources(&name).await?;
-        found.sort_by(|x, y| x.kind.cmp(&y.kind).then(x.name.cmp(&y.name)));
-        let rows: Vec<Vec<String>> = found
-            .iter()
-            .map(|r| vec![r.kind.to_string(), r.name.clone(), r.id.clone()])
-            .collect();
-        if rows.is_empty() {
-            println!("No cloud resources found for cluster {name}.");
-        } else {
-            println!("Cloud resources of cluster {name} (found by tag kprov.io/cluster={name}):");
-            print!("{}", super::get::table(&["KIND", "NAME", "ID"], &rows));
-        }
-        let keys = repo.store.list(&format!("{name}/")).await?;
-        println!("\nState objects in {}: {}", repo.store.url(), keys.len());
-        println!("\nMust specify --yes to delete cluster {name}");
+        let inv = target.inventory(&repo).await?;
+        print_inventory(&name, &inv);
         return Ok(());
     }
-    let guard = take_lock(
-        &repo,
-        &name,
-        &format!("delete cluster {name} --yes"),
-        &a.lock,
-        a.yes,
-        Duration::from_secs(a.lock_ttl.max(1)),
-    )
-    .await?;
-    let settings = Settings {
-        concurrency: cloud.default_concurrency(),
-        ..Default::default()
-    };
-    let result = apply::delete_all(cloud, &name, &settings, wait, &Progress::auto()).await;
-    let outcome = match result {
-        Ok(n) => {
-            let removed = repo.delete_cluster(&name).await?;
-            println!("Deleted cluster {name}: {n} cloud resources and {removed} state objects.");
-            Ok(())
-        }
-        Err(e) => Err(anyhow::Error::new(e)),
-    };
-    guard.release().await?;
-    outcome
+    a.lock.break_if_asked(&repo, &name, a.yes).await?;
+    let progress = cli.terminal().progress();
+    let command = format!("delete cluster {name} --yes");
+    let ttl = Duration::from_secs(a.lock_ttl.max(1));
+    let guard = ops::lock::acquire(&repo, &name, &command, ttl, &progress).await?;
+    let result = target.delete(&repo, wait, &progress).await;
+    let deleted = ops::lock::release(guard, &name, result, &progress).await?;
+    println!(
+        "Deleted cluster {name}: {} cloud resources and {} state objects.",
+        deleted.resources, deleted.state_objects
+    );
+    Ok(())
+}
+
+fn print_inventory(name: &str, inv: &ops::Inventory) {
+    let rows: Vec<Vec<String>> = inv
+        .resources
+        .iter()
+        .map(|r| vec![r.kind.to_string(), r.name.clone(), r.id.clone()])
+        .collect();
+    if rows.is_empty() {
+        println!("No cloud resources found for cluster {name}.");
+    } else {
+        println!("Cloud resources of cluster {name} (found by tag kprov.io/cluster={name}):");
+        print!("{}", super::output::table(&["KIND", "NAME", "ID"], &rows));
+    }
+    println!(
+        "\nState objects in {}: {}",
+        inv.store_url, inv.state_objects
+    );
+    println!("\nMust specify --yes to delete cluster {name}");
 }

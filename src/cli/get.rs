@@ -44,32 +44,6 @@ pub enum GetWhat {
     Assets(super::assets::GetAssetsArgs),
 }
 
-/// Print rows as aligned columns.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
 fn emit<T: Serialize>(
     out: Output,
     value: &T,
@@ -79,7 +53,7 @@ fn emit<T: Serialize>(
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
-        Output::Table => print!("{}", table(header, &rows)),
+        Output::Table => print!("{}", super::output::table(header, &rows)),
     }
     Ok(())
 }
@@ -150,7 +124,7 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
                     ]];
                     print!(
                         "{}",
-                        table(
+                        super::output::table(
                             &[
                                 "NAME",
                                 "PROVIDER",

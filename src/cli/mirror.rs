@@ -217,7 +217,11 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         } else {
             Some(PlatformFilter::parse(&a.platform).map_err(usage)?)
         },
-        progress: !a.no_progress,
+        progress: if a.no_progress {
+            crate::report::Progress::hidden()
+        } else {
+            cli.terminal().progress()
+        },
     };
     let files_to = a
         .files_to

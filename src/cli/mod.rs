@@ -14,14 +14,12 @@ pub mod delete;
 pub mod export;
 pub mod get;
 pub mod mirror;
+pub mod output;
 pub mod state;
 pub mod update;
 pub mod userdata;
 
-/// Exit code for usage and validation errors.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code when the cluster is locked by another run.
-pub const EXIT_LOCKED: u8 = 3;
+pub use crate::error::{exit_code, ExitError, EXIT_LOCKED, EXIT_USAGE};
 
 /// kprov provisions Kubernetes clusters on ZStack, AWS and libvirt, kops-style: the spec lives in
 /// a state store, `update` shows a plan and applies it with --yes, `delete` removes everything
@@ -59,12 +57,22 @@ pub struct Cli {
     /// Use an S3-compatible store that ignores conditional writes (no safe locking!).
     #[arg(long, global = true)]
     pub unsafe_no_conditional_writes: bool,
+    /// No colours (also off with NO_COLOR, CLICOLOR=0, or no terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     /// More logs: -v debug, -vv trace.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// How this run draws on the terminal (colours, progress bars).
+    pub fn terminal(&self) -> output::Terminal {
+        output::Terminal::detect(self.no_color)
+    }
 }
 
 /// Verbs.
@@ -114,24 +122,31 @@ pub struct LockArgs {
     pub force_unlock: bool,
 }
 
-/// An error with a specific exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct ExitError {
-    /// Exit code.
-    pub code: u8,
-    /// Message.
-    pub message: String,
-}
-
-impl ExitError {
-    /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        ExitError {
-            code: EXIT_USAGE,
-            message: message.into(),
+impl LockArgs {
+    /// With --force-unlock, break the cluster's lock (after asking, unless `yes`), saying whose
+    /// it was; otherwise do nothing.
+    pub async fn break_if_asked(
+        &self,
+        repo: &crate::repo::Repo,
+        cluster: &str,
+        yes: bool,
+    ) -> anyhow::Result<()> {
+        if !self.force_unlock {
+            return Ok(());
         }
-        .into()
+        let Some(who) = crate::ops::lock::holder(repo, cluster).await? else {
+            return Ok(());
+        };
+        if !yes
+            && !confirm(&format!(
+                "Break the lock of cluster {cluster} held by {who}?"
+            ))?
+        {
+            return Err(ExitError::usage("lock not broken"));
+        }
+        crate::ops::lock::break_lock(repo, cluster).await?;
+        eprintln!("Broke the lock of cluster {cluster} (was held by {who}).");
+        Ok(())
     }
 }
 
@@ -311,37 +326,6 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completion(ref a) => completion::run(a),
     }
-}
-
-/// Map an error to its exit code.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<ExitError>() {
-            return e.code;
-        }
-        if cause.downcast_ref::<crate::spec::SpecErrors>().is_some() {
-            return EXIT_USAGE;
-        }
-        // A refused input (a bad image reference, a corrupt or incomplete bundle) is the
-        // user's to fix, like a bad spec file: not a failure of kprov or of a remote side.
-        if let Some(
-            crate::mirror::MirrorError::Usage(_) | crate::mirror::MirrorError::Bundle { .. },
-        ) = cause.downcast_ref::<crate::mirror::MirrorError>()
-        {
-            return EXIT_USAGE;
-        }
-        if let Some(crate::repo::RepoError::NotFound { .. }) =
-            cause.downcast_ref::<crate::repo::RepoError>()
-        {
-            return EXIT_USAGE;
-        }
-        if let Some(kprov_state::StateError::Locked { .. }) =
-            cause.downcast_ref::<kprov_state::StateError>()
-        {
-            return EXIT_LOCKED;
-        }
-    }
-    1
 }
 
 /// Ask the user to confirm on the terminal; without a terminal, refuse.

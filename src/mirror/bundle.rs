@@ -142,7 +142,7 @@ async fn fetch_blob(
     source: &ImageRef,
     d: &Descriptor,
     dest: &Path,
-    progress: &indicatif::ProgressBar,
+    progress: &crate::report::Phase,
 ) -> Result<(), MirrorError> {
     let what = format!("blob {} of {source}", d.digest);
     client
@@ -271,7 +271,7 @@ pub async fn export(
         })
         .collect();
     let total = todo.iter().map(|(_, d)| d.size).sum();
-    let progress = copy::byte_progress(total, opts.progress, "bundle");
+    let progress = opts.progress.bytes("bundle", total);
     let fetched = todo.len();
     let res: Result<Vec<()>, MirrorError> = futures::stream::iter(todo)
         .map(|(src, d)| {
@@ -282,7 +282,7 @@ pub async fn export(
         .buffer_unordered(conc)
         .try_collect()
         .await;
-    progress.finish_and_clear();
+    progress.clear();
     res?;
     for f in file_assets {
         let entry = file_entry(&f.upstream_url);

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::report::{Phase, Progress};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -198,8 +198,8 @@ pub struct CopyOptions {
     pub concurrency: usize,
     /// Keep only these platforms of indexes (the index is then rewritten: new digest).
     pub platforms: Option<PlatformFilter>,
-    /// Show an `indicatif` progress bar on stderr (hidden when stderr is not a terminal).
-    pub progress: bool,
+    /// Where the bytes moved are reported (the CLI draws a bar on a terminal).
+    pub progress: Progress,
 }
 
 impl Default for CopyOptions {
@@ -207,7 +207,7 @@ impl Default for CopyOptions {
         CopyOptions {
             concurrency: 8,
             platforms: None,
-            progress: true,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -330,7 +330,7 @@ pub struct VerifyStream<S> {
     digest: String,
     what: String,
     slot: ErrorSlot,
-    progress: Option<ProgressBar>,
+    progress: Option<Phase>,
     done: bool,
 }
 
@@ -341,7 +341,7 @@ impl<S> VerifyStream<S> {
         digest: &str,
         size: u64,
         what: String,
-        progress: Option<ProgressBar>,
+        progress: Option<Phase>,
     ) -> (Self, ErrorSlot) {
         let slot: ErrorSlot = Arc::new(Mutex::new(None));
         (
@@ -444,26 +444,6 @@ where
             }
         }
     }
-}
-
-/// A progress bar for `total` bytes (hidden unless wanted and stderr is a terminal).
-pub fn byte_progress(total: u64, show: bool, prefix: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(
-        Some(total),
-        if show {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-        )
-        .expect("valid template"),
-    );
-    pb.set_prefix(prefix.to_string());
-    pb
 }
 
 /// The platform-filtered variant of an index (new bytes, so a new digest).
@@ -681,7 +661,7 @@ async fn stream_blob(
     need: &BlobNeed,
     registry: &str,
     repo: &str,
-    progress: &ProgressBar,
+    progress: &Phase,
 ) -> Result<(), MirrorError> {
     let what = describe(need);
     client
@@ -719,7 +699,7 @@ async fn stream_blob(
             };
             if res.is_err() {
                 let n = counted.load(std::sync::atomic::Ordering::Relaxed);
-                progress.set_position(progress.position().saturating_sub(n));
+                progress.rewind(n);
             }
             res
         })
@@ -731,7 +711,7 @@ async fn transfer_blob(
     client: &RegistryClient,
     need: &BlobNeed,
     known: &KnownBlobs,
-    progress: &ProgressBar,
+    progress: &Phase,
 ) -> Result<BlobOutcome, MirrorError> {
     let mut out = BlobOutcome::default();
     let mut missing = Vec::new();
@@ -753,7 +733,7 @@ async fn transfer_blob(
             missing.push((reg.clone(), repo.clone()));
         }
     }
-    progress.set_length(progress.length().unwrap_or(0).saturating_sub(need.size));
+    progress.shrink(need.size);
     for (reg, repo) in missing {
         let from = known
             .lock()
@@ -767,7 +747,7 @@ async fn transfer_blob(
         if mounted {
             out.mounted += 1;
         } else {
-            progress.set_length(progress.length().unwrap_or(0) + need.size);
+            progress.grow(need.size);
             stream_blob(client, need, &reg, &repo, progress).await?;
             out.copied = true;
             out.bytes += need.size;
@@ -850,14 +830,14 @@ pub async fn execute(
         }
     }
     let total: u64 = needs.values().map(|n| n.size).sum();
-    let progress = byte_progress(total, opts.progress, "mirror");
+    let progress = opts.progress.bytes("mirror", total);
     let known: KnownBlobs = Mutex::new(HashMap::new());
     let outcomes: Result<Vec<BlobOutcome>, MirrorError> = futures::stream::iter(needs.values())
         .map(|n| transfer_blob(client, n, &known, &progress))
         .buffer_unordered(conc)
         .try_collect()
         .await;
-    progress.finish_and_clear();
+    progress.clear();
     for o in outcomes? {
         if o.copied {
             report.blobs_copied += 1;

@@ -11,6 +11,7 @@ use kprov_providers::{
     TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
 };
 
+use crate::report::{Paint, Tone};
 use crate::spec::quantity::parse_mib;
 use crate::spec::{ClusterConfig, InstanceGroup};
 
@@ -295,19 +296,9 @@ fn fmt_mib(m: u64) -> String {
     }
 }
 
-/// Render a plan for humans, kops-style. `color` adds ANSI colours.
-pub fn render(plan: &Plan, color: bool) -> String {
-    let paint = |s: &str, c: console::Color| {
-        if color {
-            console::style(s)
-                .fg(c)
-                .bold()
-                .force_styling(true)
-                .to_string()
-        } else {
-            s.to_string()
-        }
-    };
+/// Render a plan for humans, kops-style; `paint` styles the section headings (colours on a
+/// terminal, [`crate::report::Plain`] otherwise).
+pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
     let mut out = String::new();
     if plan.is_empty() {
         let _ = writeln!(
@@ -341,21 +332,21 @@ pub fn render(plan: &Plan, color: bool) -> String {
         }
     }
     for (title, lines, c) in [
-        ("Will create resources:", creates, console::Color::Green),
-        ("Will replace resources:", replaces, console::Color::Yellow),
-        ("Will delete resources:", deletes, console::Color::Red),
+        ("Will create resources:", creates, Tone::Add),
+        ("Will replace resources:", replaces, Tone::Change),
+        ("Will delete resources:", deletes, Tone::Remove),
     ] {
         if lines.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "{}", paint(title, c));
+        let _ = writeln!(out, "{}", paint.paint(title, c));
         for l in lines {
             let _ = writeln!(out, "{}", l.trim_end());
         }
         out.push('\n');
     }
     if !plan.repairs.is_empty() {
-        let _ = writeln!(out, "{}", paint("Will repair:", console::Color::Yellow));
+        let _ = writeln!(out, "{}", paint.paint("Will repair:", Tone::Change));
         for r in &plan.repairs {
             let _ = writeln!(out, "  {r}");
         }

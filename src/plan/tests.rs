@@ -54,7 +54,7 @@ fn first_plan_creates_network_and_every_instance() {
     assert_eq!(plan.changes.len(), 5);
     assert!(matches!(plan.changes[0], Change::CreateNetwork(_)));
     assert_eq!(plan.control_plane_endpoint, None);
-    insta::assert_snapshot!("first_plan", render(&plan, false));
+    insta::assert_snapshot!("first_plan", render(&plan, &crate::report::Plain));
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn converged_cluster_has_an_empty_plan_and_a_known_endpoint() {
         plan.control_plane_endpoint.as_deref(),
         Some("172.20.0.10:6443")
     );
-    insta::assert_snapshot!("noop_plan", render(&plan, false));
+    insta::assert_snapshot!("noop_plan", render(&plan, &crate::report::Plain));
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn scale_down_resize_and_strays_become_deletes_and_replaces() {
         kinds,
         vec!["replace", "replace", "delete", "delete", "delete"]
     );
-    insta::assert_snapshot!("mixed_plan", render(&plan, false));
+    insta::assert_snapshot!("mixed_plan", render(&plan, &crate::report::Plain));
 }
 
 #[test]

@@ -1,0 +1,82 @@
+//! Applying a plan: journal the run (and say when it resumes a killed one), make sure the
+//! cluster's secrets exist and its bootstrap token outlives the apply, then run the executor.
+
+use std::time::Duration;
+
+use crate::apply::{self, journal::TaskState, Journal, Outcome, Settings};
+use crate::error::ExitError;
+use crate::repo::Repo;
+use crate::report::Progress;
+use crate::spec;
+
+use super::plan::PlanReport;
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Cloud calls in flight at once (default: the provider's).
+    pub concurrency: Option<usize>,
+    /// The whole apply must end within this.
+    pub deadline: Duration,
+    /// The command recorded in the journal (`update --yes`).
+    pub command: String,
+}
+
+/// Apply `report`'s plan to its cloud. Every provider call is idempotent and the plan is made
+/// from the cloud again on a re-run, so a run killed at any point is finished by the next one;
+/// the journal only lets that run say what it resumes.
+pub async fn apply(
+    repo: &Repo,
+    report: PlanReport,
+    opts: &ApplyOptions,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
+    let name = report.cluster.as_str();
+    let (journal, previous) =
+        Journal::begin(repo.store.clone(), name, &opts.command, report.generation).await?;
+    if let Some(prev) = previous {
+        let done = prev
+            .tasks
+            .values()
+            .filter(|t| **t == TaskState::Done)
+            .count();
+        progress.note(&format!(
+            "Resuming: an earlier run ({}) stopped after {done} of {} tasks; finishing what it left.",
+            prev.run,
+            prev.tasks.len()
+        ));
+    }
+    let settings = Settings {
+        concurrency: opts
+            .concurrency
+            .unwrap_or_else(|| report.cloud.default_concurrency()),
+        deadline: opts.deadline,
+        ..Default::default()
+    };
+    if report.renderer.is_some() {
+        // A create killed right after storing the spec may have left no PKI: make it now
+        // (idempotent). New nodes join with the stored token: make sure it outlives this apply.
+        crate::secrets::ensure(repo, &report.config).await?;
+        let ttl = spec::quantity::parse_duration(&report.config.cluster.spec.bootstrap.token_ttl)
+            .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
+        crate::secrets::refresh_token(repo, name, ttl).await?;
+    }
+    let user_data = crate::bootstrap::renderer(repo, &report.config).await?;
+    let outcome = apply::apply(
+        report.cloud.clone(),
+        &report.plan,
+        user_data,
+        &settings,
+        &journal,
+        progress,
+    )
+    .await;
+    journal.flush().await;
+    let outcome = outcome?;
+    journal.finish().await.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "the cloud changes of cluster {name} were made, but the state store could not record the end of the run; re-run `kprov update cluster {name} --yes` once the store is reachable"
+        ))
+    })?;
+    Ok(outcome)
+}

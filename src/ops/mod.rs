@@ -1,0 +1,17 @@
+//! The engine: every operation kprov performs on a cluster, one module each. CLI verbs parse
+//! flags, confirm and print; they call these functions for everything else, so a step of a run
+//! (locking, observing the cloud, checking, fitting user-data, journaling) has one home.
+//!
+//! `update`: [`lock::acquire`] → [`plan::plan`] (validate, connect, observe, diff, repairs,
+//! capacity check, user-data fit) → [`converge::apply`] (journal, secrets, executor) →
+//! [`lock::release`]. `delete`: [`delete::target`], then [`delete::Target::inventory`] or, under the lock,
+//! [`delete::Target::delete`].
+
+pub mod converge;
+pub mod delete;
+pub mod lock;
+pub mod plan;
+
+pub use converge::{apply, ApplyOptions};
+pub use delete::{target, Deleted, Inventory, Target};
+pub use plan::{plan, PlanReport};
