@@ -138,19 +138,77 @@ async fn run(
     journal: &Journal,
     progress: &Progress,
 ) -> Result<Outcome, ApplyError> {
-    let mut outcome = Outcome::default();
-    let creates: Vec<&InstanceRequest> = plan
+    let creates: Vec<InstanceRequest> = plan
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::Create(r) | Change::Replace { new: r, .. } => Some(r),
+            Change::Create(r) | Change::Replace { new: r, .. } => Some(r.clone()),
             _ => None,
         })
         .collect();
-
+    let mut ex = Executor {
+        sem: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+        cloud,
+        plan,
+        user_data,
+        settings,
+        journal,
+        progress,
+        network_id: None,
+        outcome: Outcome::default(),
+        failures: Vec::new(),
+        not_attempted: 0,
+    };
     // Phase 1: network. Every instance depends on it.
-    let mut network_id = None;
     if !creates.is_empty() {
+        ex.network().await?;
+    }
+    // Phase 2: deletes (including the old half of replaces), then creates. Replaces delete first
+    // because the new instance reuses the deterministic name.
+    ex.delete_instances().await;
+    if !creates.is_empty() {
+        ex.create_instances(creates).await?;
+    }
+    if !plan.repairs.is_empty() && ex.failures.is_empty() {
+        ex.repair().await;
+    }
+    journal.flush().await;
+    ex.finish()
+}
+
+/// One apply in progress: what every task needs, and what the run has done so far.
+struct Executor<'a> {
+    cloud: Arc<dyn Cloud>,
+    plan: &'a Plan,
+    user_data: Arc<dyn UserData>,
+    settings: &'a Settings,
+    journal: &'a Journal,
+    progress: &'a Progress,
+    /// Bounds the mutating calls in flight (`Settings::concurrency`).
+    sem: Arc<Semaphore>,
+    /// The cluster network, once ensured: every instance is created in it.
+    network_id: Option<String>,
+    outcome: Outcome,
+    /// One line per change that failed, for [`ApplyError::Failed`].
+    failures: Vec<String>,
+    /// Changes not attempted beyond those with a line in `failures`.
+    not_attempted: usize,
+}
+
+impl Executor<'_> {
+    /// Changes of the plan the executor counts (the network is a prerequisite, not a change).
+    fn total(&self) -> usize {
+        self.plan
+            .changes
+            .iter()
+            .filter(|c| !matches!(c, Change::CreateNetwork(_)))
+            .count()
+    }
+
+    /// Ensure the cluster network (the plan's request, or the default one tagged with the
+    /// cluster when the plan found it present).
+    async fn network(&mut self) -> Result<(), ApplyError> {
+        let plan = self.plan;
         let req = plan
             .changes
             .iter()
@@ -165,9 +223,10 @@ async fn run(
                     plan.cluster.clone(),
                 )]),
             });
-        let bar = progress.phase("network", 1);
-        journal.started("network").await;
-        let net = retry::with_retry(&settings.retry, "ensure network", || {
+        let bar = self.progress.phase("network", 1);
+        self.journal.started("network").await;
+        let cloud = &self.cloud;
+        let (net, retries) = retry::with_retry(&self.settings.retry, "ensure network", || {
             cloud.ensure_network(&req)
         })
         .await
@@ -175,40 +234,40 @@ async fn run(
             cluster: plan.cluster.clone(),
             source,
         })?;
-        outcome.retries += net.1;
-        let net = net.0;
-        journal.done("network").await;
+        self.outcome.retries += retries;
+        self.journal.done("network").await;
         bar.inc(1);
         bar.finish(format!("network {} ready", net.name));
-        network_id = Some(net.id);
+        self.network_id = Some(net.id);
+        Ok(())
     }
 
-    // Phase 2: deletes (including the old half of replaces), then creates. Replaces delete first
-    // because the new instance reuses the deterministic name.
-    let sem = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let mut failures: Vec<String> = Vec::new();
-    let mut not_attempted = 0usize;
-    let total = plan
-        .changes
-        .iter()
-        .filter(|c| !matches!(c, Change::CreateNetwork(_)))
-        .count();
-
-    let deletes: Vec<(String, Instance)> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Delete { old, .. } | Change::Replace { old, .. } => {
-                Some((format!("delete/{}", old.id), old.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    if !deletes.is_empty() {
-        let bar = progress.phase("delete instances", deletes.len() as u64);
+    /// Delete the instances the plan removes, including the old half of replacements.
+    async fn delete_instances(&mut self) {
+        let deletes: Vec<(String, Instance)> = self
+            .plan
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Delete { old, .. } | Change::Replace { old, .. } => {
+                    Some((format!("delete/{}", old.id), old.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if deletes.is_empty() {
+            return;
+        }
+        let bar = self
+            .progress
+            .phase("delete instances", deletes.len() as u64);
         let mut tasks = FuturesUnordered::new();
         for (key, old) in deletes {
-            let (cloud, sem, policy) = (cloud.clone(), sem.clone(), settings.retry.clone());
+            let (cloud, sem, policy) = (
+                self.cloud.clone(),
+                self.sem.clone(),
+                self.settings.retry.clone(),
+            );
             tasks.push(async move {
                 let _permit = sem.acquire_owned().await.expect("semaphore open");
                 let res = Resource {
@@ -228,127 +287,184 @@ async fn run(
             bar.inc(1);
             match r {
                 Ok(((), n)) => {
-                    outcome.retries += n;
-                    outcome.deleted += 1;
-                    journal.done(&key).await;
+                    self.outcome.retries += n;
+                    self.outcome.deleted += 1;
+                    self.journal.done(&key).await;
                 }
                 Err((e, n)) => {
-                    outcome.retries += n;
-                    failures.push(format!("  delete {name}: {e}"));
+                    self.outcome.retries += n;
+                    self.failures.push(format!("  delete {name}: {e}"));
                 }
             }
         }
-        bar.finish(format!("{} instances deleted", outcome.deleted));
+        bar.finish(format!("{} instances deleted", self.outcome.deleted));
     }
 
-    if !creates.is_empty() {
-        let bar = Arc::new(progress.phase("create instances", creates.len() as u64));
-        let started = Instant::now();
-        // Without a known endpoint the first control plane goes alone: its address becomes the
-        // endpoint every other node joins. With one (spec or existing control plane), all at once.
-        // Spec endpoint > the provider's load balancer > a running control plane > first-CP wave.
-        let mut endpoint = plan.spec_endpoint.clone();
-        if endpoint.is_none() {
-            endpoint = match cloud.control_plane_endpoint(&plan.cluster).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!("could not ask the provider for a control-plane endpoint: {e}");
-                    None
-                }
-            };
+    /// The endpoint new nodes join: the spec's, else the provider's load balancer, else a
+    /// running control plane's address; `None` when the first control plane must go first.
+    async fn known_endpoint(&self) -> Option<String> {
+        if let Some(e) = &self.plan.spec_endpoint {
+            return Some(e.clone());
         }
-        if endpoint.is_none() {
-            endpoint = plan.control_plane_endpoint.clone();
-        }
-        let mut rest: Vec<InstanceRequest> = creates.iter().map(|r| (*r).clone()).collect();
-        if endpoint.is_none() {
-            let first = rest
-                .iter()
-                .filter(|r| r.role == kprov_providers::Role::ControlPlane)
-                .min_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)))
-                .map(|r| r.name.clone());
-            let Some(first) = first else {
-                return Err(ApplyError::Failed {
-                    cluster: plan.cluster.clone(),
-                    failed: rest.len(),
-                    total,
-                    details: "  the control plane exists but its address is unknown; set spec.controlPlane.endpoint".into(),
-                });
-            };
-            let pos = rest.iter().position(|r| r.name == first).expect("present");
-            let wave1 = vec![rest.remove(pos)];
-            let ctx = RenderContext {
-                control_plane_endpoint: String::new(),
-            };
-            let mut created = wave(
-                &cloud,
-                wave1,
-                &ctx,
-                &network_id,
-                &user_data,
-                &sem,
-                settings,
-                journal,
-                &bar,
-                &mut outcome,
-                &mut failures,
-            )
-            .await;
-            match created.pop().map(|i| i.address) {
-                Some(Some(addr)) => endpoint = Some(format!("{addr}:{}", plan.api_port)),
-                Some(None) => {
-                    failures.push(format!("  {first} has no address yet, so the other nodes cannot be told where to join; re-run to retry"));
-                    rest.clear();
-                }
-                None if !rest.is_empty() => {
-                    // one line for these, but each is a change not made
-                    not_attempted += rest.len() - 1;
-                    failures.push(format!(
-                        "  {} other instances not attempted: they join {first}, which failed",
-                        rest.len()
-                    ));
-                    rest.clear();
-                }
-                None => {}
+        match self.cloud.control_plane_endpoint(&self.plan.cluster).await {
+            Ok(Some(e)) => return Some(e),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("could not ask the provider for a control-plane endpoint: {e}")
             }
+        }
+        self.plan.control_plane_endpoint.clone()
+    }
+
+    /// Create the plan's new instances. Without a known endpoint the first control plane goes
+    /// alone: its address becomes the endpoint every other node joins. With one, all at once.
+    async fn create_instances(&mut self, creates: Vec<InstanceRequest>) -> Result<(), ApplyError> {
+        let bar = self
+            .progress
+            .phase("create instances", creates.len() as u64);
+        let started = Instant::now();
+        let mut endpoint = self.known_endpoint().await;
+        let mut rest = creates;
+        if endpoint.is_none() {
+            endpoint = self.first_control_plane(&mut rest, &bar).await?;
         }
         if !rest.is_empty() {
             let ctx = RenderContext {
                 control_plane_endpoint: endpoint.unwrap_or_default(),
             };
-            wave(
-                &cloud,
-                rest,
-                &ctx,
-                &network_id,
-                &user_data,
-                &sem,
-                settings,
-                journal,
-                &bar,
-                &mut outcome,
-                &mut failures,
-            )
-            .await;
+            self.wave(rest, &ctx, &bar).await;
         }
         bar.finish(format!(
             "{} instances ready in {:.1}s",
-            outcome.created.len(),
+            self.outcome.created.len(),
             started.elapsed().as_secs_f64()
         ));
+        Ok(())
     }
-    if !plan.repairs.is_empty() && failures.is_empty() {
-        let bar = progress.phase("repair", plan.repairs.len() as u64);
-        let live = retry::with_retry(&settings.retry, "list instances", || {
+
+    /// Create the first control plane of `rest` alone (taking it out of `rest`) and return the
+    /// endpoint it serves. When it fails or has no address, the others are not attempted:
+    /// `rest` is emptied and the reason recorded.
+    async fn first_control_plane(
+        &mut self,
+        rest: &mut Vec<InstanceRequest>,
+        bar: &Phase,
+    ) -> Result<Option<String>, ApplyError> {
+        let first = rest
+            .iter()
+            .filter(|r| r.role == kprov_providers::Role::ControlPlane)
+            .min_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)))
+            .map(|r| r.name.clone());
+        let Some(first) = first else {
+            return Err(ApplyError::Failed {
+                cluster: self.plan.cluster.clone(),
+                failed: rest.len(),
+                total: self.total(),
+                details: "  the control plane exists but its address is unknown; set spec.controlPlane.endpoint".into(),
+            });
+        };
+        let pos = rest.iter().position(|r| r.name == first).expect("present");
+        let wave1 = vec![rest.remove(pos)];
+        let ctx = RenderContext {
+            control_plane_endpoint: String::new(),
+        };
+        let mut created = self.wave(wave1, &ctx, bar).await;
+        match created.pop().map(|i| i.address) {
+            Some(Some(addr)) => return Ok(Some(format!("{addr}:{}", self.plan.api_port))),
+            Some(None) => {
+                self.failures.push(format!("  {first} has no address yet, so the other nodes cannot be told where to join; re-run to retry"));
+                rest.clear();
+            }
+            None if !rest.is_empty() => {
+                // one line for these, but each is a change not made
+                self.not_attempted += rest.len() - 1;
+                self.failures.push(format!(
+                    "  {} other instances not attempted: they join {first}, which failed",
+                    rest.len()
+                ));
+                rest.clear();
+            }
+            None => {}
+        }
+        Ok(None)
+    }
+
+    /// Create a set of instances concurrently; returns those created (in completion order).
+    async fn wave(
+        &mut self,
+        reqs: Vec<InstanceRequest>,
+        ctx: &RenderContext,
+        bar: &Phase,
+    ) -> Vec<Instance> {
+        let mut tasks = FuturesUnordered::new();
+        for mut req in reqs {
+            req.network_id = self.network_id.clone();
+            let (cloud, sem, policy, ud, ctx) = (
+                self.cloud.clone(),
+                self.sem.clone(),
+                self.settings.retry.clone(),
+                self.user_data.clone(),
+                ctx.clone(),
+            );
+            let key = format!("create/{}", req.name);
+            self.journal.started(&key).await;
+            tasks.push(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                match ud.render(&req, &ctx) {
+                    Ok(bytes) => req.user_data = bytes,
+                    Err(e) => {
+                        let err = CloudError::Fatal {
+                            provider: "kprov",
+                            code: "USERDATA".into(),
+                            message: format!("rendering user-data of {}: {e}", req.name),
+                            fix: "fix the spec and re-run".into(),
+                        };
+                        return (key, req.name.clone(), Err((err, 0)));
+                    }
+                }
+                let r = retry::with_retry(&policy, &format!("create {}", req.name), || {
+                    cloud.create_instance(&req)
+                })
+                .await;
+                (key, req.name.clone(), r)
+            });
+        }
+        let mut created = Vec::new();
+        while let Some((key, name, r)) = tasks.next().await {
+            bar.inc(1);
+            match r {
+                Ok((inst, n)) => {
+                    self.outcome.retries += n;
+                    tracing::info!(instance = %name, id = %inst.id, "instance ready");
+                    self.outcome.created.push(inst.clone());
+                    created.push(inst);
+                    self.journal.done(&key).await;
+                }
+                Err((e, n)) => {
+                    self.outcome.retries += n;
+                    self.journal.failed(&key, &e.to_string()).await;
+                    self.failures.push(format!("  create {name}: {e}"));
+                }
+            }
+        }
+        created
+    }
+
+    /// Let the adapter repair what it reported (e.g. a stopped VM), on the instances as they
+    /// are now.
+    async fn repair(&mut self) {
+        let (plan, cloud, policy) = (self.plan, &self.cloud, &self.settings.retry);
+        let bar = self.progress.phase("repair", plan.repairs.len() as u64);
+        let live = retry::with_retry(policy, "list instances", || {
             cloud.list_instances(&plan.cluster)
         })
         .await;
         let r = match live {
-            Ok((live, _)) => retry::with_retry(&settings.retry, "repair", || {
-                cloud.repair(&plan.cluster, &live)
-            })
-            .await
-            .map(|_| ()),
+            Ok((live, _)) => {
+                retry::with_retry(policy, "repair", || cloud.repair(&plan.cluster, &live))
+                    .await
+                    .map(|_| ())
+            }
             Err(e) => Err(e),
         };
         match r {
@@ -356,90 +472,23 @@ async fn run(
                 bar.inc(plan.repairs.len() as u64);
                 bar.finish(format!("{} repaired", plan.repairs.len()));
             }
-            Err((e, _)) => failures.push(format!("  repair: {e}")),
+            Err((e, _)) => self.failures.push(format!("  repair: {e}")),
         }
     }
-    journal.flush().await;
-    if failures.is_empty() {
-        Ok(outcome)
-    } else {
-        failures.sort();
+
+    /// The run's result: its outcome, or every failure in one error.
+    fn finish(mut self) -> Result<Outcome, ApplyError> {
+        if self.failures.is_empty() {
+            return Ok(self.outcome);
+        }
+        self.failures.sort();
         Err(ApplyError::Failed {
-            cluster: plan.cluster.clone(),
-            failed: failures.len() + not_attempted,
-            total: total + plan.repairs.len(),
-            details: failures.join("\n"),
+            cluster: self.plan.cluster.clone(),
+            failed: self.failures.len() + self.not_attempted,
+            total: self.total() + self.plan.repairs.len(),
+            details: self.failures.join("\n"),
         })
     }
-}
-
-/// Create a set of instances concurrently; returns those created (in completion order).
-#[allow(clippy::too_many_arguments)]
-async fn wave(
-    cloud: &Arc<dyn Cloud>,
-    reqs: Vec<InstanceRequest>,
-    ctx: &RenderContext,
-    network_id: &Option<String>,
-    user_data: &Arc<dyn UserData>,
-    sem: &Arc<Semaphore>,
-    settings: &Settings,
-    journal: &Journal,
-    bar: &Phase,
-    outcome: &mut Outcome,
-    failures: &mut Vec<String>,
-) -> Vec<Instance> {
-    let mut tasks = FuturesUnordered::new();
-    for mut req in reqs {
-        req.network_id = network_id.clone();
-        let (cloud, sem, policy, ud, ctx) = (
-            cloud.clone(),
-            sem.clone(),
-            settings.retry.clone(),
-            user_data.clone(),
-            ctx.clone(),
-        );
-        let key = format!("create/{}", req.name);
-        journal.started(&key).await;
-        tasks.push(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore open");
-            match ud.render(&req, &ctx) {
-                Ok(bytes) => req.user_data = bytes,
-                Err(e) => {
-                    let err = CloudError::Fatal {
-                        provider: "kprov",
-                        code: "USERDATA".into(),
-                        message: format!("rendering user-data of {}: {e}", req.name),
-                        fix: "fix the spec and re-run".into(),
-                    };
-                    return (key, req.name.clone(), Err((err, 0)));
-                }
-            }
-            let r = retry::with_retry(&policy, &format!("create {}", req.name), || {
-                cloud.create_instance(&req)
-            })
-            .await;
-            (key, req.name.clone(), r)
-        });
-    }
-    let mut created = Vec::new();
-    while let Some((key, name, r)) = tasks.next().await {
-        bar.inc(1);
-        match r {
-            Ok((inst, n)) => {
-                outcome.retries += n;
-                tracing::info!(instance = %name, id = %inst.id, "instance ready");
-                outcome.created.push(inst.clone());
-                created.push(inst);
-                journal.done(&key).await;
-            }
-            Err((e, n)) => {
-                outcome.retries += n;
-                journal.failed(&key, &e.to_string()).await;
-                failures.push(format!("  create {name}: {e}"));
-            }
-        }
-    }
-    created
 }
 
 /// Delete every resource the cluster owns, found by tag, in dependency order, in passes until
