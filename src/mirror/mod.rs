@@ -18,6 +18,7 @@ pub mod catalogue;
 pub mod copy;
 pub mod credentials;
 pub mod files;
+pub mod manifest;
 pub mod registry;
 
 pub use catalogue::{Catalogue, FileAsset, ImageAsset};
