@@ -50,35 +50,123 @@ struct DeviceClaims {
     mdev_specs: Vec<(String, usize)>,
 }
 
+/// What validating a `CreateVmInstance` established, handed to the steps that change the state.
+struct CreateVmPlan<'p> {
+    name: String,
+    strategy: &'p str,
+    vm_type: &'p str,
+    image: Image,
+    cpu: u64,
+    mem: u64,
+    /// Null when the size came from `cpuNum` / `memorySize`.
+    offering: Option<String>,
+    l3s: Vec<L3Network>,
+    default_l3: String,
+    arch: String,
+    claims: DeviceClaims,
+    /// `(l3 uuid, ip)` pairs from `staticIp::` tags.
+    static_ips: Vec<(String, String)>,
+    /// The host the explicitly named devices are on: the VM has to run there.
+    pinned: Option<String>,
+}
+
+/// Where a new VM goes: its host (none for a JustCreate without devices) and the primary storage
+/// of its root volume.
+struct VmPlacement {
+    host: Option<String>,
+    host_rec: Option<Host>,
+    ps: String,
+}
+
 impl CloudState {
     /// Validates a `CreateVmInstance` and inserts the VM in its transitional state with host,
     /// IPs and devices claimed. Nothing is changed when it fails.
+    ///
+    /// The steps run in the management node's order: when a request has several faults, the
+    /// error reported is the one the MN reports first (the conformance tests pin the codes).
     pub fn create_vm_begin(&mut self, p: &CreateVmParams) -> Result<String, ErrorCode> {
-        if let Some(r) = &p.resource_uuid {
-            if !is_zstack_uuid(r) {
-                return Err(ErrorCode::invalid_argument(format!(
-                    "resourceUuid[{r}] is not a valid uuid. A valid uuid is a UUID(v4 recommended) with '-' stripped"
-                )));
+        let plan = self.validate_create_vm(p)?;
+
+        // The uuid conflict surfaces when the VO is persisted: an unhandled exception, SYS.1000.
+        let uuid = p.resource_uuid.clone().unwrap_or_else(new_uuid);
+        if self.uuid_exists(&uuid) {
+            return Err(ErrorCode::internal(format!(
+                "could not persist VmInstanceVO: a resource with uuid[{uuid}] already exists (duplicate primary key)"
+            )));
+        }
+
+        let placement = self.place_new_vm(p, &plan)?;
+        let nics = self.allocate_nics(&plan.l3s, &plan.static_ips, &uuid)?;
+        // Nothing can fail from here on, so the claims below are never left half done.
+        self.claim_create_devices(&plan.claims, placement.host.as_deref(), &uuid);
+        let vm = new_vm_inventory(p, plan, uuid.clone(), placement, nics);
+        self.vms.push(vm);
+        let mut seen_user = HashSet::new();
+        for t in &p.user_tags {
+            if seen_user.insert(t.clone()) {
+                self.add_tag(&uuid, "VmInstanceVO", t, "User");
             }
         }
-        let name = p.name.clone().unwrap_or_default();
-        if name.is_empty() || name.chars().count() > 255 {
-            return Err(ErrorCode::invalid_argument(
-                "field[name] of message[APICreateVmInstanceMsg] is mandatory and at most 255 characters",
-            ));
+        let mut seen_sys = HashSet::new();
+        for t in &p.system_tags {
+            if seen_sys.insert(t.clone()) {
+                self.add_tag(&uuid, "VmInstanceVO", t, "System");
+            }
         }
-        let strategy = p.strategy.as_deref().unwrap_or("InstantStart");
-        if !matches!(strategy, "InstantStart" | "JustCreate" | "CreateStopped") {
-            return Err(ErrorCode::invalid_argument(format!(
-                "strategy[{strategy}] is not one of [InstantStart, JustCreate, CreateStopped]"
-            )));
+        Ok(uuid)
+    }
+
+    /// Completes a create: Running (InstantStart), Stopped (CreateStopped), Created (JustCreate).
+    pub fn create_vm_finish(&mut self, uuid: &str, strategy: &str) -> Result<Value, ErrorCode> {
+        let vm = self.vm_mut(uuid).ok_or_else(|| {
+            ErrorCode::internal(format!("vm[uuid:{uuid}] vanished while being created"))
+        })?;
+        match strategy {
+            "InstantStart" => {
+                vm.state = "Running".into();
+                vm.last_host_uuid = vm.host_uuid.clone();
+            }
+            "CreateStopped" => {
+                vm.state = "Stopped".into();
+                vm.last_host_uuid = vm.host_uuid.take();
+            }
+            _ => vm.state = "Created".into(),
         }
-        let vm_type = p.type_.as_deref().unwrap_or("UserVm");
-        if !matches!(vm_type, "UserVm" | "ApplianceVm") {
-            return Err(ErrorCode::invalid_argument(format!(
-                "type[{vm_type}] is invalid"
-            )));
-        }
+        vm.last_op_date = GsonTime::now();
+        self.vm_result(uuid)
+    }
+
+    /// Every check that needs no claim, in the MN's order: the request's own fields, the image,
+    /// the size, the networks, the requested location, the architecture, the system tags and the
+    /// devices they name.
+    fn validate_create_vm<'p>(&self, p: &'p CreateVmParams) -> Result<CreateVmPlan<'p>, ErrorCode> {
+        let (name, strategy, vm_type) = check_create_fields(p)?;
+        let image = self.create_vm_image(p)?;
+        let (cpu, mem, offering) = self.create_vm_size(p)?;
+        let (l3s, default_l3) = self.create_vm_networks(p)?;
+        self.check_create_location(p)?;
+        let arch = create_vm_arch(p, &image)?;
+        let (claims, static_ips) = self.parse_create_system_tags(p, &l3s, &default_l3)?;
+        let pinned = self.check_device_claims(&claims)?;
+        Ok(CreateVmPlan {
+            name,
+            strategy,
+            vm_type,
+            image,
+            cpu,
+            mem,
+            offering,
+            l3s,
+            default_l3,
+            arch,
+            claims,
+            static_ips,
+            pinned,
+        })
+    }
+
+    /// The source image: given, known, Enabled and Ready; an ISO also needs a root disk size.
+    fn create_vm_image(&self, p: &CreateVmParams) -> Result<Image, ErrorCode> {
         let image_uuid = p
             .image_uuid
             .clone()
@@ -103,6 +191,11 @@ impl CloudState {
                 "rootDiskOfferingUuid or rootDiskSize is required when creating a vm from an ISO",
             ));
         }
+        Ok(image)
+    }
+
+    /// CPU and memory: from the offering (which must be Enabled) or from `cpuNum` + `memorySize`.
+    fn create_vm_size(&self, p: &CreateVmParams) -> Result<(u64, u64, Option<String>), ErrorCode> {
         let (cpu, mem, offering) = match &p.instance_offering_uuid {
             Some(o) => {
                 let off = self
@@ -128,6 +221,14 @@ impl CloudState {
                 }
             },
         };
+        Ok((cpu, mem, offering))
+    }
+
+    /// The L3 networks (at least one, all known, none twice) and the default one (among them).
+    fn create_vm_networks(
+        &self,
+        p: &CreateVmParams,
+    ) -> Result<(Vec<L3Network>, String), ErrorCode> {
         if p.l3_network_uuids.is_empty() {
             return Err(ErrorCode::invalid_argument(
                 "field[l3NetworkUuids] must not be empty",
@@ -156,6 +257,11 @@ impl CloudState {
                 "defaultL3NetworkUuid[{default_l3}] is not in l3NetworkUuids"
             )));
         }
+        Ok((l3s, default_l3))
+    }
+
+    /// The requested zone, cluster and host exist (whether they fit is placement's question).
+    fn check_create_location(&self, p: &CreateVmParams) -> Result<(), ErrorCode> {
         if let Some(z) = &p.zone_uuid {
             if !self.zones.iter().any(|x| &x.uuid == z) {
                 return Err(arg_not_found("zoneUuid", z, "ZoneVO"));
@@ -171,28 +277,17 @@ impl CloudState {
                 return Err(arg_not_found("hostUuid", h, "HostVO"));
             }
         }
-        let arch = p
-            .architecture
-            .clone()
-            .unwrap_or_else(|| image.architecture.clone());
-        if !matches!(
-            arch.as_str(),
-            "x86_64" | "aarch64" | "mips64el" | "loongarch64"
-        ) {
-            return Err(ErrorCode::invalid_argument(format!(
-                "architecture[{arch}] is not one of [x86_64, aarch64, mips64el, loongarch64]"
-            )));
-        }
-        if let Some(rd) = p.root_disk_size {
-            if rd < image.size && image.media_type != "ISO" {
-                return Err(ErrorCode::invalid_argument(format!(
-                    "rootDiskSize[{rd}] is smaller than the image's size[{}]",
-                    image.size
-                )));
-            }
-        }
+        Ok(())
+    }
 
-        // System tags: formats, userdata, hostname, static IPs and device claims.
+    /// System tags: formats, userdata, hostname, static IPs and device claims. Returns the
+    /// device claims and the `(l3, ip)` pairs of `staticIp::` tags.
+    fn parse_create_system_tags(
+        &self,
+        p: &CreateVmParams,
+        l3s: &[L3Network],
+        default_l3: &str,
+    ) -> Result<(DeviceClaims, Vec<(String, String)>), ErrorCode> {
         let mut userdata = 0;
         let mut claims = DeviceClaims::default();
         let mut static_ips: Vec<(String, String)> = Vec::new();
@@ -212,7 +307,7 @@ impl CloudState {
                     )));
                 }
                 let clash = self.vms.iter().find(|v| {
-                    v.default_l3_network_uuid.as_deref() == Some(default_l3.as_str())
+                    v.default_l3_network_uuid.as_deref() == Some(default_l3)
                         && self.tags.iter().any(|x| {
                             x.resource_uuid == v.uuid && x.type_ == "System" && x.tag == *t
                         })
@@ -250,6 +345,12 @@ impl CloudState {
                 "only one userdata system tag is allowed, but multiple were given",
             ));
         }
+        Ok((claims, static_ips))
+    }
+
+    /// The claimed specs exist; the named devices exist, are free and are all on one host,
+    /// which is returned (the VM must run there); no device is named twice.
+    fn check_device_claims(&self, claims: &DeviceClaims) -> Result<Option<String>, ErrorCode> {
         for (s, _) in &claims.pci_specs {
             if !self.pci_device_specs.iter().any(|x| &x.uuid == s) {
                 return Err(arg_not_found("pciDeviceSpec", s, "PciDeviceSpecVO"));
@@ -309,18 +410,27 @@ impl CloudState {
                 "the same device is requested twice",
             ));
         }
+        Ok(pinned)
+    }
 
-        // The uuid conflict surfaces when the VO is persisted: an unhandled exception, SYS.1000.
-        let uuid = p.resource_uuid.clone().unwrap_or_else(new_uuid);
-        if self.uuid_exists(&uuid) {
-            return Err(ErrorCode::internal(format!(
-                "could not persist VmInstanceVO: a resource with uuid[{uuid}] already exists (duplicate primary key)"
-            )));
-        }
-
+    /// Picks the host and the root volume's primary storage; the L3s must be in the host's zone.
+    fn place_new_vm(
+        &self,
+        p: &CreateVmParams,
+        plan: &CreateVmPlan,
+    ) -> Result<VmPlacement, ErrorCode> {
+        let CreateVmPlan {
+            strategy,
+            arch,
+            cpu,
+            mem,
+            l3s,
+            claims,
+            ..
+        } = plan;
         // Placement: JustCreate allocates no host; the others start the VM (CreateStopped then
         // cold-stops it) so they need one.
-        let host = if strategy == "JustCreate"
+        let host = if *strategy == "JustCreate"
             && claims.pci.is_empty()
             && claims.pci_specs.is_empty()
             && claims.mdev.is_empty()
@@ -330,12 +440,12 @@ impl CloudState {
         } else {
             let req = PlacementReq {
                 arch: arch.clone(),
-                cpu,
-                mem,
+                cpu: *cpu,
+                mem: *mem,
                 zone: p.zone_uuid.as_deref(),
                 cluster: p.cluster_uuid.as_deref(),
                 host: p.host_uuid.as_deref(),
-                pinned,
+                pinned: plan.pinned.clone(),
                 prefer: None,
                 pci_specs: claims.pci_specs.clone(),
                 mdev_specs: claims.mdev_specs.clone(),
@@ -346,7 +456,7 @@ impl CloudState {
             .as_ref()
             .and_then(|h| self.hosts.iter().find(|x| &x.uuid == h))
             .cloned();
-        for l in &l3s {
+        for l in l3s {
             if let Some(h) = &host_rec {
                 if l.zone_uuid != h.zone_uuid {
                     return Err(ErrorCode::operation(format!(
@@ -378,8 +488,17 @@ impl CloudState {
                     ErrorCode::operation("no primary storage available for the root volume")
                 })?,
         };
+        Ok(VmPlacement { host, host_rec, ps })
+    }
 
-        // IPs.
+    /// One NIC per L3, in order, each with its static IP or the first free one. Bumps the NIC
+    /// counter only when all succeed, so a failed create leaves the libvirt names unchanged.
+    fn allocate_nics(
+        &mut self,
+        l3s: &[L3Network],
+        static_ips: &[(String, String)],
+        uuid: &str,
+    ) -> Result<Vec<VmNic>, ErrorCode> {
         let mut taken = HashSet::new();
         let mut nics = Vec::new();
         for (i, l) in l3s.iter().enumerate() {
@@ -395,7 +514,7 @@ impl CloudState {
                 .unwrap_or_default();
             nics.push(VmNic {
                 uuid: nic_uuid,
-                vm_instance_uuid: uuid.clone(),
+                vm_instance_uuid: uuid.into(),
                 l3_network_uuid: l.uuid.clone(),
                 ip: Some(ip.to_string()),
                 mac: format!(
@@ -410,8 +529,11 @@ impl CloudState {
             });
         }
         self.nic_counter += 1;
+        Ok(nics)
+    }
 
-        // Claim devices (the host is fixed now).
+    /// Claims the named devices and, on the chosen host, the first free ones of each claimed spec.
+    fn claim_create_devices(&mut self, claims: &DeviceClaims, host: Option<&str>, uuid: &str) {
         let mut pci = claims.pci.clone();
         let mut mdev = claims.mdev.clone();
         if let Some(h) = &host {
@@ -439,7 +561,7 @@ impl CloudState {
             .iter_mut()
             .filter(|d| pci.contains(&d.uuid))
         {
-            d.vm_instance_uuid = Some(uuid.clone());
+            d.vm_instance_uuid = Some(uuid.into());
             d.status = "Attached".into();
             d.last_op_date = GsonTime::now();
         }
@@ -448,104 +570,151 @@ impl CloudState {
             .iter_mut()
             .filter(|d| mdev.contains(&d.uuid))
         {
-            d.vm_instance_uuid = Some(uuid.clone());
+            d.vm_instance_uuid = Some(uuid.into());
             d.status = "Attached".into();
             d.last_op_date = GsonTime::now();
         }
-
-        let root_uuid = new_uuid();
-        let root = Volume {
-            uuid: root_uuid.clone(),
-            name: format!("ROOT-for-{name}"),
-            description: Some(format!("Root volume for VM[uuid:{uuid}]")),
-            primary_storage_uuid: Some(ps),
-            vm_instance_uuid: Some(uuid.clone()),
-            root_image_uuid: Some(image.uuid.clone()),
-            install_path: format!(
-                "/zstack_ps/rootVolumes/acct-admin/vol-{root_uuid}/{root_uuid}.qcow2"
-            ),
-            format: if image.format == "iso" {
-                "qcow2".into()
-            } else {
-                image.format.clone()
-            },
-            size: p.root_disk_size.unwrap_or(image.size),
-            actual_size: image.actual_size,
-            ..Default::default()
-        };
-        let state = match strategy {
-            "JustCreate" => "Created",
-            _ => "Starting",
-        };
-        let vm = VmInstance {
-            uuid: uuid.clone(),
-            name,
-            description: p.description.clone(),
-            zone_uuid: host_rec
-                .as_ref()
-                .map(|h| h.zone_uuid.clone())
-                .or_else(|| p.zone_uuid.clone())
-                .or_else(|| Some(l3s[0].zone_uuid.clone())),
-            cluster_uuid: host_rec.as_ref().map(|h| h.cluster_uuid.clone()),
-            host_uuid: if state == "Starting" {
-                host.clone()
-            } else {
-                None
-            },
-            last_host_uuid: None,
-            image_uuid: Some(image.uuid.clone()),
-            instance_offering_uuid: offering,
-            root_volume_uuid: Some(root_uuid),
-            default_l3_network_uuid: Some(default_l3),
-            platform: Some(p.platform.clone().unwrap_or_else(|| image.platform.clone())),
-            architecture: Some(arch),
-            guest_os_type: p
-                .guest_os_type
-                .clone()
-                .or_else(|| image.guest_os_type.clone()),
-            type_: vm_type.into(),
-            cpu_num: cpu,
-            memory_size: mem,
-            allocator_strategy: Some("LeastVmPreferredHostAllocatorStrategy".into()),
-            state: state.into(),
-            vm_nics: nics,
-            all_volumes: vec![root],
-            ..Default::default()
-        };
-        self.vms.push(vm);
-        let mut seen_user = HashSet::new();
-        for t in &p.user_tags {
-            if seen_user.insert(t.clone()) {
-                self.add_tag(&uuid, "VmInstanceVO", t, "User");
-            }
-        }
-        let mut seen_sys = HashSet::new();
-        for t in &p.system_tags {
-            if seen_sys.insert(t.clone()) {
-                self.add_tag(&uuid, "VmInstanceVO", t, "System");
-            }
-        }
-        Ok(uuid)
     }
+}
 
-    /// Completes a create: Running (InstantStart), Stopped (CreateStopped), Created (JustCreate).
-    pub fn create_vm_finish(&mut self, uuid: &str, strategy: &str) -> Result<Value, ErrorCode> {
-        let vm = self.vm_mut(uuid).ok_or_else(|| {
-            ErrorCode::internal(format!("vm[uuid:{uuid}] vanished while being created"))
-        })?;
-        match strategy {
-            "InstantStart" => {
-                vm.state = "Running".into();
-                vm.last_host_uuid = vm.host_uuid.clone();
-            }
-            "CreateStopped" => {
-                vm.state = "Stopped".into();
-                vm.last_host_uuid = vm.host_uuid.take();
-            }
-            _ => vm.state = "Created".into(),
+/// The request's own fields, checked before anything is looked up: `resourceUuid` format,
+/// name, strategy and type. Returns the name, the strategy and the VM type.
+fn check_create_fields(p: &CreateVmParams) -> Result<(String, &str, &str), ErrorCode> {
+    if let Some(r) = &p.resource_uuid {
+        if !is_zstack_uuid(r) {
+            return Err(ErrorCode::invalid_argument(format!(
+                "resourceUuid[{r}] is not a valid uuid. A valid uuid is a UUID(v4 recommended) with '-' stripped"
+            )));
         }
-        vm.last_op_date = GsonTime::now();
-        self.vm_result(uuid)
+    }
+    let name = p.name.clone().unwrap_or_default();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(ErrorCode::invalid_argument(
+            "field[name] of message[APICreateVmInstanceMsg] is mandatory and at most 255 characters",
+        ));
+    }
+    let strategy = p.strategy.as_deref().unwrap_or("InstantStart");
+    if !matches!(strategy, "InstantStart" | "JustCreate" | "CreateStopped") {
+        return Err(ErrorCode::invalid_argument(format!(
+            "strategy[{strategy}] is not one of [InstantStart, JustCreate, CreateStopped]"
+        )));
+    }
+    let vm_type = p.type_.as_deref().unwrap_or("UserVm");
+    if !matches!(vm_type, "UserVm" | "ApplianceVm") {
+        return Err(ErrorCode::invalid_argument(format!(
+            "type[{vm_type}] is invalid"
+        )));
+    }
+    Ok((name, strategy, vm_type))
+}
+
+/// The architecture (the image's unless given) must be one ZStack knows, and `rootDiskSize`
+/// must not be below the image's size (ISOs aside).
+fn create_vm_arch(p: &CreateVmParams, image: &Image) -> Result<String, ErrorCode> {
+    let arch = p
+        .architecture
+        .clone()
+        .unwrap_or_else(|| image.architecture.clone());
+    if !matches!(
+        arch.as_str(),
+        "x86_64" | "aarch64" | "mips64el" | "loongarch64"
+    ) {
+        return Err(ErrorCode::invalid_argument(format!(
+            "architecture[{arch}] is not one of [x86_64, aarch64, mips64el, loongarch64]"
+        )));
+    }
+    if let Some(rd) = p.root_disk_size {
+        if rd < image.size && image.media_type != "ISO" {
+            return Err(ErrorCode::invalid_argument(format!(
+                "rootDiskSize[{rd}] is smaller than the image's size[{}]",
+                image.size
+            )));
+        }
+    }
+    Ok(arch)
+}
+
+/// The new VM's inventory with its root volume: Starting (on its host) or, for JustCreate,
+/// Created (on none).
+fn new_vm_inventory(
+    p: &CreateVmParams,
+    plan: CreateVmPlan,
+    uuid: String,
+    placement: VmPlacement,
+    nics: Vec<VmNic>,
+) -> VmInstance {
+    let CreateVmPlan {
+        name,
+        strategy,
+        vm_type,
+        image,
+        cpu,
+        mem,
+        offering,
+        l3s,
+        default_l3,
+        arch,
+        ..
+    } = plan;
+    let VmPlacement { host, host_rec, ps } = placement;
+    let root_uuid = new_uuid();
+    let root = Volume {
+        uuid: root_uuid.clone(),
+        name: format!("ROOT-for-{name}"),
+        description: Some(format!("Root volume for VM[uuid:{uuid}]")),
+        primary_storage_uuid: Some(ps),
+        vm_instance_uuid: Some(uuid.clone()),
+        root_image_uuid: Some(image.uuid.clone()),
+        install_path: format!(
+            "/zstack_ps/rootVolumes/acct-admin/vol-{root_uuid}/{root_uuid}.qcow2"
+        ),
+        format: if image.format == "iso" {
+            "qcow2".into()
+        } else {
+            image.format.clone()
+        },
+        size: p.root_disk_size.unwrap_or(image.size),
+        actual_size: image.actual_size,
+        ..Default::default()
+    };
+    let state = match strategy {
+        "JustCreate" => "Created",
+        _ => "Starting",
+    };
+    VmInstance {
+        uuid: uuid.clone(),
+        name,
+        description: p.description.clone(),
+        zone_uuid: host_rec
+            .as_ref()
+            .map(|h| h.zone_uuid.clone())
+            .or_else(|| p.zone_uuid.clone())
+            .or_else(|| Some(l3s[0].zone_uuid.clone())),
+        cluster_uuid: host_rec.as_ref().map(|h| h.cluster_uuid.clone()),
+        host_uuid: if state == "Starting" {
+            host.clone()
+        } else {
+            None
+        },
+        last_host_uuid: None,
+        image_uuid: Some(image.uuid.clone()),
+        instance_offering_uuid: offering,
+        root_volume_uuid: Some(root_uuid),
+        default_l3_network_uuid: Some(default_l3),
+        platform: Some(p.platform.clone().unwrap_or_else(|| image.platform.clone())),
+        architecture: Some(arch),
+        guest_os_type: p
+            .guest_os_type
+            .clone()
+            .or_else(|| image.guest_os_type.clone()),
+        type_: vm_type.into(),
+        cpu_num: cpu,
+        memory_size: mem,
+        allocator_strategy: Some("LeastVmPreferredHostAllocatorStrategy".into()),
+        state: state.into(),
+        vm_nics: nics,
+        all_volumes: vec![root],
+        ..Default::default()
     }
 }
 

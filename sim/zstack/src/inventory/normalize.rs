@@ -7,57 +7,29 @@ use crate::model::*;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
+/// `(uuid, name)` of every record of one kind: what a reference by name or uuid resolves against.
+type Names = Vec<(String, String)>;
+
 impl Inventory {
     /// Fills derived uuids, resolves name references, computes defaults (capacity, CIDR, refs)
     /// and checks consistency. Idempotent, so a normalized inventory round-trips through YAML.
+    ///
+    /// Kinds go in dependency order (a host needs its cluster resolved, a PCI device its host
+    /// and spec), and each step hands the `(uuid, name)` lists it settled to the later ones.
     pub fn normalize(&mut self) -> Result<(), SimError> {
-        let bad = |m: String| SimError::Inventory(m);
-        fn fill(uuid: &mut String, kind: &str, name: &str) -> Result<(), SimError> {
-            if uuid.is_empty() {
-                if name.is_empty() {
-                    return Err(SimError::Inventory(format!(
-                        "a {kind} has neither uuid nor name"
-                    )));
-                }
-                *uuid = derived_uuid(kind, name);
-            } else if !is_hex32(uuid) {
-                return Err(SimError::Inventory(format!(
-                    "{kind} {name:?}: uuid {uuid:?} is not 32 lowercase hex characters"
-                )));
-            }
-            Ok(())
-        }
-        fn resolve(
-            kind: &str,
-            what: &str,
-            r: &str,
-            all: &[(String, String)],
-        ) -> Result<String, SimError> {
-            all.iter()
-                .find(|(u, _)| u == r)
-                .or_else(|| all.iter().find(|(_, n)| n == r))
-                .map(|(u, _)| u.clone())
-                .ok_or_else(|| SimError::Inventory(format!("{what}: no {kind} named {r:?}")))
-        }
-        // References left empty default to "the only one" when there is exactly one candidate.
-        fn resolve_or_only(
-            kind: &str,
-            what: &str,
-            r: &str,
-            all: &[(String, String)],
-        ) -> Result<String, SimError> {
-            if r.is_empty() {
-                match all {
-                    [(u, _)] => Ok(u.clone()),
-                    _ => Err(SimError::Inventory(format!(
-                        "{what}: no {kind} given and there is not exactly one"
-                    ))),
-                }
-            } else {
-                resolve(kind, what, r, all)
-            }
-        }
+        let (zones, clusters, hosts) = self.normalize_compute()?;
+        let bss = self.normalize_storages(&zones, &clusters)?;
+        self.normalize_images(&bss)?;
+        self.normalize_l3_networks(&zones)?;
+        let pcis = self.normalize_pci(&hosts)?;
+        self.normalize_mdev(&hosts, &pcis)?;
+        self.normalize_identities()?;
+        self.check_unique_uuids()
+    }
 
+    /// Zones, clusters (each in a zone) and hosts (each in a cluster, whose zone and
+    /// architecture it inherits; capacity defaults to the core count).
+    fn normalize_compute(&mut self) -> Result<(Names, Names, Names), SimError> {
         for z in &mut self.zones {
             fill(&mut z.uuid, "zone", &z.name)?;
         }
@@ -107,13 +79,23 @@ impl Inventory {
             .iter()
             .map(|h| (h.uuid.clone(), h.name.clone()))
             .collect();
+        Ok((zones, clusters, hosts))
+    }
+
+    /// Primary storages (attached to every cluster of their zone unless listed) and backup
+    /// storages (serving every zone unless listed).
+    fn normalize_storages(
+        &mut self,
+        zones: &[(String, String)],
+        clusters: &[(String, String)],
+    ) -> Result<Names, SimError> {
         for p in &mut self.primary_storages {
             fill(&mut p.uuid, "primary-storage", &p.name)?;
             p.zone_uuid = resolve_or_only(
                 "zone",
                 &format!("primary storage {}", p.name),
                 &p.zone_uuid,
-                &zones,
+                zones,
             )?;
             if p.attached_cluster_uuids.is_empty() {
                 p.attached_cluster_uuids = self
@@ -128,7 +110,7 @@ impl Inventory {
                         "cluster",
                         &format!("primary storage {}", p.name),
                         c,
-                        &clusters,
+                        clusters,
                     )?;
                 }
             }
@@ -139,7 +121,7 @@ impl Inventory {
                 b.attached_zone_uuids = zones.iter().map(|(u, _)| u.clone()).collect();
             } else {
                 for z in &mut b.attached_zone_uuids {
-                    *z = resolve("zone", &format!("backup storage {}", b.name), z, &zones)?;
+                    *z = resolve("zone", &format!("backup storage {}", b.name), z, zones)?;
                 }
             }
         }
@@ -148,6 +130,11 @@ impl Inventory {
             .iter()
             .map(|b| (b.uuid.clone(), b.name.clone()))
             .collect();
+        Ok(bss)
+    }
+
+    /// Images (stored on every backup storage unless listed) and instance offerings.
+    fn normalize_images(&mut self, bss: &[(String, String)]) -> Result<(), SimError> {
         for i in &mut self.images {
             fill(&mut i.uuid, "image", &i.name)?;
             if i.backup_storage_refs.is_empty() {
@@ -165,7 +152,7 @@ impl Inventory {
                     "backup storage",
                     &format!("image {}", i.name),
                     &r.backup_storage_uuid,
-                    &bss,
+                    bss,
                 )?;
                 if r.install_path.is_empty() {
                     r.install_path = format!("zstore://{}/{}", i.uuid, i.name);
@@ -175,9 +162,15 @@ impl Inventory {
         for o in &mut self.instance_offerings {
             fill(&mut o.uuid, "instance-offering", &o.name)?;
         }
+        Ok(())
+    }
+
+    /// L3 networks: zone, synthetic L2, IP ranges (each one subnet; CIDR and prefix computed)
+    /// and the network services' provider.
+    fn normalize_l3_networks(&mut self, zones: &[(String, String)]) -> Result<(), SimError> {
         for l in &mut self.l3_networks {
             fill(&mut l.uuid, "l3-network", &l.name)?;
-            l.zone_uuid = resolve_or_only("zone", &format!("l3 {}", l.name), &l.zone_uuid, &zones)?;
+            l.zone_uuid = resolve_or_only("zone", &format!("l3 {}", l.name), &l.zone_uuid, zones)?;
             if l.l2_network_uuid.is_empty() {
                 l.l2_network_uuid = derived_uuid("l2-network", &l.name);
             }
@@ -215,6 +208,12 @@ impl Inventory {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// PCI device specs, and PCI devices (on a host; vendor and device data default to the
+    /// spec's).
+    fn normalize_pci(&mut self, hosts: &[(String, String)]) -> Result<Names, SimError> {
         for s in &mut self.pci_device_specs {
             fill(&mut s.uuid, "pci-device-spec", &s.name)?;
         }
@@ -228,7 +227,7 @@ impl Inventory {
                 "host",
                 &format!("pci device {}", d.name),
                 &d.host_uuid,
-                &hosts,
+                hosts,
             )?;
             if d.name.is_empty() {
                 d.name = format!("pci-{}", d.pci_device_address);
@@ -274,6 +273,15 @@ impl Inventory {
             .iter()
             .map(|d| (d.uuid.clone(), d.name.clone()))
             .collect();
+        Ok(pcis)
+    }
+
+    /// mdev (vGPU) specs, and mdev devices (on a host, carved from a PCI device).
+    fn normalize_mdev(
+        &mut self,
+        hosts: &[(String, String)],
+        pcis: &[(String, String)],
+    ) -> Result<(), SimError> {
         for s in &mut self.mdev_device_specs {
             fill(&mut s.uuid, "mdev-device-spec", &s.name)?;
         }
@@ -287,7 +295,7 @@ impl Inventory {
                 "host",
                 &format!("mdev device {}", m.name),
                 &m.host_uuid,
-                &hosts,
+                hosts,
             )?;
             fill(
                 &mut m.uuid,
@@ -299,7 +307,7 @@ impl Inventory {
                     "pci device",
                     &format!("mdev device {}", m.name),
                     &p,
-                    &pcis,
+                    pcis,
                 )?);
             }
             if let Some(s) = m.mdev_spec_uuid.clone() {
@@ -311,6 +319,11 @@ impl Inventory {
                 )?);
             }
         }
+        Ok(())
+    }
+
+    /// Extra accounts, and AccessKeys (owned by `admin` unless they say otherwise).
+    fn normalize_identities(&mut self) -> Result<(), SimError> {
         for a in &mut self.accounts {
             fill(&mut a.uuid, "account", &a.name)?;
         }
@@ -324,8 +337,11 @@ impl Inventory {
                 k.account = "admin".into();
             }
         }
+        Ok(())
+    }
 
-        // Every uuid must be unique across kinds: resourceUuid conflicts are checked globally.
+    /// Every uuid must be unique across kinds: resourceUuid conflicts are checked globally.
+    fn check_unique_uuids(&self) -> Result<(), SimError> {
         let mut seen = HashSet::new();
         let all = self
             .zones
@@ -353,5 +369,56 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+}
+
+/// An inconsistent fixture.
+fn bad(m: String) -> SimError {
+    SimError::Inventory(m)
+}
+
+/// Gives a record without a uuid the one derived from its kind and name; a given uuid must be
+/// ZStack-shaped.
+fn fill(uuid: &mut String, kind: &str, name: &str) -> Result<(), SimError> {
+    if uuid.is_empty() {
+        if name.is_empty() {
+            return Err(SimError::Inventory(format!(
+                "a {kind} has neither uuid nor name"
+            )));
+        }
+        *uuid = derived_uuid(kind, name);
+    } else if !is_hex32(uuid) {
+        return Err(SimError::Inventory(format!(
+            "{kind} {name:?}: uuid {uuid:?} is not 32 lowercase hex characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The uuid of the record a reference names, by uuid first, then by name.
+fn resolve(kind: &str, what: &str, r: &str, all: &[(String, String)]) -> Result<String, SimError> {
+    all.iter()
+        .find(|(u, _)| u == r)
+        .or_else(|| all.iter().find(|(_, n)| n == r))
+        .map(|(u, _)| u.clone())
+        .ok_or_else(|| SimError::Inventory(format!("{what}: no {kind} named {r:?}")))
+}
+
+/// References left empty default to "the only one" when there is exactly one candidate.
+fn resolve_or_only(
+    kind: &str,
+    what: &str,
+    r: &str,
+    all: &[(String, String)],
+) -> Result<String, SimError> {
+    if r.is_empty() {
+        match all {
+            [(u, _)] => Ok(u.clone()),
+            _ => Err(SimError::Inventory(format!(
+                "{what}: no {kind} given and there is not exactly one"
+            ))),
+        }
+    } else {
+        resolve(kind, what, r, all)
     }
 }

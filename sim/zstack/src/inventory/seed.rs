@@ -9,6 +9,53 @@ impl Inventory {
     /// 2 hosts (32 cores / 128 GiB), arm64 + amd64 Ubuntu images, 4 offerings, the `k8s-net` L3
     /// with DHCP + Userdata, storages and one AccessKey pair for the admin account.
     pub fn default_seed() -> Self {
+        let (zone, clusters, hosts) = Self::seed_compute();
+        let (images, instance_offerings) = Self::seed_catalog();
+        let l3 = Self::seed_network();
+        let (pci_device_specs, pci_devices, mdev_devices) = Self::seed_gpus();
+        let mut inv = Inventory {
+            zones: vec![zone],
+            clusters,
+            hosts,
+            primary_storages: vec![PrimaryStorage {
+                name: "ps-1".into(),
+                total_capacity: 8 << 40,
+                available_capacity: 8 << 40,
+                ..Default::default()
+            }],
+            backup_storages: vec![BackupStorage {
+                name: "bs-1".into(),
+                url: "/zstack_bs".into(),
+                total_capacity: 4 << 40,
+                available_capacity: 4 << 40,
+                ..Default::default()
+            }],
+            images,
+            instance_offerings,
+            l3_networks: vec![l3],
+            pci_device_specs,
+            pci_devices,
+            mdev_device_specs: vec![MdevDeviceSpec {
+                name: "GRID T4-4Q".into(),
+                specification: Some("{\"framebuffer\":\"4GB\",\"maxInstance\":4}".into()),
+                ..Default::default()
+            }],
+            mdev_devices,
+            accounts: Vec::new(),
+            access_keys: vec![AccessKeyFixture {
+                access_key_id: "AKSIMKPROVZSTACK0001".into(),
+                access_key_secret: "SimSecretKeyForKprovZstackSimulator00001".into(),
+                account: "admin".into(),
+            }],
+        };
+        inv.normalize()
+            .expect("the built-in seed inventory is consistent");
+        inv
+    }
+
+    /// `zone-1` with an aarch64 cluster of 4 hosts (48 cores / 256 GiB each) and an x86_64
+    /// cluster of 2 (32 cores / 128 GiB each).
+    fn seed_compute() -> (Zone, Vec<Cluster>, Vec<Host>) {
         let zone = Zone {
             name: "zone-1".into(),
             description: Some("kprov simulator zone".into()),
@@ -51,6 +98,11 @@ impl Inventory {
                 ..Default::default()
             });
         }
+        (zone, clusters, hosts)
+    }
+
+    /// Ubuntu 22.04 images for arm64 and amd64, and the small / medium / large / xlarge offerings.
+    fn seed_catalog() -> (Vec<Image>, Vec<InstanceOffering>) {
         let images = vec![
             Image {
                 name: "ubuntu-22.04-arm64".into(),
@@ -80,7 +132,13 @@ impl Inventory {
             offering("large", 8, 16, 3),
             offering("xlarge", 16, 64, 4),
         ];
-        let l3 = L3Network {
+        (images, instance_offerings)
+    }
+
+    /// `k8s-net`: 172.20.0.0/22 (allocating from 172.20.0.10; gateway 172.20.0.1) with the DHCP
+    /// and Userdata network services.
+    fn seed_network() -> L3Network {
+        L3Network {
             name: "k8s-net".into(),
             zone_uuid: "zone-1".into(),
             dns: vec!["172.20.0.1".into()],
@@ -100,7 +158,12 @@ impl Inventory {
                 })
                 .collect(),
             ..Default::default()
-        };
+        }
+    }
+
+    /// GPUs: 4 A100s on each of arm-host-1 and -2 (passthrough), and on arm-host-3 two T4s
+    /// split into 4 mdev slices each (not passthrough-able).
+    fn seed_gpus() -> (Vec<PciDeviceSpec>, Vec<PciDevice>, Vec<MdevDevice>) {
         let a100 = PciDeviceSpec {
             name: "NVIDIA A100 PCIe 40GB".into(),
             vendor_id: "10de".into(),
@@ -161,43 +224,6 @@ impl Inventory {
                 });
             }
         }
-        let mut inv = Inventory {
-            zones: vec![zone],
-            clusters,
-            hosts,
-            primary_storages: vec![PrimaryStorage {
-                name: "ps-1".into(),
-                total_capacity: 8 << 40,
-                available_capacity: 8 << 40,
-                ..Default::default()
-            }],
-            backup_storages: vec![BackupStorage {
-                name: "bs-1".into(),
-                url: "/zstack_bs".into(),
-                total_capacity: 4 << 40,
-                available_capacity: 4 << 40,
-                ..Default::default()
-            }],
-            images,
-            instance_offerings,
-            l3_networks: vec![l3],
-            pci_device_specs: vec![a100, t4],
-            pci_devices,
-            mdev_device_specs: vec![MdevDeviceSpec {
-                name: "GRID T4-4Q".into(),
-                specification: Some("{\"framebuffer\":\"4GB\",\"maxInstance\":4}".into()),
-                ..Default::default()
-            }],
-            mdev_devices,
-            accounts: Vec::new(),
-            access_keys: vec![AccessKeyFixture {
-                access_key_id: "AKSIMKPROVZSTACK0001".into(),
-                access_key_secret: "SimSecretKeyForKprovZstackSimulator00001".into(),
-                account: "admin".into(),
-            }],
-        };
-        inv.normalize()
-            .expect("the built-in seed inventory is consistent");
-        inv
+        (vec![a100, t4], pci_devices, mdev_devices)
     }
 }
