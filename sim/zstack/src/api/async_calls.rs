@@ -31,6 +31,7 @@ fn params_of(body: &Value) -> Value {
     }
 }
 
+/// `POST vm-instances` (`CreateVmInstance`), serialized on the new VM's uuid.
 pub(super) fn create_vm(ctx: &Ctx) -> Response {
     submit(ctx, "CreateVmInstance", |body| {
         let mut params = params_of(body);
@@ -80,6 +81,8 @@ fn action_key(body: &Value, known: &[&str]) -> Option<(String, Value)> {
         .map(|(k, v)| (k.clone(), if v.is_object() { v.clone() } else { json!({}) }))
 }
 
+/// `PUT vm-instances/{uuid}/actions`: start, stop, reboot, recover, expunge or update, by the
+/// body's action key.
 pub(super) fn vm_action(ctx: &Ctx, vm: String) -> Response {
     let pre = ctx
         .body_json()
@@ -145,6 +148,7 @@ pub(super) fn vm_action(ctx: &Ctx, vm: String) -> Response {
     })
 }
 
+/// `DELETE vm-instances/{uuid}` (`DestroyVmInstance`).
 pub(super) fn destroy_vm(ctx: &Ctx, vm: String) -> Response {
     submit(ctx, "DestroyVmInstance", |_| {
         if let Some(m) = ctx.param("deleteMode") {
@@ -168,6 +172,7 @@ pub(super) fn destroy_vm(ctx: &Ctx, vm: String) -> Response {
     })
 }
 
+/// `PUT accounts/sessions/{uuid}/renew`, answered with a job as the MN does.
 pub(super) fn renew_session(ctx: &Ctx, id: String) -> Response {
     submit(ctx, "RenewSession", |body| {
         let duration = body
@@ -182,6 +187,7 @@ pub(super) fn renew_session(ctx: &Ctx, id: String) -> Response {
     })
 }
 
+/// `POST pci-device/pci-devices/{uuid}/attach` and `.../detach`.
 pub(super) fn pci_attach_detach(ctx: &Ctx, dev: String, attach: bool) -> Response {
     let api = if attach {
         "AttachPciDeviceToVm"
@@ -211,6 +217,7 @@ pub(super) fn pci_attach_detach(ctx: &Ctx, dev: String, attach: bool) -> Respons
     })
 }
 
+/// `POST pci-device-specs/{specUuid}/vm-instances/{vmUuid}`: claims devices of a spec.
 pub(super) fn pci_spec_to_vm(ctx: &Ctx, spec: String, vm: String) -> Response {
     submit(ctx, "AddPciDeviceSpecToVmInstance", |body| {
         let n = params_of(body)
@@ -225,6 +232,7 @@ pub(super) fn pci_spec_to_vm(ctx: &Ctx, spec: String, vm: String) -> Response {
     })
 }
 
+/// `POST` / `DELETE mdev-devices/{uuid}/vm-instances/{vmUuid}`: attach or detach a vGPU slice.
 pub(super) fn mdev(ctx: &Ctx, dev: String, vm: String, attach: bool) -> Response {
     let api = if attach {
         "AttachMdevDeviceToVm"
@@ -244,6 +252,7 @@ pub(super) fn mdev(ctx: &Ctx, dev: String, vm: String, attach: bool) -> Response
     })
 }
 
+/// `POST user-tags` / `system-tags`.
 pub(super) fn create_tag(ctx: &Ctx, type_: &'static str) -> Response {
     let api = if type_ == "User" {
         "CreateUserTag"
@@ -259,6 +268,7 @@ pub(super) fn create_tag(ctx: &Ctx, type_: &'static str) -> Response {
     })
 }
 
+/// `POST images` (`AddImage`).
 pub(super) fn add_image(ctx: &Ctx) -> Response {
     submit(ctx, "AddImage", |body| {
         let mut params = params_of(body);
@@ -285,6 +295,7 @@ pub(super) fn add_image(ctx: &Ctx) -> Response {
     })
 }
 
+/// `PUT images/{uuid}/actions`: `expungeImage` or `recoverImage`.
 pub(super) fn image_action(ctx: &Ctx, id: String) -> Response {
     submit(ctx, "ImageAction", |body| {
         let Some((key, _)) = action_key(body, &["expungeImage", "recoverImage"]) else {

@@ -10,16 +10,24 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// One `/zstack/v1` request, read once by `handler::zstack` and passed to the API functions.
 pub(super) struct Ctx<'a> {
+    /// The simulator the request is served by.
     pub(super) sh: &'a Arc<Shared>,
+    /// The request method.
     pub(super) method: Method,
+    /// The full path (`/zstack/v1/...`): fault rules and AccessKey signatures use it.
     pub(super) path: String,
+    /// Query-string parameters, decoded, in order.
     pub(super) params: Vec<(String, String)>,
+    /// The request headers.
     pub(super) headers: HeaderMap,
+    /// The body, read whole (at most 16 MiB).
     pub(super) body: Bytes,
 }
 
 impl Ctx<'_> {
+    /// A header's value, if present and valid text.
     pub(super) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
@@ -27,6 +35,7 @@ impl Ctx<'_> {
             .map(str::to_string)
     }
 
+    /// A query-string parameter (the first, if repeated).
     pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()

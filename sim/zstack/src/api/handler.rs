@@ -17,6 +17,8 @@ use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
 
+/// Every `/zstack/v1` request: counts it, applies the request-level faults (latency, hang,
+/// canned reply, dropped connection) and otherwise routes and dispatches it.
 pub(super) async fn zstack(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();

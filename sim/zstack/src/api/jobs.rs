@@ -12,16 +12,21 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The step run when a job completes (after the delay); its value is the job result.
 pub(super) type Finish = Box<dyn FnOnce(&mut CloudState) -> Result<Value, ErrorCode> + Send>;
+/// The step run when a job starts: validates and claims, then hands over the finish step.
 pub(super) type Begin = Box<dyn FnOnce(&mut CloudState) -> Result<Finish, ErrorCode> + Send>;
 
 /// What an async API will do: optionally serialized on a VM, then begin → delay → finish.
 pub(super) struct Prepared {
+    /// The VM whose queue the job waits in (ZStack runs one operation per VM at a time).
     pub(super) lock: Option<String>,
+    /// The begin step, or the error the job fails with without running.
     pub(super) work: Result<Begin, ErrorCode>,
 }
 
 impl Prepared {
+    /// A job serialized on `lock` (a VM uuid) when given, running `begin` then its finish step.
     pub(super) fn new(
         lock: Option<String>,
         begin: impl FnOnce(&mut CloudState) -> Result<Finish, ErrorCode> + Send + 'static,
@@ -31,6 +36,7 @@ impl Prepared {
             work: Ok(Box::new(begin)),
         }
     }
+    /// A job that fails with `e` without touching the state (a request rejected up front).
     pub(super) fn failed(e: ErrorCode) -> Self {
         Prepared {
             lock: None,

@@ -19,6 +19,7 @@ pub(super) fn text(code: u16, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// JSON reply with ZStack's content type.
 pub(super) fn json_resp(code: u16, v: Value) -> Response {
     (
         status(code),

@@ -30,6 +30,7 @@ pub(super) enum Api {
     FreeIps(String),
 }
 
+/// Why a request maps to no API: unknown path (404) or known path, wrong method (405).
 pub(super) enum RouteErr {
     NotFound,
     Method,

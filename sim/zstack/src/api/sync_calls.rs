@@ -30,6 +30,7 @@ fn record_issued_secret(value: &str) {
     }
 }
 
+/// `PUT accounts/login` (`logInByAccount`); the session id issued is recorded for the leak scan.
 pub(super) fn login(ctx: &Ctx) -> Response {
     let body = match ctx.body_json() {
         Ok(b) => b,
@@ -57,6 +58,8 @@ pub(super) fn login(ctx: &Ctx) -> Response {
     }
 }
 
+/// `GET api-jobs/{id}`: 202 while running, then the result or the error; 404 once the job is
+/// older than the retention (expired jobs are purged on the way).
 pub(super) fn job_query(ctx: &Ctx, id: &str) -> Response {
     let retention = ctx.sh.cfg.job_retention;
     let job = ctx.sh.read(|c| c.job(id).cloned());
@@ -79,6 +82,7 @@ pub(super) fn job_query(ctx: &Ctx, id: &str) -> Response {
     }
 }
 
+/// A `GET` query of one resource kind; `id` (from `/{uuid}` paths) becomes a `uuid=` condition.
 pub(super) fn run_query(ctx: &Ctx, kind: Kind, id: Option<String>) -> Response {
     if let Err(r) = ctx.auth_sync() {
         return r;
@@ -118,6 +122,7 @@ pub(super) fn run_query(ctx: &Ctx, kind: Kind, id: Option<String>) -> Response {
     }
 }
 
+/// `GET l3-networks/{uuid}/ip/free` with `start` / `limit` paging.
 pub(super) fn free_ips(ctx: &Ctx, l3: &str) -> Response {
     if let Err(r) = ctx.auth_sync() {
         return r;

@@ -7,6 +7,8 @@ use crate::time::GsonTime;
 use serde_json::{json, Value};
 
 impl CloudState {
+    /// Can `vm_uuid` take a device on `dev_host`? It must exist and not be destroyed, match the
+    /// host's architecture, and not run on or hold devices of another host.
     fn check_device_vm(&self, vm_uuid: &str, dev_host: &str) -> Result<(), ErrorCode> {
         let vm = self.existing_vm(vm_uuid)?;
         if matches!(vm.state.as_str(), "Destroyed" | "Expunging" | "Destroying") {
@@ -100,6 +102,7 @@ impl CloudState {
         Ok(())
     }
 
+    /// The device's `{"inventory": ...}` job result.
     pub fn pci_result(&self, dev: &str) -> Result<Value, ErrorCode> {
         self.pci_devices
             .iter()

@@ -17,17 +17,23 @@ pub(crate) const ADMIN_ACCOUNT_UUID: &str = "36c27e8ff05c4780bf6d2fa65700f22e";
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Account {
+    /// Owner of the sessions and AccessKeys that act as this account.
     pub uuid: String,
+    /// The login name (`accountName`).
     pub name: String,
+    /// Compared with the `password` a login sends, which is already hashed.
     pub password_sha512: String,
 }
 
-/// An AccessKey pair.
+/// An AccessKey pair: `Authorization: ZStack <id>:<signature>` requests act as its account.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct AccessKey {
+    /// The id the header names.
     pub access_key_id: String,
+    /// The HMAC-SHA1 key the signature is checked with.
     pub access_key_secret: String,
+    /// The account its requests act as.
     pub account_uuid: String,
 }
 
@@ -36,15 +42,20 @@ pub(crate) struct AccessKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Session {
+    /// The token clients send as `Authorization: OAuth <uuid>`.
     pub uuid: String,
+    /// The account logged in.
     pub account_uuid: String,
+    /// Login time (the inventory's `createDate`).
     pub created_at: DateTime<Utc>,
+    /// Login or latest renewal: the lifetime counts from here.
     pub renewed_at: DateTime<Utc>,
     /// Set by `renewSession {duration}`; otherwise the global TTL applies.
     pub duration_secs: Option<u64>,
 }
 
 impl Session {
+    /// Last renewal plus the session's own duration, or `ttl_secs` when it has none.
     pub fn expires_at(&self, ttl_secs: u64) -> DateTime<Utc> {
         let secs = self.duration_secs.unwrap_or(ttl_secs);
         self.renewed_at + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 1000) as i64)
@@ -134,6 +145,7 @@ impl CloudState {
     }
 }
 
+/// The session as `logInByAccount` / `renewSession` return it.
 fn session_view(s: &Session, ttl: u64) -> SessionView {
     SessionView {
         uuid: s.uuid.clone(),

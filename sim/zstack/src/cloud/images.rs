@@ -8,7 +8,7 @@ use crate::time::GsonTime;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Parsed `params` of `AddImage`.
+/// Parsed `params` of `AddImage`; the fields are the API's parameters.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct AddImageParams {
@@ -138,6 +138,7 @@ impl CloudState {
         Ok(uuid)
     }
 
+    /// The "download" completes: Ready, with the sizes the seeded Ubuntu images have.
     pub fn add_image_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         let img = self
             .images

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 impl CloudState {
+    /// Addresses the NICs on `l3` hold (destroyed VMs keep theirs until expunged).
     fn used_ips(&self, l3: &str) -> HashSet<Ipv4Addr> {
         self.vms
             .iter()
@@ -108,6 +109,7 @@ impl CloudState {
     }
 }
 
+/// The range's gateway, never handed to a NIC.
 fn r_gateway(r: &IpRange) -> Option<Ipv4Addr> {
     r.gateway.parse().ok()
 }

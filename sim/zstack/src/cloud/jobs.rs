@@ -10,23 +10,38 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "camelCase")]
 pub(crate) enum JobOutcome {
+    /// Polls answer 202.
     Running,
-    Succeeded { result: Value },
-    Failed { error: ErrorCode },
+    /// Polls answer 200 with `result`.
+    Succeeded {
+        /// The API's reply body, e.g. `{"inventory": ...}`.
+        result: Value,
+    },
+    /// Polls answer 503 with `error`'s envelope.
+    Failed {
+        /// The error the API failed with.
+        error: ErrorCode,
+    },
 }
 
 /// An async API job (`api-jobs/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Job {
+    /// The job uuid: the client's `X-Job-UUID`, or a fresh one.
     pub id: String,
+    /// The API it runs, e.g. `CreateVmInstance` (shown in the state dump).
     pub api: String,
+    /// When it was submitted.
     pub created_at: DateTime<Utc>,
+    /// When it finished; the retention counts from here.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What polls report.
     pub outcome: JobOutcome,
 }
 
 impl CloudState {
+    /// A job by id (finished ones too, until purged).
     pub fn job(&self, id: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.id == id)
     }
@@ -41,6 +56,7 @@ impl CloudState {
         });
     }
 
+    /// Records a job's result or error; polls answer it from now on.
     pub fn finish_job(&mut self, id: &str, outcome: Result<Value, ErrorCode>) {
         if let Some(j) = self.jobs.iter_mut().find(|j| j.id == id) {
             j.outcome = match outcome {

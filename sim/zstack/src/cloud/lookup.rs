@@ -78,10 +78,12 @@ impl CloudState {
         }
     }
 
+    /// A VM by uuid, in any state until expunged.
     pub fn vm(&self, u: &str) -> Option<&VmInstance> {
         self.vms.iter().find(|v| v.uuid == u)
     }
 
+    /// A VM by uuid, to change it.
     pub(super) fn vm_mut(&mut self, u: &str) -> Option<&mut VmInstance> {
         self.vms.iter_mut().find(|v| v.uuid == u)
     }
@@ -93,6 +95,7 @@ impl CloudState {
             .ok_or_else(|| ErrorCode::new("SYS.1003", format!("vm[uuid:{u}] not found")))
     }
 
+    /// The host as queries show it: `available*` capacity recomputed from the VMs holding it.
     pub(super) fn host_view(&self, h: &Host) -> Host {
         let (cpu, mem) = self.used_capacity(&h.uuid);
         let mut v = h.clone();
@@ -101,6 +104,7 @@ impl CloudState {
         v
     }
 
+    /// CPUs and memory bytes the VMs holding the host use.
     pub(super) fn used_capacity(&self, host: &str) -> (u64, u64) {
         self.vms
             .iter()

@@ -36,10 +36,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use std::sync::OnceLock;
 
-/// Everything the simulator persists.
+/// Everything the simulator persists: one list per resource kind (in the `model` wire shape),
+/// plus identities, sessions and jobs.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct CloudState {
+    /// The state-file layout version; a file of another version is refused on load.
     pub format: u32,
     pub zones: Vec<Zone>,
     pub clusters: Vec<Cluster>,
@@ -83,6 +85,7 @@ pub(crate) fn is_zstack_uuid(s: &str) -> bool {
     .is_match(s)
 }
 
+/// SYS.1007 for a `field` naming a resource that does not exist, worded like the MN's.
 fn arg_not_found(field: &str, uuid: &str, type_: &str) -> ErrorCode {
     ErrorCode::invalid_argument(format!(
         "invalid field[{field}], resource[uuid:{uuid}, type:{type_}] not found"

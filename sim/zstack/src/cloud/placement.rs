@@ -6,6 +6,7 @@ use crate::error::ErrorCode;
 use crate::model::*;
 use std::collections::HashSet;
 
+/// SYS.1006 wrapping HOST_ALLOCATION.1001, what the MN reports when no host fits.
 fn no_host(reason: String) -> ErrorCode {
     ErrorCode::operation(format!("unable to allocate a host: {reason}"))
         .with_cause(ErrorCode::new("HOST_ALLOCATION.1001", reason))
@@ -27,6 +28,7 @@ pub(super) struct PlacementReq<'a> {
 }
 
 impl CloudState {
+    /// The host's PCI devices of `spec` free for passthrough.
     pub(super) fn free_pci_on(&self, host: &str, spec: &str) -> Vec<String> {
         self.pci_devices
             .iter()
@@ -39,6 +41,7 @@ impl CloudState {
             .collect()
     }
 
+    /// The host's unattached, Enabled mdev devices of `spec`.
     pub(super) fn free_mdev_on(&self, host: &str, spec: &str) -> Vec<String> {
         self.mdev_devices
             .iter()
@@ -151,6 +154,8 @@ impl CloudState {
     }
 }
 
+/// Free for passthrough: unattached, Enabled, Active and not virtualized (`*_VIRTUALIZED`,
+/// e.g. split into mdevs).
 pub(super) fn pci_passthrough_free(d: &PciDevice) -> bool {
     d.vm_instance_uuid.is_none()
         && d.state == "Enabled"

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 impl CloudState {
+    /// Stores a tag without checks (the callers validated it).
     pub(super) fn add_tag(
         &mut self,
         resource_uuid: &str,
@@ -81,6 +82,7 @@ impl CloudState {
         json!({})
     }
 
+    /// Deletes the tags of resources that are going away.
     pub(super) fn drop_tags_of(&mut self, uuids: &HashSet<String>) {
         self.tags.retain(|t| !uuids.contains(&t.resource_uuid));
     }

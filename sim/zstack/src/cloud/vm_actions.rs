@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 
 impl CloudState {
+    /// The VM, or SYS.1007 naming the `uuid` field, as an action on a missing VM gets.
     pub(super) fn existing_vm(&self, uuid: &str) -> Result<&VmInstance, ErrorCode> {
         self.vm(uuid)
             .ok_or_else(|| arg_not_found("uuid", uuid, "VmInstanceVO"))
     }
 
+    /// Moves the VM to `state` (a missing VM is left alone: the caller checked it).
     fn set_state(&mut self, uuid: &str, state: &str) {
         if let Some(v) = self.vm_mut(uuid) {
             v.state = state.into();
@@ -66,6 +68,7 @@ impl CloudState {
         Ok(true)
     }
 
+    /// Running on the host `start_begin` chose, which becomes its last host.
     pub fn start_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         if let Some(v) = self.vm_mut(uuid) {
             v.state = "Running".into();
@@ -120,6 +123,7 @@ impl CloudState {
         Ok(())
     }
 
+    /// Back to Running, on the same host.
     pub fn reboot_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         self.set_state(uuid, "Running");
         self.vm_result(uuid)
@@ -153,6 +157,7 @@ impl CloudState {
         json!({})
     }
 
+    /// Expunge: only a Destroyed VM can be expunged.
     pub fn expunge_begin(&mut self, uuid: &str) -> Result<(), ErrorCode> {
         let vm = self.existing_vm(uuid)?.clone();
         if vm.state != "Destroyed" {
@@ -193,6 +198,7 @@ impl CloudState {
         json!({})
     }
 
+    /// Recover: only a Destroyed VM can be recovered; nothing changes until the job finishes.
     pub fn recover_begin(&mut self, uuid: &str) -> Result<(), ErrorCode> {
         let vm = self.existing_vm(uuid)?.clone();
         if vm.state != "Destroyed" {
@@ -201,6 +207,7 @@ impl CloudState {
         Ok(())
     }
 
+    /// A recovered VM is Stopped (it kept its IPs, tags and devices while Destroyed).
     pub fn recover_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         self.set_state(uuid, "Stopped");
         self.vm_result(uuid)

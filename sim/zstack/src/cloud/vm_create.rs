@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 
-/// Parsed `params` of `CreateVmInstance` (unknown keys ignored, as the MN does).
+/// Parsed `params` of `CreateVmInstance` (unknown keys ignored, as the MN does). The fields are
+/// the API's parameters (`docs/providers/zstack-api.md`); tags may also come from the body's
+/// top level.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct CreateVmParams {
@@ -727,6 +729,8 @@ fn lenient_b64() -> base64::engine::GeneralPurpose {
     )
 }
 
+/// RFC 1123: at most 253 characters of dot-separated labels, each 1 to 63 letters, digits or
+/// inner hyphens.
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
@@ -739,6 +743,7 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// The `<specUuid>::<number>` of a `pciDeviceSpec::` / `mdevDeviceSpec::` tag.
 fn parse_spec_claim(tag: &str, rest: &str) -> Result<(String, usize), ErrorCode> {
     let (spec, n) = rest.split_once("::").ok_or_else(|| {
         ErrorCode::invalid_argument(format!(

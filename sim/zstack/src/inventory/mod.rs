@@ -48,33 +48,33 @@ pub struct AccessKeyFixture {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Inventory {
-    /// Zones.
+    /// Zones; references to a zone may be left empty when there is only one.
     pub zones: Vec<Zone>,
     /// Clusters (carry the architecture of their hosts).
     pub clusters: Vec<Cluster>,
     /// KVM hosts with their CPU/memory capacity.
     pub hosts: Vec<Host>,
-    /// Primary storages.
+    /// Primary storages (root volumes go to one attached to the host's cluster).
     pub primary_storages: Vec<PrimaryStorage>,
-    /// Backup storages.
+    /// Backup storages (serving every zone unless listed).
     pub backup_storages: Vec<BackupStorage>,
-    /// Images.
+    /// Images (stored on every backup storage unless their refs say otherwise).
     pub images: Vec<Image>,
-    /// Instance offerings.
+    /// Instance offerings: the CPU / memory sizes a create can name.
     pub instance_offerings: Vec<InstanceOffering>,
     /// L3 networks with their IP ranges and network services.
     pub l3_networks: Vec<L3Network>,
     /// PCI device specs.
     pub pci_device_specs: Vec<PciDeviceSpec>,
-    /// PCI devices.
+    /// PCI devices, on a host and (optionally) of a spec whose data they inherit.
     pub pci_devices: Vec<PciDevice>,
-    /// vGPU profiles.
+    /// vGPU profiles (mdev specs).
     pub mdev_device_specs: Vec<MdevDeviceSpec>,
-    /// vGPU slices.
+    /// vGPU slices (mdev devices), each carved from a PCI device.
     pub mdev_devices: Vec<MdevDevice>,
     /// Extra accounts besides the admin.
     pub accounts: Vec<AccountFixture>,
-    /// AccessKey pairs.
+    /// AccessKey pairs for signed (`Authorization: ZStack`) requests.
     pub access_keys: Vec<AccessKeyFixture>,
 }
 

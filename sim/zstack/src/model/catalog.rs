@@ -40,7 +40,7 @@ impl Default for ImageBackupStorageRef {
 pub struct Image {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Image name; fixtures and `SimHandle::uuid_of` can refer to the image by it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
@@ -111,15 +111,15 @@ impl Default for Image {
 pub struct InstanceOffering {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Offering name (`small` ... `xlarge` in the seed).
     pub name: String,
     /// Free text.
     pub description: Option<String>,
     /// vCPUs.
     pub cpu_num: u64,
-    /// Unused (0).
+    /// Always 0: the simulator does not model CPU speed.
     pub cpu_speed: u64,
-    /// Bytes.
+    /// Memory in bytes of a VM created with this offering.
     pub memory_size: u64,
     /// Ordering hint.
     pub sort_key: i64,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct PciDeviceSpec {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Spec name; PCI devices in a fixture can refer to the spec by it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
@@ -71,7 +71,7 @@ impl Default for PciDeviceSpec {
 pub struct PciDevice {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Device name (`pci-<address>` when a fixture omits it); part of its derived uuid.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
@@ -186,7 +186,7 @@ impl Default for MdevDeviceSpec {
 pub struct MdevDevice {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Slice name; the derived uuid uses it and the host's.
     pub name: String,
     /// Free text.
     pub description: Option<String>,

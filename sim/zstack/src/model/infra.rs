@@ -156,11 +156,11 @@ impl Default for Host {
 pub struct PrimaryStorage {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Storage name; fixtures and `SimHandle::uuid_of` can refer to the storage by it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
-    /// Zone.
+    /// Zone (a fixture may name it, or omit it when there is only one).
     pub zone_uuid: String,
     /// Storage URL (data only).
     pub url: String,
@@ -171,9 +171,9 @@ pub struct PrimaryStorage {
     pub state: String,
     /// `Connected`.
     pub status: String,
-    /// Bytes.
+    /// Size in bytes (fixture data: root volumes are not deducted from it).
     pub total_capacity: u64,
-    /// Bytes.
+    /// Free bytes as the fixture says (the simulator does not track volume sizes here).
     pub available_capacity: u64,
     /// Clusters it is attached to (all clusters of the zone when empty in a fixture).
     pub attached_cluster_uuids: Vec<String>,
@@ -209,7 +209,7 @@ impl Default for PrimaryStorage {
 pub struct BackupStorage {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Storage name; fixtures and `SimHandle::uuid_of` can refer to the storage by it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
@@ -222,9 +222,9 @@ pub struct BackupStorage {
     pub state: String,
     /// `Connected`.
     pub status: String,
-    /// Bytes.
+    /// Size in bytes (fixture data: images are not deducted from it).
     pub total_capacity: u64,
-    /// Bytes.
+    /// Free bytes as the fixture says (the simulator does not track image sizes here).
     pub available_capacity: u64,
     /// Zones it serves (all zones when empty in a fixture).
     pub attached_zone_uuids: Vec<String>,

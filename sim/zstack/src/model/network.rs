@@ -11,7 +11,7 @@ pub struct IpRange {
     pub uuid: String,
     /// The L3 network.
     pub l3_network_uuid: String,
-    /// Name.
+    /// Range name (`<l3 name>-range-<n>` when a fixture leaves it empty); the derived uuid uses it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
@@ -27,7 +27,7 @@ pub struct IpRange {
     pub network_cidr: String,
     /// Prefix length (computed on load when 0).
     pub prefix_len: u32,
-    /// 4.
+    /// Always 4: the simulator models IPv4 only.
     pub ip_version: u32,
     /// Null for IPv4.
     pub address_mode: Option<String>,
@@ -76,14 +76,14 @@ pub struct NetworkServiceRef {
 pub struct L3Network {
     /// 32-hex uuid.
     pub uuid: String,
-    /// Name.
+    /// Network name; fixtures and `SimHandle::uuid_of` can refer to the network by it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
     /// `L3BasicNetwork`.
     #[serde(rename = "type")]
     pub type_: String,
-    /// Zone.
+    /// Zone (a fixture may name it, or omit it when there is only one); a VM's host must be in it.
     pub zone_uuid: String,
     /// L2 network (synthetic).
     pub l2_network_uuid: String,
@@ -93,7 +93,7 @@ pub struct L3Network {
     pub system: bool,
     /// `Private` / `Public` / `System`.
     pub category: String,
-    /// 4.
+    /// Always 4: the simulator models IPv4 only.
     pub ip_version: u32,
     /// DNS domain.
     pub dns_domain: Option<String>,

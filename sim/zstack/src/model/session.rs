@@ -9,15 +9,15 @@ use serde::{Deserialize, Serialize};
 pub struct SessionView {
     /// The session id used in `Authorization: OAuth <uuid>`.
     pub uuid: String,
-    /// Account.
+    /// The account logged in: calls made with the session act as it.
     pub account_uuid: String,
     /// User (the account itself for account logins).
     pub user_uuid: String,
     /// `AccountVO` for account logins (unconfirmed value).
     pub user_type: String,
-    /// Expiry.
+    /// When the session expires: last renewal plus its duration, or the session TTL in force.
     pub expired_date: GsonTime,
-    /// Creation.
+    /// When the login happened (renewals do not change it).
     pub create_date: GsonTime,
 }
 

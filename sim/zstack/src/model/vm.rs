@@ -21,7 +21,7 @@ pub struct VmNic {
     pub netmask: Option<String>,
     /// Gateway of the range.
     pub gateway: Option<String>,
-    /// 4.
+    /// Always 4: the simulator models IPv4 only.
     pub ip_version: u32,
     /// Position on the VM.
     pub device_id: u32,
@@ -139,13 +139,13 @@ impl Default for Volume {
 pub struct VmInstance {
     /// 32-hex uuid (the create call's `resourceUuid` when given).
     pub uuid: String,
-    /// Name.
+    /// Name from the create call (1 to 255 characters); `updateVmInstance` can change it.
     pub name: String,
     /// Free text.
     pub description: Option<String>,
-    /// Zone.
+    /// Its host's zone, else the requested zone, else its first L3's zone.
     pub zone_uuid: Option<String>,
-    /// Cluster.
+    /// Cluster of the host it was placed on; null for a JustCreate VM not started yet.
     pub cluster_uuid: Option<String>,
     /// Current host; null when not running (ZStack clears it on stop).
     pub host_uuid: Option<String>,
@@ -172,11 +172,12 @@ pub struct VmInstance {
     pub hypervisor_type: String,
     /// vCPUs.
     pub cpu_num: u64,
-    /// 0.
+    /// Always 0: the simulator does not model CPU speed.
     pub cpu_speed: u64,
-    /// Bytes.
+    /// Memory in bytes; counts against its host's capacity unless the VM is Created, Stopped or
+    /// destroyed.
     pub memory_size: u64,
-    /// 0.
+    /// Always 0: the simulator reserves no memory beyond `memorySize`.
     pub reserved_memory_size: u64,
     /// Host allocator.
     pub allocator_strategy: Option<String>,
