@@ -24,7 +24,7 @@ pub enum FaultAction {
     /// Answer with `status` and, unless `body` is given, a ZStack error envelope with `code`
     /// (default `SYS.1000`). The call is not executed.
     Fail {
-        /// HTTP status.
+        /// HTTP status of the reply (ZStack answers API errors with 503).
         status: u16,
         /// Error code for the JSON envelope.
         #[serde(default)]
@@ -32,7 +32,7 @@ pub enum FaultAction {
         /// Overrides the generic description.
         #[serde(default)]
         description: Option<String>,
-        /// Error details.
+        /// The envelope's `details` text.
         #[serde(default)]
         details: Option<String>,
         /// A raw body instead of the envelope (sent as text).
@@ -59,7 +59,7 @@ pub enum FaultAction {
     },
     /// Sleep before handling the call.
     Latency {
-        /// Fixed part.
+        /// Milliseconds every matching call waits; `jitter_ms` adds a random extra.
         ms: u64,
         /// Uniform random extra in `0..=jitter_ms`.
         #[serde(default)]
@@ -67,7 +67,7 @@ pub enum FaultAction {
     },
     /// The job takes this long instead of the configured `job_delay`.
     JobDelay {
-        /// Fixed part.
+        /// Milliseconds every matching job runs; `jitter_ms` adds a random extra.
         fixed_ms: u64,
         /// Uniform random extra in `0..=jitter_ms`.
         #[serde(default)]
@@ -90,7 +90,7 @@ pub enum FaultAction {
         /// Overrides the generic description.
         #[serde(default)]
         description: Option<String>,
-        /// Error details.
+        /// The envelope's `details` text.
         #[serde(default)]
         details: Option<String>,
     },
@@ -107,7 +107,7 @@ pub enum FaultAction {
     /// Immediate: override the session TTL (null restores the configured one). Applies to
     /// existing sessions too, as expiry is computed from the TTL in force.
     SessionTtl {
-        /// Seconds.
+        /// The new TTL in seconds; null restores the configured one.
         #[serde(default)]
         ttl_secs: Option<u64>,
     },
@@ -119,6 +119,7 @@ pub enum FaultAction {
 }
 
 impl FaultAction {
+    /// The `kind` this action has in JSON (and in the fault log).
     pub(crate) fn name(&self) -> &'static str {
         match self {
             FaultAction::Fail { .. } => "fail",
@@ -245,7 +246,7 @@ impl FaultRule {
     pub fn hang(execute: bool) -> Self {
         Self::new(FaultAction::Hang { execute })
     }
-    /// Per-call latency.
+    /// Delays matching calls by `ms` plus a random `0..=jitter_ms`.
     pub fn latency(ms: u64, jitter_ms: u64) -> Self {
         Self::new(FaultAction::Latency { ms, jitter_ms })
     }
@@ -331,7 +332,7 @@ pub struct FaultEvent {
     pub method: String,
     /// The matched call's path.
     pub path: String,
-    /// What happened.
+    /// What the fault did, in words (e.g. how many sessions it expired).
     pub detail: String,
 }
 
@@ -447,6 +448,7 @@ impl FaultEngine {
         tracing::info!("faults reset");
     }
 
+    /// Empties the fired-faults log (the rules stay).
     pub fn clear_log(&mut self) {
         self.log.clear();
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Simulator settings.
+/// Simulator settings; [`Default`] is the seeded cloud on a free loopback port.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Seeded fixtures (ignored when `state_file` already holds a state).
@@ -292,7 +292,7 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Call counters.
+    /// A snapshot of the call counters (per API, per action, sessions).
     pub fn stats(&self) -> Stats {
         lock(&self.shared.stats).clone()
     }

@@ -52,11 +52,13 @@ impl Stats {
         self.actions.get(name).copied().unwrap_or(0)
     }
 
+    /// Counts one call under its `"<METHOD> <template>"` key.
     pub(crate) fn record(&mut self, key: String) {
         self.total += 1;
         *self.calls.entry(key).or_insert(0) += 1;
     }
 
+    /// Counts a successful login (also since the latest expiry).
     pub(crate) fn record_login(&mut self) {
         self.logins += 1;
         self.logins_since_expiry += 1;
@@ -80,6 +82,7 @@ impl Stats {
         self.session_calls_since_expiry = 0;
     }
 
+    /// Counts one `PUT .../actions` call by its action name.
     pub(crate) fn record_action(&mut self, name: &str) {
         *self.actions.entry(name.to_string()).or_insert(0) += 1;
     }
