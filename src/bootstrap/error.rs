@@ -7,31 +7,31 @@ pub enum BootstrapError {
     /// expects is missing).
     #[error("template {name}: {message}")]
     Template {
-        /// Template name.
+        /// The template's name under `templates/`, e.g. `bootstrap.sh.tera`.
         name: String,
-        /// What tera said.
+        /// tera's message, with the causes it chains.
         message: String,
     },
     /// The cluster's Kubernetes version is not in the versions table.
     #[error("Kubernetes version {version} is not in kprov's versions table (supported: {supported}); set spec.kubernetesVersion to one of them")]
     UnknownVersion {
-        /// The spec's version.
+        /// `spec.kubernetesVersion` as written.
         version: String,
-        /// Supported versions.
+        /// The versions the table has, comma-separated, for the fix.
         supported: String,
     },
     /// The versions table lacks a binary the bootstrap needs.
     #[error("the versions table has no {binary} for Kubernetes {version}")]
     MissingBinary {
-        /// Release.
+        /// The Kubernetes release whose entry lacks the binary.
         version: String,
-        /// Binary name.
+        /// The binary, as the versions table names it (`kubeadm`, `cni-plugins`, ...).
         binary: String,
     },
     /// A node's instance group has a setting the bootstrap cannot express.
     #[error("instance group {instance_group}: {problem}; {fix}")]
     InstanceGroup {
-        /// Instance group.
+        /// The instance group whose setting it is.
         instance_group: String,
         /// What is wrong.
         problem: String,
@@ -41,13 +41,13 @@ pub enum BootstrapError {
     /// A node must join but no control-plane endpoint is known.
     #[error("{node} must join the cluster but no control-plane endpoint is known; set spec.controlPlane.endpoint or create the first control plane first")]
     NoEndpoint {
-        /// Instance name.
+        /// The instance that cannot be told where to join.
         node: String,
     },
     /// The stored bootstrap token has expired.
     #[error("the bootstrap token of cluster {cluster} expired at {expires}, so new nodes could not join with it; a new token must be issued (and created in the running cluster) before nodes are added")]
     TokenExpired {
-        /// Cluster.
+        /// The cluster whose stored token it is.
         cluster: String,
         /// When it expired (RFC 3339).
         expires: String,
@@ -57,17 +57,17 @@ pub enum BootstrapError {
         "user-data of {instance} (instance group {instance_group}) is {gzip} bytes gzip-compressed ({raw} bytes raw), over the {provider} limit of {limit} bytes; {fix}"
     )]
     TooLarge {
-        /// Instance name.
+        /// The instance whose user-data it is.
         instance: String,
-        /// Instance group.
+        /// Its instance group, which decides what the user-data carries.
         instance_group: String,
-        /// Provider.
+        /// The provider whose limit it is (`aws`, `zstack`).
         provider: String,
-        /// Uncompressed size.
+        /// Bytes of the cloud-config as rendered.
         raw: usize,
-        /// Compressed size.
+        /// Bytes after gzip at the best compression, which is still too many.
         gzip: usize,
-        /// The limit.
+        /// The provider's limit in bytes ([`user_data_limit`](super::user_data_limit)).
         limit: usize,
         /// What to change.
         fix: String,

@@ -9,6 +9,8 @@ use super::render::endpoint_host;
 use super::{templates, BootstrapError, NodeAction, Renderer, CRI_SOCKET};
 use crate::assets;
 
+/// One kubelet flag in `nodeRegistration.kubeletExtraArgs`, which kubeadm v1beta4 takes as a
+/// list of name/value pairs.
 #[derive(Serialize)]
 struct KubeletArg {
     name: String,

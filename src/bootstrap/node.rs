@@ -72,7 +72,7 @@ pub struct NodeFile {
     pub path: String,
     /// Octal mode, e.g. `0600`.
     pub permissions: &'static str,
-    /// Content.
+    /// What the file holds, as text (compressed only when embedded, see `compress`).
     pub content: String,
     /// Embed gzip-compressed and base64-encoded (`encoding: gz+b64`) instead of as text.
     pub compress: bool,

@@ -17,6 +17,8 @@ use crate::secrets::ClusterSecrets;
 use crate::spec::versions::{self, Release};
 use crate::spec::ClusterConfig;
 
+/// A file as `cloud-config.yaml.tera` writes it: `content` is already YAML (a literal block, or
+/// base64 of the gzip when `encoding` says so), so the template embeds it verbatim.
 #[derive(Serialize)]
 struct FileCtx {
     path: String,

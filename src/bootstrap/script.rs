@@ -9,6 +9,8 @@ use super::{
 };
 use crate::assets;
 
+/// One download of `bootstrap.sh`: where from (the mirror when set), where to, the SHA-256 it
+/// must have, and for archives where to unpack which members.
 #[derive(Serialize)]
 struct BinaryCtx {
     url: String,

@@ -126,16 +126,16 @@ pub struct CreateGroupArgs {
     /// Role: control-plane or node.
     #[arg(long, default_value = "node", value_parser = ["control-plane", "node"])]
     pub role: String,
-    /// Instances.
+    /// Number of instances in the group.
     #[arg(long, default_value_t = 1)]
     pub count: i64,
-    /// Architecture.
+    /// Architecture of the group's instances (amd64 or arm64).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     /// Size: CPU:MEMORY or a flavor.
     #[arg(long)]
     pub size: Option<String>,
-    /// Image.
+    /// Image of the group's instances (name or id; default: the provider's image for the arch).
     #[arg(long)]
     pub image: Option<String>,
     /// GPUs per instance as [VENDOR/]MODEL:COUNT.

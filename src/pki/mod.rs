@@ -72,16 +72,16 @@ pub enum PkiError {
     Sign {
         /// Subject common name.
         cn: String,
-        /// Cause.
+        /// What rcgen reported (it never includes key material).
         #[source]
         source: rcgen::Error,
     },
     /// A certificate does not parse.
     #[error("{what} is not a PEM X.509 certificate: {why}")]
     BadCertificate {
-        /// Which certificate.
+        /// Which certificate, e.g. `CA "kubernetes"`.
         what: String,
-        /// Why.
+        /// The parser's message (never the certificate's bytes).
         why: String,
     },
     /// A private key does not parse. The key itself is never part of the message.

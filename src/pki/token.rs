@@ -9,7 +9,7 @@ use super::{random_bytes, PkiError};
 pub struct BootstrapToken {
     /// `id.secret`. Never printed.
     pub token: String,
-    /// Expiry.
+    /// When kubeadm stops accepting it: the TTL (`spec.bootstrap.tokenTTL`) after it was issued.
     pub expires: chrono::DateTime<chrono::Utc>,
 }
 

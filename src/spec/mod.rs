@@ -51,7 +51,7 @@ pub struct Cluster {
     pub api_version: String,
     /// Must be `Cluster`.
     pub kind: String,
-    /// Metadata.
+    /// The cluster's name (its key in the state store), labels and stored generation.
     pub metadata: Metadata,
     /// The spec.
     pub spec: ClusterSpec,
@@ -265,7 +265,7 @@ pub enum Cni {
     /// flannel (VXLAN).
     #[default]
     Flannel,
-    /// Calico.
+    /// Calico (VXLAN), which also enforces NetworkPolicy.
     Calico,
     /// None: bring your own.
     None,
