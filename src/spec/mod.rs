@@ -2,7 +2,7 @@
 //! their defaults and their validation.
 //!
 //! One place decides what a valid cluster is: [`load`] parses YAML keeping source positions,
-//! [`validate`] applies defaults and collects every problem as a [`SpecError`] that names where
+//! [`validate()`] applies defaults and collects every problem as a [`SpecError`] that names where
 //! (file:line:column or the flag), the field, what is wrong and how to fix it.
 
 use std::collections::BTreeMap;
