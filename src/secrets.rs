@@ -14,49 +14,9 @@ use crate::pki;
 use crate::repo::Repo;
 use crate::spec::ClusterConfig;
 
-/// A CA: certificate and private key, PEM.
-#[derive(Clone)]
-pub struct CaPair {
-    /// Certificate, PEM.
-    pub cert_pem: String,
-    /// Private key, PEM (PKCS#8). Never printed.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for CaPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaPair")
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-/// A kubeadm bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`) and its expiry.
-#[derive(Clone)]
-pub struct BootstrapToken {
-    /// `id.secret`. Never printed.
-    pub token: String,
-    /// Expiry.
-    pub expires: chrono::DateTime<chrono::Utc>,
-}
-
-impl std::fmt::Debug for BootstrapToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapToken")
-            .field("token", &"<redacted>")
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-impl BootstrapToken {
-    /// The token id (the part before the dot), which is not secret: kubeadm shows it in
-    /// `kubeadm token list` and names the token's Secret `bootstrap-token-ID`.
-    pub fn id(&self) -> &str {
-        self.token.split_once('.').map(|(id, _)| id).unwrap_or("")
-    }
-}
+// The key and token types are the PKI's (it makes them); this module stores them. Re-exported
+// so `crate::secrets::{CaPair, BootstrapToken}` keep naming them.
+pub use crate::pki::{BootstrapToken, CaPair};
 
 /// Everything secret a cluster's nodes need. `Debug` redacts every secret.
 #[derive(Clone)]

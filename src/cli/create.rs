@@ -126,16 +126,16 @@ pub struct CreateGroupArgs {
     /// Role: control-plane or node.
     #[arg(long, default_value = "node", value_parser = ["control-plane", "node"])]
     pub role: String,
-    /// Instances.
+    /// Number of instances in the group.
     #[arg(long, default_value_t = 1)]
     pub count: i64,
-    /// Architecture.
+    /// Architecture of the group's instances (amd64 or arm64).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     /// Size: CPU:MEMORY or a flavor.
     #[arg(long)]
     pub size: Option<String>,
-    /// Image.
+    /// Image of the group's instances (name or id; default: the provider's image for the arch).
     #[arg(long)]
     pub image: Option<String>,
     /// GPUs per instance as [VENDOR/]MODEL:COUNT.
@@ -247,7 +247,49 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
         Some(s) => parse_arch("--node-arch", s)?,
         None => arch,
     };
-    let provider = match a.provider.as_str() {
+    let provider = provider_from_flags(a)?;
+    let networking = networking_from_flags(a)?;
+    let ssh_public_key = ssh_public_key_from_flag(a)?;
+    let gpu = a.gpu.as_deref().map(parse_gpu).transpose()?;
+    let assets = spec::Assets {
+        container_registry: a.registry_mirror.clone(),
+        file_repository: a.file_repository.clone(),
+        ..Default::default()
+    };
+    let cluster = Cluster {
+        api_version: API_VERSION.into(),
+        kind: "Cluster".into(),
+        metadata: Metadata {
+            name: a.cluster.clone(),
+            labels: BTreeMap::new(),
+            generation: None,
+        },
+        spec: ClusterSpec {
+            provider,
+            kubernetes_version: a.kubernetes_version.clone(),
+            networking,
+            control_plane: Default::default(),
+            assets,
+            addons: Default::default(),
+            ssh_public_key,
+            bootstrap: Default::default(),
+        },
+    };
+    let groups = groups_from_flags(a, arch, node_arch, gpu);
+    let group_srcs = groups
+        .iter()
+        .map(|g| group_flag_source(g.spec.role == Role::ControlPlane))
+        .collect();
+    Ok(LoadedSpec {
+        config: ClusterConfig { cluster, groups },
+        cluster_src: cluster_flag_source(),
+        group_srcs,
+    })
+}
+
+/// `spec.provider` from --provider and that provider's flags (or their environment variables).
+fn provider_from_flags(a: &CreateClusterArgs) -> anyhow::Result<ProviderSpec> {
+    Ok(match a.provider.as_str() {
         "zstack" => ProviderSpec::Zstack(spec::ZStackProvider {
             endpoint: a.zstack_endpoint.clone().ok_or_else(|| {
                 ExitError::usage("--provider zstack needs the management node URL: --zstack-endpoint http://HOST:8080 (or ZSTACK_ENDPOINT)")
@@ -267,7 +309,11 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             domain_type: Default::default(),
             images: Default::default(),
         }),
-    };
+    })
+}
+
+/// `spec.networking` from --networking, --pod-cidr and --service-cidr.
+fn networking_from_flags(a: &CreateClusterArgs) -> anyhow::Result<Networking> {
     let cni = match a.networking.as_str() {
         "flannel" => Cni::Flannel,
         "calico" => Cni::Calico,
@@ -296,7 +342,12 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             ))
         })?;
     }
-    let ssh_public_key = match &a.ssh_public_key {
+    Ok(networking)
+}
+
+/// The key in the file --ssh-public-key names, if given.
+fn ssh_public_key_from_flag(a: &CreateClusterArgs) -> anyhow::Result<Option<String>> {
+    Ok(match &a.ssh_public_key {
         Some(f) => Some(
             std::fs::read_to_string(f)
                 .map_err(|e| {
@@ -309,32 +360,16 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
                 .to_string(),
         ),
         None => None,
-    };
-    let gpu = a.gpu.as_deref().map(parse_gpu).transpose()?;
-    let assets = spec::Assets {
-        container_registry: a.registry_mirror.clone(),
-        file_repository: a.file_repository.clone(),
-        ..Default::default()
-    };
-    let cluster = Cluster {
-        api_version: API_VERSION.into(),
-        kind: "Cluster".into(),
-        metadata: Metadata {
-            name: a.cluster.clone(),
-            labels: BTreeMap::new(),
-            generation: None,
-        },
-        spec: ClusterSpec {
-            provider,
-            kubernetes_version: a.kubernetes_version.clone(),
-            networking,
-            control_plane: Default::default(),
-            assets,
-            addons: Default::default(),
-            ssh_public_key,
-            bootstrap: Default::default(),
-        },
-    };
+    })
+}
+
+/// The `control-plane` group and, unless --node-count is 0 without --gpu, the `nodes` group.
+fn groups_from_flags(
+    a: &CreateClusterArgs,
+    arch: Arch,
+    node_arch: Arch,
+    gpu: Option<Gpu>,
+) -> Vec<InstanceGroup> {
     let mut groups = vec![group(
         &a.cluster,
         "control-plane",
@@ -361,6 +396,11 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             },
         ));
     }
+    groups
+}
+
+/// Which flag set each field of the Cluster document, so errors name the flag.
+fn cluster_flag_source() -> Source {
     let flags: BTreeMap<String, String> = [
         ("metadata.name", "NAME"),
         ("spec.provider", "--provider"),
@@ -385,36 +425,29 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let cluster_src = Source::Flags(flags);
-    let group_src = |cp: bool| {
-        let p = if cp { "--control-plane" } else { "--node" };
-        Source::Flags(
-            [
-                ("spec.count", format!("{p}-count")),
-                ("spec.size", format!("{p}-size")),
-                ("spec.size.cpu", format!("{p}-size")),
-                ("spec.size.memory", format!("{p}-size")),
-                ("spec.flavor", format!("{p}-size")),
-                ("spec.image", "--image".to_string()),
-                ("spec.gpu", "--gpu".to_string()),
-                ("spec.gpu.count", "--gpu".to_string()),
-                ("spec.gpu.mode", "--gpu".to_string()),
-                ("metadata.name", "NAME".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        )
-    };
-    let group_srcs = groups
-        .iter()
-        .map(|g| group_src(g.spec.role == Role::ControlPlane))
-        .collect();
-    Ok(LoadedSpec {
-        config: ClusterConfig { cluster, groups },
-        cluster_src,
-        group_srcs,
-    })
+    Source::Flags(flags)
+}
+
+/// Which flag set each field of the control-plane (`cp`) or worker group.
+fn group_flag_source(cp: bool) -> Source {
+    let p = if cp { "--control-plane" } else { "--node" };
+    Source::Flags(
+        [
+            ("spec.count", format!("{p}-count")),
+            ("spec.size", format!("{p}-size")),
+            ("spec.size.cpu", format!("{p}-size")),
+            ("spec.size.memory", format!("{p}-size")),
+            ("spec.flavor", format!("{p}-size")),
+            ("spec.image", "--image".to_string()),
+            ("spec.gpu", "--gpu".to_string()),
+            ("spec.gpu.count", "--gpu".to_string()),
+            ("spec.gpu.mode", "--gpu".to_string()),
+            ("metadata.name", "NAME".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    )
 }
 
 fn print_config(cfg: &ClusterConfig, out: Output) -> anyhow::Result<()> {
@@ -472,24 +505,15 @@ fn usage_if_exists(e: RepoError) -> anyhow::Error {
     }
 }
 
+/// `create -f FILE`: a Cluster and its InstanceGroups (a new cluster, or with --replace a stored
+/// one's new spec), or InstanceGroups alone for a stored cluster.
 async fn create_from_file(
     cli: &Cli,
     file: &str,
     replace: bool,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| {
-            ExitError::usage(format!(
-                "-f {file}: cannot read: {e}; fix: check the path (a relative one is taken from the current directory)"
-            ))
-        })?;
-    if text.trim().is_empty() {
-        return Err(ExitError::usage(format!(
-            "-f {file}: the file is empty; fix: write a `kind: Cluster` document in it (see docs/spec.md; \
-             `kprov create cluster NAME --provider zstack|aws|libvirt --dry-run -o yaml` prints a complete example)"
-        )));
-    }
+    let text = read_spec_file(file)?;
     let Documents { clusters, groups } = spec::load_documents(file, &text)?;
     for (c, _) in &clusters {
         crate::cloud::require_compiled(
@@ -526,55 +550,7 @@ async fn create_from_file(
             }
             (c, src, prev)
         }
-        0 => {
-            // Only instance groups: they join an existing cluster named by their label or --name.
-            let name = groups
-                .first()
-                .and_then(|(g, _)| g.metadata.labels.get(LABEL_CLUSTER).cloned())
-                .or_else(|| cli.name.clone())
-                .ok_or_else(|| ExitError::usage(format!(
-                    "{file}: no Cluster document; fix: add a `kind: Cluster` document, or, to add the InstanceGroups \
-                     to an existing cluster, label them with `{LABEL_CLUSTER}: NAME` or pass --name NAME"
-                )))?;
-            if !spec::validate::is_dns1123_label(&name) {
-                return Err(ExitError::usage(format!(
-                    "{file}: metadata.labels.{LABEL_CLUSTER}: cluster name {name:?} is not a DNS-1123 label; \
-                     fix: label the InstanceGroups with the name of an existing cluster"
-                )));
-            }
-            let prev = repo.require(&name).await?;
-            let mut all = prev.config.clone();
-            for (g, _) in &groups {
-                if all
-                    .groups
-                    .iter()
-                    .any(|x| x.metadata.name == g.metadata.name)
-                    && !replace
-                {
-                    return Err(ExitError::usage(format!("instance group {:?} already exists in cluster {name}; add --replace to replace it", g.metadata.name)));
-                }
-                all.groups.retain(|x| x.metadata.name != g.metadata.name);
-            }
-            let src = Source::Store(crate::repo::config_key(&name));
-            let mut group_srcs: Vec<Source> = all.groups.iter().map(|_| src.clone()).collect();
-            for (g, s) in groups {
-                all.groups.push(g);
-                group_srcs.push(s);
-            }
-            let mut spec = LoadedSpec {
-                config: all,
-                cluster_src: src,
-                group_srcs,
-            };
-            spec::validate(&mut spec)?;
-            if dry_run {
-                return print_config(&spec.config, Output::Yaml);
-            }
-            let stored = repo.save(&spec.config, Some(&prev)).await?;
-            crate::secrets::ensure(&repo, &stored.config).await?;
-            eprintln!("Cluster {name}: instance groups stored (generation {}). Apply with: kprov update cluster {name} --yes", stored.generation);
-            return Ok(());
-        }
+        0 => return add_groups_from_file(cli, &repo, file, groups, replace, dry_run).await,
         n => {
             let names: Vec<String> = clusters
                 .iter()
@@ -612,6 +588,84 @@ async fn create_from_file(
         stored.generation,
         stored.config.name()
     );
+    Ok(())
+}
+
+/// The text of the spec file `-f` names; refuses an empty one with a pointer to an example.
+fn read_spec_file(file: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| {
+            ExitError::usage(format!(
+                "-f {file}: cannot read: {e}; fix: check the path (a relative one is taken from the current directory)"
+            ))
+        })?;
+    if text.trim().is_empty() {
+        return Err(ExitError::usage(format!(
+            "-f {file}: the file is empty; fix: write a `kind: Cluster` document in it (see docs/spec.md; \
+             `kprov create cluster NAME --provider zstack|aws|libvirt --dry-run -o yaml` prints a complete example)"
+        )));
+    }
+    Ok(text)
+}
+
+/// `create -f` with InstanceGroups only: they join an existing cluster named by their
+/// `kprov.io/cluster` label or --name, replacing same-named groups only with --replace.
+async fn add_groups_from_file(
+    cli: &Cli,
+    repo: &Repo,
+    file: &str,
+    groups: Vec<(InstanceGroup, Source)>,
+    replace: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let name = groups
+        .first()
+        .and_then(|(g, _)| g.metadata.labels.get(LABEL_CLUSTER).cloned())
+        .or_else(|| cli.name.clone())
+        .ok_or_else(|| ExitError::usage(format!(
+            "{file}: no Cluster document; fix: add a `kind: Cluster` document, or, to add the InstanceGroups \
+             to an existing cluster, label them with `{LABEL_CLUSTER}: NAME` or pass --name NAME"
+        )))?;
+    if !spec::validate::is_dns1123_label(&name) {
+        return Err(ExitError::usage(format!(
+            "{file}: metadata.labels.{LABEL_CLUSTER}: cluster name {name:?} is not a DNS-1123 label; \
+             fix: label the InstanceGroups with the name of an existing cluster"
+        )));
+    }
+    let prev = repo.require(&name).await?;
+    let mut all = prev.config.clone();
+    for (g, _) in &groups {
+        if all
+            .groups
+            .iter()
+            .any(|x| x.metadata.name == g.metadata.name)
+            && !replace
+        {
+            return Err(ExitError::usage(format!(
+                "instance group {:?} already exists in cluster {name}; add --replace to replace it",
+                g.metadata.name
+            )));
+        }
+        all.groups.retain(|x| x.metadata.name != g.metadata.name);
+    }
+    let src = Source::Store(crate::repo::config_key(&name));
+    let mut group_srcs: Vec<Source> = all.groups.iter().map(|_| src.clone()).collect();
+    for (g, s) in groups {
+        all.groups.push(g);
+        group_srcs.push(s);
+    }
+    let mut spec = LoadedSpec {
+        config: all,
+        cluster_src: src,
+        group_srcs,
+    };
+    spec::validate(&mut spec)?;
+    if dry_run {
+        return print_config(&spec.config, Output::Yaml);
+    }
+    let stored = repo.save(&spec.config, Some(&prev)).await?;
+    crate::secrets::ensure(repo, &stored.config).await?;
+    eprintln!("Cluster {name}: instance groups stored (generation {}). Apply with: kprov update cluster {name} --yes", stored.generation);
     Ok(())
 }
 

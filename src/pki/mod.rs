@@ -22,11 +22,9 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::secrets::CaPair;
-
 pub mod token;
 
-pub use token::{is_valid_token, new_bootstrap_token, new_certificate_key};
+pub use token::{is_valid_token, new_bootstrap_token, new_certificate_key, BootstrapToken};
 
 /// The key algorithm of every key kprov generates (CAs, service-account key, client certs).
 pub const KEY_ALGORITHM: &str = "RSA 2048, PKCS#1 v1.5 with SHA-256";
@@ -45,6 +43,24 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// (kubeadm backdates by the same amount).
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
+/// A CA: certificate and private key, PEM.
+#[derive(Clone)]
+pub struct CaPair {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (PKCS#8). Never printed.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CaPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaPair")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Errors of the PKI functions. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -56,16 +72,16 @@ pub enum PkiError {
     Sign {
         /// Subject common name.
         cn: String,
-        /// Cause.
+        /// What rcgen reported (it never includes key material).
         #[source]
         source: rcgen::Error,
     },
     /// A certificate does not parse.
     #[error("{what} is not a PEM X.509 certificate: {why}")]
     BadCertificate {
-        /// Which certificate.
+        /// Which certificate, e.g. `CA "kubernetes"`.
         what: String,
-        /// Why.
+        /// The parser's message (never the certificate's bytes).
         why: String,
     },
     /// A private key does not parse. The key itself is never part of the message.

@@ -3,7 +3,32 @@
 use std::time::Duration;
 
 use super::{random_bytes, PkiError};
-use crate::secrets::BootstrapToken;
+
+/// A kubeadm bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`) and its expiry.
+#[derive(Clone)]
+pub struct BootstrapToken {
+    /// `id.secret`. Never printed.
+    pub token: String,
+    /// When kubeadm stops accepting it: the TTL (`spec.bootstrap.tokenTTL`) after it was issued.
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapToken")
+            .field("token", &"<redacted>")
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+impl BootstrapToken {
+    /// The token id (the part before the dot), which is not secret: kubeadm shows it in
+    /// `kubeadm token list` and names the token's Secret `bootstrap-token-ID`.
+    pub fn id(&self) -> &str {
+        self.token.split_once('.').map(|(id, _)| id).unwrap_or("")
+    }
+}
 
 const TOKEN_ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 

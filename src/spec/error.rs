@@ -9,9 +9,9 @@ pub enum Where {
     File {
         /// File name as the user gave it.
         file: String,
-        /// Line.
+        /// 1-based line, never past the file's last (see `locate::end_of_input`).
         line: usize,
-        /// Column.
+        /// 1-based column, in characters.
         column: usize,
     },
     /// A command-line flag.
@@ -38,7 +38,7 @@ impl fmt::Display for Where {
 /// One problem in a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
-    /// Where.
+    /// Where the offending value was written: file position, flag, or stored object.
     pub at: Where,
     /// Field path, e.g. `spec.networking.podCIDR` (prefixed with the document, e.g. `InstanceGroup nodes`).
     pub field: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::error::{SpecError, SpecErrors, Where};
-use super::locate::Positions;
+use super::locate::{clamp_to_end, end_of_input, Positions};
 use super::{Cluster, ClusterConfig, InstanceGroup, API_VERSION};
 
 /// Where a document came from, to turn field paths into positions.
@@ -291,6 +291,11 @@ fn from_serde(
         "fix the YAML syntax at that line and column (indent with spaces; quote values that contain `: ` or ` #`)"
             .to_string()
     };
+    // libyaml reports running out of input at the start of the line after the last; without a
+    // final newline that is past the file.
+    if let Where::File { line, column, .. } = &mut at {
+        (*line, *column) = clamp_to_end((*line, *column), end_of_input(text));
+    }
     SpecError {
         at,
         field: if field.is_empty() {
@@ -383,6 +388,32 @@ mod tests {
             Where::File { line, .. } => assert_eq!(*line, 11),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The line and column of the first error of `text`.
+    fn first_error_at(text: &str) -> (usize, usize) {
+        let err = load_documents("props.yaml", text).unwrap_err();
+        match &err.0[0].at {
+            Where::File { line, column, .. } => (*line, *column),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A spec cut off after three lines, without a final newline: the parser runs out of input
+    /// "at line 4", a line the file does not have. The error points at the end of line 3.
+    #[test]
+    fn errors_at_the_end_of_a_truncated_file_point_into_it() {
+        // YAML syntax: `metadata` never gets its `:`.
+        let text = "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata";
+        assert_eq!(first_error_at(text), (3, 9));
+        // Missing field: `apiVersion:` with its value cut off.
+        let text = "kind: Cluster\nmetadata: x\napiVersion:";
+        let err = load_documents("props.yaml", text).unwrap_err();
+        assert_eq!(err.0[0].problem, "missing apiVersion");
+        assert_eq!(first_error_at(text), (3, 12));
+        // A NEL (U+0085) is a line break to YAML, so the file's last line is the 4th.
+        let text = "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: \u{85}admin.";
+        assert_eq!(first_error_at(text), (4, 7));
     }
 
     #[test]

@@ -12,22 +12,35 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default, Clone)]
 pub struct Positions {
     docs: Vec<BTreeMap<String, (usize, usize)>>,
+    /// Where the text ends ([`end_of_input`]): no position handed out lies past it.
+    end: (usize, usize),
 }
 
 impl Positions {
     /// Index `text`. Unparsable text gives an empty index (the serde error reports it).
     pub fn index(text: &str) -> Positions {
+        let end = end_of_input(text);
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut rx, true).is_err() {
-            return Positions::default();
+            return Positions {
+                docs: Vec::new(),
+                end,
+            };
         }
-        Positions { docs: rx.docs }
+        Positions { docs: rx.docs, end }
     }
 
     /// The position of `path` (e.g. `spec.networking.podCIDR`, `spec.taints[1]`) in document
     /// `doc`, or of its closest recorded ancestor.
     pub fn find(&self, doc: usize, path: &str) -> Option<(usize, usize)> {
+        // An empty value at the very end (`apiVersion:` as the last line, no final newline) is
+        // marked on the line after it, which the file does not have.
+        self.find_unclamped(doc, path)
+            .map(|pos| clamp_to_end(pos, self.end))
+    }
+
+    fn find_unclamped(&self, doc: usize, path: &str) -> Option<(usize, usize)> {
         let map = self.docs.get(doc)?;
         let mut p = path.to_string();
         loop {
@@ -46,6 +59,33 @@ impl Positions {
     pub fn documents(&self) -> usize {
         self.docs.len()
     }
+}
+
+/// Where `text` ends, as a 1-based (line, column): just past its last character. Line breaks are
+/// counted as the YAML parser counts them (LF, CR LF, CR, NEL, LS, PS), so this is in the same
+/// numbering as the positions it bounds.
+pub fn end_of_input(text: &str) -> (usize, usize) {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // CR LF is one break, counted at the LF.
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                line += 1;
+                column = 1;
+            }
+            _ => column += 1,
+        }
+    }
+    (line, column)
+}
+
+/// `pos`, or `end` when `pos` lies past it. Parsers that run out of input report the start of
+/// the line after the last one; for a file without a final newline that line does not exist, so
+/// `file:line:column` would point past the file. The end of its last line is where input ran out.
+pub fn clamp_to_end(pos: (usize, usize), end: (usize, usize)) -> (usize, usize) {
+    pos.min(end)
 }
 
 enum Frame {
@@ -149,5 +189,23 @@ mod tests {
         assert_eq!(p.find(0, "spec.taints[1]"), Some((7, 5)));
         assert_eq!(p.find(0, "spec.networking.missing"), Some((3, 3)));
         assert_eq!(p.find(1, "b"), Some((9, 4)));
+    }
+
+    #[test]
+    fn end_of_input_counts_breaks_as_yaml_does() {
+        assert_eq!(end_of_input(""), (1, 1));
+        assert_eq!(end_of_input("a: 1\nb: 2\nmetadata"), (3, 9));
+        assert_eq!(end_of_input("a: 1\nb: 2\n"), (3, 1));
+        assert_eq!(end_of_input("a: 1\r\nb: 2"), (2, 5));
+        assert_eq!(end_of_input("a: 1\rb: 2"), (2, 5));
+        assert_eq!(end_of_input("a: \u{85}b."), (2, 3));
+        assert_eq!(clamp_to_end((4, 1), (3, 9)), (3, 9));
+        assert_eq!(clamp_to_end((3, 2), (3, 9)), (3, 2));
+    }
+
+    #[test]
+    fn an_empty_value_at_the_end_is_found_on_the_last_line() {
+        let text = "kind: Cluster\nmetadata: x\napiVersion:";
+        assert_eq!(Positions::index(text).find(0, "apiVersion"), Some((3, 12)));
     }
 }

@@ -2,7 +2,7 @@
 //! their defaults and their validation.
 //!
 //! One place decides what a valid cluster is: [`load`] parses YAML keeping source positions,
-//! [`validate`] applies defaults and collects every problem as a [`SpecError`] that names where
+//! [`validate()`] applies defaults and collects every problem as a [`SpecError`] that names where
 //! (file:line:column or the flag), the field, what is wrong and how to fix it.
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub struct Cluster {
     pub api_version: String,
     /// Must be `Cluster`.
     pub kind: String,
-    /// Metadata.
+    /// The cluster's name (its key in the state store), labels and stored generation.
     pub metadata: Metadata,
     /// The spec.
     pub spec: ClusterSpec,
@@ -265,7 +265,7 @@ pub enum Cni {
     /// flannel (VXLAN).
     #[default]
     Flannel,
-    /// Calico.
+    /// Calico (VXLAN), which also enforces NetworkPolicy.
     Calico,
     /// None: bring your own.
     None,

@@ -8,7 +8,10 @@ use ipnet::IpNet;
 use super::error::{SpecError, SpecErrors};
 use super::load::{LoadedSpec, Source};
 use super::quantity::{parse_duration, parse_mib};
-use super::{versions, Arch, GpuMode, ProviderSpec, Role, Size, LABEL_CLUSTER};
+use super::{
+    versions, Addons, Arch, Assets, BootstrapSpec, Cluster, GpuMode, InstanceGroup,
+    InstanceGroupSpec, Networking, ProviderSpec, Role, Size, LABEL_CLUSTER,
+};
 
 /// Default size of an instance group that names neither `size` nor `flavor`.
 pub fn default_size(role: Role) -> Size {
@@ -66,12 +69,72 @@ fn name_fix(s: &str) -> String {
     }
 }
 
-/// Apply defaults to `spec` and check it. Returns every problem found.
+/// Apply defaults to `spec` and check it. Returns every problem found, in a fixed order (the CLI
+/// prints them in it and tests compare the lists): the Cluster document part by part, then each
+/// instance group as written, then the control-plane count.
 pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     let mut errors = Vec::new();
     let cluster_name = spec.config.cluster.metadata.name.clone();
+    apply_defaults(spec, &cluster_name);
 
-    // ----- defaults
+    // ----- cluster document
+    let mut col = Collector {
+        errors: Vec::new(),
+        src: &spec.cluster_src,
+        prefix: String::new(),
+    };
+    let cl = &spec.config.cluster;
+    check_kind_name_version(&mut col, cl);
+    let s = &cl.spec;
+    check_networking(&mut col, &s.networking);
+    check_provider(&mut col, &s.provider);
+    check_bootstrap(&mut col, &s.bootstrap);
+    check_ssh_public_key(&mut col, s.ssh_public_key.as_deref());
+    check_assets(&mut col, &s.assets);
+    check_addons(&mut col, &s.addons, &s.networking);
+    errors.append(&mut col.errors);
+
+    // ----- instance groups
+    let mut seen = BTreeSet::new();
+    let mut control_planes: i64 = 0;
+    for (g, src) in spec.config.groups.iter().zip(&spec.group_srcs) {
+        let mut col = Collector {
+            errors: Vec::new(),
+            src,
+            prefix: format!("InstanceGroup {}: ", g.metadata.name),
+        };
+        check_group_kind_name(&mut col, g, &cluster_name, &mut seen);
+        let gs = &g.spec;
+        if gs.role == Role::ControlPlane {
+            control_planes += gs.count.max(0);
+        }
+        check_group_count_size(&mut col, gs);
+        check_group_image_gpu(&mut col, gs, &s.provider);
+        check_group_taints_labels(&mut col, gs);
+        errors.append(&mut col.errors);
+    }
+    let mut col = Collector {
+        errors: Vec::new(),
+        src: &spec.cluster_src,
+        prefix: String::new(),
+    };
+    check_control_plane_count(&mut col, control_planes);
+    errors.append(&mut col.errors);
+
+    spec.config
+        .groups
+        .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+/// The defaults that depend on more than one field (serde fills in the rest): the NVIDIA device
+/// plugin when any group has GPUs, each group's cluster label and, without size or flavor, its
+/// default size.
+fn apply_defaults(spec: &mut LoadedSpec, cluster_name: &str) {
     let any_gpu = spec.config.groups.iter().any(|g| g.spec.gpu.is_some());
     let c = &mut spec.config.cluster.spec;
     if any_gpu && c.addons.nvidia_device_plugin.is_none() {
@@ -81,19 +144,15 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
         g.metadata
             .labels
             .entry(LABEL_CLUSTER.into())
-            .or_insert_with(|| cluster_name.clone());
+            .or_insert_with(|| cluster_name.to_string());
         if g.spec.size.is_none() && g.spec.flavor.is_none() {
             g.spec.size = Some(default_size(g.spec.role));
         }
     }
+}
 
-    // ----- cluster document
-    let mut col = Collector {
-        errors: Vec::new(),
-        src: &spec.cluster_src,
-        prefix: String::new(),
-    };
-    let cl = &spec.config.cluster;
+/// The Cluster document's kind, name and Kubernetes version.
+fn check_kind_name_version(col: &mut Collector, cl: &Cluster) {
     if cl.kind != "Cluster" {
         col.err(
             "kind",
@@ -119,7 +178,10 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             format!("use one of: {}", versions::supported().join(", ")),
         );
     }
-    let net = &s.networking;
+}
+
+/// Networks: no host bits, pods, services and nodes apart, and room for a /24 per node.
+fn check_networking(col: &mut Collector, net: &Networking) {
     for (name, cidr) in [
         ("podCIDR", Some(net.pod_cidr)),
         ("serviceCIDR", Some(net.service_cidr)),
@@ -166,7 +228,11 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             "use a /16 (the default 10.244.0.0/16) or at least a /22",
         );
     }
-    match &s.provider {
+}
+
+/// The provider's own settings that kprov can check before talking to it.
+fn check_provider(col: &mut Collector, provider: &ProviderSpec) {
+    match provider {
         ProviderSpec::Zstack(z) => {
             if !(z.endpoint.starts_with("http://") || z.endpoint.starts_with("https://")) {
                 col.err(
@@ -202,7 +268,11 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             }
         }
     }
-    if let Some(ttl) = Some(&s.bootstrap.token_ttl) {
+}
+
+/// The bootstrap token must outlive a create.
+fn check_bootstrap(col: &mut Collector, bootstrap: &BootstrapSpec) {
+    if let Some(ttl) = Some(&bootstrap.token_ttl) {
         match parse_duration(ttl) {
             Ok(d) if d.as_secs() < 3600 => col.err(
                 "spec.bootstrap.tokenTTL",
@@ -213,7 +283,11 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             Err(e) => col.err("spec.bootstrap.tokenTTL", e, "e.g. 24h"),
         }
     }
-    if let Some(key) = &s.ssh_public_key {
+}
+
+/// The SSH key installed on the nodes must be an OpenSSH public key line.
+fn check_ssh_public_key(col: &mut Collector, ssh_public_key: Option<&str>) {
+    if let Some(key) = ssh_public_key {
         let ok = key.split_whitespace().count() >= 2
             && [
                 "ssh-ed25519",
@@ -228,7 +302,11 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             col.err("spec.sshPublicKey", "not an OpenSSH public key", "paste the contents of ~/.ssh/id_ed25519.pub (a line starting with ssh-ed25519 or ssh-rsa)");
         }
     }
-    for (field, url) in [("spec.assets.fileRepository", &s.assets.file_repository)] {
+}
+
+/// Where binaries and images come from: URLs, a registry location, a known preset.
+fn check_assets(col: &mut Collector, assets: &Assets) {
+    for (field, url) in [("spec.assets.fileRepository", &assets.file_repository)] {
         if let Some(u) = url {
             if reqwest::Url::parse(u)
                 .map(|u| !matches!(u.scheme(), "http" | "https"))
@@ -242,7 +320,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             }
         }
     }
-    if let Some(reg) = &s.assets.container_registry {
+    if let Some(reg) = &assets.container_registry {
         if reg.contains("://") || reg.is_empty() || reg.ends_with('/') {
             col.err(
                 "spec.assets.containerRegistry",
@@ -251,7 +329,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             );
         }
     }
-    if let Some(p) = &s.assets.preset {
+    if let Some(p) = &assets.preset {
         if !crate::spec::PRESETS.contains(&p.as_str()) {
             col.err(
                 "spec.assets.preset",
@@ -260,7 +338,12 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             );
         }
     }
-    if let Some(d) = &s.addons.dashboard {
+}
+
+/// Add-on settings: the dashboard's NodePort, MetalLB's pools (outside the pod and service
+/// networks), the NFS export.
+fn check_addons(col: &mut Collector, addons: &Addons, net: &Networking) {
+    if let Some(d) = &addons.dashboard {
         if !(30000..=32767).contains(&d.node_port) {
             col.err(
                 "spec.addons.dashboard.nodePort",
@@ -269,7 +352,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             );
         }
     }
-    if let Some(m) = &s.addons.metallb {
+    if let Some(m) = &addons.metallb {
         if m.address_pools.is_empty() {
             col.err(
                 "spec.addons.metallb.addressPools",
@@ -304,7 +387,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             }
         }
     }
-    if let Some(n) = &s.addons.nfs_provisioner {
+    if let Some(n) = &addons.nfs_provisioner {
         if n.server.trim().is_empty() {
             col.err(
                 "spec.addons.nfsProvisioner.server",
@@ -320,197 +403,203 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             );
         }
     }
-    errors.append(&mut col.errors);
+}
 
-    // ----- instance groups
-    let mut seen = BTreeSet::new();
-    let mut control_planes: i64 = 0;
-    for (g, src) in spec.config.groups.iter().zip(&spec.group_srcs) {
-        let mut col = Collector {
-            errors: Vec::new(),
-            src,
-            prefix: format!("InstanceGroup {}: ", g.metadata.name),
-        };
-        if g.kind != "InstanceGroup" {
+/// An instance group's kind and name (a DNS label, short enough for host names, unique) and the
+/// cluster it is labelled with. `seen` collects the names of the groups checked so far.
+fn check_group_kind_name(
+    col: &mut Collector,
+    g: &InstanceGroup,
+    cluster_name: &str,
+    seen: &mut BTreeSet<String>,
+) {
+    if g.kind != "InstanceGroup" {
+        col.err(
+            "kind",
+            format!("kind is {:?}", g.kind),
+            "use `kind: InstanceGroup`",
+        );
+    }
+    if !is_dns1123_label(&g.metadata.name) {
+        col.err(
+            "metadata.name",
+            format!(
+                "instance group name {:?} is not a DNS-1123 label",
+                g.metadata.name
+            ),
+            name_fix(&g.metadata.name),
+        );
+    } else if cluster_name.len() + g.metadata.name.len() + 5 > 63 {
+        col.err(
+            "metadata.name",
+            "cluster and instance group names together are too long for host names",
+            "keep cluster name + group name under 58 characters",
+        );
+    }
+    if !seen.insert(g.metadata.name.clone()) {
+        col.err(
+            "metadata.name",
+            format!("instance group {:?} is defined twice", g.metadata.name),
+            "give each instance group a unique name",
+        );
+    }
+    if let Some(c) = g.metadata.labels.get(LABEL_CLUSTER) {
+        if c != cluster_name {
             col.err(
-                "kind",
-                format!("kind is {:?}", g.kind),
-                "use `kind: InstanceGroup`",
+                &format!("metadata.labels.{LABEL_CLUSTER}"),
+                format!("belongs to cluster {c:?}, not {cluster_name:?}"),
+                "put it in its own cluster's file or fix the label",
             );
         }
-        if !is_dns1123_label(&g.metadata.name) {
+    }
+}
+
+/// An instance group's count and machine size: size or flavor, kubeadm's minimums for a
+/// control plane, a root disk big enough for a node.
+fn check_group_count_size(col: &mut Collector, gs: &InstanceGroupSpec) {
+    if gs.count < 0 {
+        col.err(
+            "spec.count",
+            format!("count is {}", gs.count),
+            "use 0 or more",
+        );
+    } else if gs.count > 1000 {
+        col.err(
+            "spec.count",
+            format!("count {} is more than kprov manages in one group", gs.count),
+            "split it into groups of at most 1000",
+        );
+    }
+    if gs.size.is_some() && gs.flavor.is_some() {
+        col.err(
+            "spec.flavor",
+            "both size and flavor are set",
+            "keep one: size (cpu + memory) or a provider flavor",
+        );
+    }
+    if let Some(sz) = &gs.size {
+        if sz.cpu == 0 {
             col.err(
-                "metadata.name",
+                "spec.size.cpu",
+                "cpu is 0",
+                "give at least 1 vCPU (2 for control planes)",
+            );
+        }
+        match parse_mib(&sz.memory) {
+            Ok(m) if gs.role == Role::ControlPlane && m < 1700 => col.err(
+                "spec.size.memory",
                 format!(
-                    "instance group name {:?} is not a DNS-1123 label",
-                    g.metadata.name
+                    "{} is below kubeadm's minimum of 1700Mi for a control plane",
+                    sz.memory
                 ),
-                name_fix(&g.metadata.name),
-            );
-        } else if cluster_name.len() + g.metadata.name.len() + 5 > 63 {
+                "use at least 2Gi (4Gi recommended)",
+            ),
+            Ok(0) => col.err("spec.size.memory", "memory is 0", "e.g. 4Gi"),
+            Ok(_) => {}
+            Err(e) => col.err("spec.size.memory", e, "e.g. 4Gi"),
+        }
+        if gs.role == Role::ControlPlane && sz.cpu == 1 {
             col.err(
-                "metadata.name",
-                "cluster and instance group names together are too long for host names",
-                "keep cluster name + group name under 58 characters",
+                "spec.size.cpu",
+                "kubeadm needs at least 2 vCPUs on a control plane",
+                "set cpu: 2 or more",
             );
         }
-        if !seen.insert(g.metadata.name.clone()) {
-            col.err(
-                "metadata.name",
-                format!("instance group {:?} is defined twice", g.metadata.name),
-                "give each instance group a unique name",
-            );
+    }
+    if let Some(d) = &gs.root_disk {
+        match parse_mib(d) {
+            Ok(m) if m < 10 * 1024 => col.err(
+                "spec.rootDisk",
+                format!("{d} is too small for a Kubernetes node"),
+                "use at least 20Gi",
+            ),
+            Ok(_) => {}
+            Err(e) => col.err("spec.rootDisk", e, "e.g. 40Gi"),
         }
-        if let Some(c) = g.metadata.labels.get(LABEL_CLUSTER) {
-            if c != &cluster_name {
+    }
+}
+
+/// An instance group's image (built for the group's arch, where its name tells) and GPUs (what
+/// the provider can attach).
+fn check_group_image_gpu(col: &mut Collector, gs: &InstanceGroupSpec, provider: &ProviderSpec) {
+    if let Some(img) = &gs.image {
+        if let Some(img_arch) = arch_hint(img) {
+            if img_arch != gs.arch {
                 col.err(
-                    &format!("metadata.labels.{LABEL_CLUSTER}"),
-                    format!("belongs to cluster {c:?}, not {cluster_name:?}"),
-                    "put it in its own cluster's file or fix the label",
-                );
-            }
-        }
-        let gs = &g.spec;
-        if gs.count < 0 {
-            col.err(
-                "spec.count",
-                format!("count is {}", gs.count),
-                "use 0 or more",
-            );
-        } else if gs.count > 1000 {
-            col.err(
-                "spec.count",
-                format!("count {} is more than kprov manages in one group", gs.count),
-                "split it into groups of at most 1000",
-            );
-        }
-        if gs.role == Role::ControlPlane {
-            control_planes += gs.count.max(0);
-        }
-        if gs.size.is_some() && gs.flavor.is_some() {
-            col.err(
-                "spec.flavor",
-                "both size and flavor are set",
-                "keep one: size (cpu + memory) or a provider flavor",
-            );
-        }
-        if let Some(sz) = &gs.size {
-            if sz.cpu == 0 {
-                col.err(
-                    "spec.size.cpu",
-                    "cpu is 0",
-                    "give at least 1 vCPU (2 for control planes)",
-                );
-            }
-            match parse_mib(&sz.memory) {
-                Ok(m) if gs.role == Role::ControlPlane && m < 1700 => col.err(
-                    "spec.size.memory",
+                    "spec.image",
                     format!(
-                        "{} is below kubeadm's minimum of 1700Mi for a control plane",
-                        sz.memory
+                        "image {img:?} is built for {img_arch} but the group's arch is {}",
+                        gs.arch
                     ),
-                    "use at least 2Gi (4Gi recommended)",
-                ),
-                Ok(0) => col.err("spec.size.memory", "memory is 0", "e.g. 4Gi"),
-                Ok(_) => {}
-                Err(e) => col.err("spec.size.memory", e, "e.g. 4Gi"),
-            }
-            if gs.role == Role::ControlPlane && sz.cpu == 1 {
-                col.err(
-                    "spec.size.cpu",
-                    "kubeadm needs at least 2 vCPUs on a control plane",
-                    "set cpu: 2 or more",
+                    format!("use an {} image, or set arch: {img_arch}", gs.arch),
                 );
             }
         }
-        if let Some(d) = &gs.root_disk {
-            match parse_mib(d) {
-                Ok(m) if m < 10 * 1024 => col.err(
-                    "spec.rootDisk",
-                    format!("{d} is too small for a Kubernetes node"),
-                    "use at least 20Gi",
-                ),
-                Ok(_) => {}
-                Err(e) => col.err("spec.rootDisk", e, "e.g. 40Gi"),
-            }
+    }
+    if let Some(gpu) = &gs.gpu {
+        if gpu.count == 0 {
+            col.err(
+                "spec.gpu.count",
+                "gpu.count is 0",
+                "remove the gpu block or ask for 1 or more",
+            );
         }
-        if let Some(img) = &gs.image {
-            if let Some(img_arch) = arch_hint(img) {
-                if img_arch != gs.arch {
-                    col.err(
-                        "spec.image",
-                        format!(
-                            "image {img:?} is built for {img_arch} but the group's arch is {}",
-                            gs.arch
-                        ),
-                        format!("use an {} image, or set arch: {img_arch}", gs.arch),
-                    );
-                }
-            }
-        }
-        if let Some(gpu) = &gs.gpu {
-            if gpu.count == 0 {
-                col.err(
-                    "spec.gpu.count",
-                    "gpu.count is 0",
-                    "remove the gpu block or ask for 1 or more",
-                );
-            }
-            match &s.provider {
-                ProviderSpec::Aws(_) => {
-                    if gpu.mode == GpuMode::Mdev {
-                        col.err(
-                            "spec.gpu.mode",
-                            "AWS cannot slice GPUs (mdev)",
-                            "use mode: passthrough with a GPU instance type",
-                        );
-                    }
-                    if gs.flavor.is_none() {
-                        col.err(
-                            "spec.gpu",
-                            "on AWS GPUs come only with GPU instance types",
-                            format!(
-                                "set flavor to a GPU instance type, e.g. {}",
-                                if gs.arch == Arch::Arm64 {
-                                    "g5g.xlarge"
-                                } else {
-                                    "g4dn.xlarge"
-                                }
-                            ),
-                        );
-                    }
-                }
-                ProviderSpec::Libvirt(_) if gpu.mode == GpuMode::Mdev => {
+        match provider {
+            ProviderSpec::Aws(_) => {
+                if gpu.mode == GpuMode::Mdev {
                     col.err(
                         "spec.gpu.mode",
-                        "the libvirt provider passes whole PCI devices only",
-                        "use mode: passthrough",
+                        "AWS cannot slice GPUs (mdev)",
+                        "use mode: passthrough with a GPU instance type",
                     );
                 }
-                _ => {}
+                if gs.flavor.is_none() {
+                    col.err(
+                        "spec.gpu",
+                        "on AWS GPUs come only with GPU instance types",
+                        format!(
+                            "set flavor to a GPU instance type, e.g. {}",
+                            if gs.arch == Arch::Arm64 {
+                                "g5g.xlarge"
+                            } else {
+                                "g4dn.xlarge"
+                            }
+                        ),
+                    );
+                }
             }
-        }
-        for (i, t) in gs.taints.iter().enumerate() {
-            if let Err(e) = check_taint(t) {
-                col.err(&format!("spec.taints[{i}]"), e, "write taints as key[=value]:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute");
-            }
-        }
-        for k in gs.labels.keys() {
-            if !is_label_key(k) {
+            ProviderSpec::Libvirt(_) if gpu.mode == GpuMode::Mdev => {
                 col.err(
-                    &format!("spec.labels.{k}"),
-                    format!("{k:?} is not a valid Kubernetes label key"),
-                    "use [prefix/]name with letters, digits, '-', '_' and '.'",
+                    "spec.gpu.mode",
+                    "the libvirt provider passes whole PCI devices only",
+                    "use mode: passthrough",
                 );
             }
+            _ => {}
         }
-        errors.append(&mut col.errors);
     }
-    let mut col = Collector {
-        errors: Vec::new(),
-        src: &spec.cluster_src,
-        prefix: String::new(),
-    };
+}
+
+/// An instance group's node taints and labels must be what Kubernetes accepts.
+fn check_group_taints_labels(col: &mut Collector, gs: &InstanceGroupSpec) {
+    for (i, t) in gs.taints.iter().enumerate() {
+        if let Err(e) = check_taint(t) {
+            col.err(&format!("spec.taints[{i}]"), e, "write taints as key[=value]:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute");
+        }
+    }
+    for k in gs.labels.keys() {
+        if !is_label_key(k) {
+            col.err(
+                &format!("spec.labels.{k}"),
+                format!("{k:?} is not a valid Kubernetes label key"),
+                "use [prefix/]name with letters, digits, '-', '_' and '.'",
+            );
+        }
+    }
+}
+
+/// etcd wants an odd number of control planes, and there must be one.
+fn check_control_plane_count(col: &mut Collector, control_planes: i64) {
     if control_planes == 0 {
         col.err(
             "spec",
@@ -523,16 +612,6 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             format!("{control_planes} control-plane instances: etcd needs a majority, so an even count tolerates no more failures than one fewer and risks split votes"),
             format!("use {} or {} control-plane instances", control_planes - 1, control_planes + 1),
         );
-    }
-    errors.append(&mut col.errors);
-
-    spec.config
-        .groups
-        .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(SpecErrors(errors))
     }
 }
 

@@ -1,0 +1,321 @@
+//! The [`Renderer`]: a cluster's spec and secrets in, each node's `#cloud-config` out. It decides
+//! what the node does ([`NodeAction`]) and assembles the cloud-config from the node's files.
+
+use std::sync::Arc;
+
+use kprov_providers::{InstanceRequest, Role};
+use serde::Serialize;
+
+use super::user_data::gzip;
+use super::{
+    fit_user_data, templates, user_data_limit, yaml, BootstrapError, BootstrapOptions, NodeAction,
+    SCRIPT_PATH,
+};
+use crate::apply::{RenderContext, UserData};
+use crate::repo::Repo;
+use crate::secrets::ClusterSecrets;
+use crate::spec::versions::{self, Release};
+use crate::spec::ClusterConfig;
+
+/// A file as `cloud-config.yaml.tera` writes it: `content` is already YAML (a literal block, or
+/// base64 of the gzip when `encoding` says so), so the template embeds it verbatim.
+#[derive(Serialize)]
+struct FileCtx {
+    path: String,
+    permissions: &'static str,
+    encoding: Option<&'static str>,
+    content: String,
+}
+
+/// Renders user-data for a cluster's nodes. Implements [`UserData`] for the executor.
+pub struct Renderer {
+    pub(super) config: ClusterConfig,
+    pub(super) secrets: ClusterSecrets,
+    pub(super) discovery_hash: String,
+    pub(super) options: BootstrapOptions,
+    pub(super) release: &'static Release,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("cluster", &self.config.name())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user-data renderer for a cluster: loads its secrets from the state store.
+pub async fn renderer(repo: &Repo, config: &ClusterConfig) -> anyhow::Result<Arc<dyn UserData>> {
+    let secrets = crate::secrets::load(repo, config.name()).await?;
+    let discovery_hash = crate::pki::discovery_hash(&secrets.ca.cert_pem)?;
+    Ok(Arc::new(Renderer::new(
+        config.clone(),
+        secrets,
+        discovery_hash,
+        BootstrapOptions::from_env(),
+    )?))
+}
+
+impl UserData for Renderer {
+    fn render(&self, req: &InstanceRequest, ctx: &RenderContext) -> Result<Vec<u8>, String> {
+        self.render_user_data(req, ctx).map_err(|e| e.to_string())
+    }
+}
+
+fn with_port(endpoint: &str, port: u16) -> String {
+    let e = endpoint.trim();
+    if e.rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !e.ends_with(']')
+    {
+        e.to_string()
+    } else {
+        format!("{e}:{port}")
+    }
+}
+
+pub(super) fn endpoint_host(endpoint: &str) -> &str {
+    endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(endpoint)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
+impl Renderer {
+    /// A renderer for `config` with its secrets and the CA's discovery hash (`sha256:HEX`).
+    pub fn new(
+        config: ClusterConfig,
+        secrets: ClusterSecrets,
+        discovery_hash: String,
+        options: BootstrapOptions,
+    ) -> Result<Renderer, BootstrapError> {
+        let version = config.cluster.spec.kubernetes_version.clone();
+        let release =
+            versions::release(&version).ok_or_else(|| BootstrapError::UnknownVersion {
+                version,
+                supported: versions::supported().join(", "),
+            })?;
+        for b in ["kubeadm", "kubelet", "kubectl", "crictl", "cni-plugins"] {
+            if release.binary(b).is_none() {
+                return Err(BootstrapError::MissingBinary {
+                    version: release.version.into(),
+                    binary: b.into(),
+                });
+            }
+        }
+        templates::tera()?;
+        let discovery_hash = if discovery_hash.starts_with("sha256:") {
+            discovery_hash
+        } else {
+            format!("sha256:{discovery_hash}")
+        };
+        Ok(Renderer {
+            config,
+            secrets,
+            discovery_hash,
+            options,
+            release,
+        })
+    }
+
+    /// The cluster spec.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The secrets (for [`redact`](super::redact)).
+    pub fn secrets(&self) -> &ClusterSecrets {
+        &self.secrets
+    }
+
+    /// The provider's user-data limit ([`user_data_limit`]).
+    pub fn limit(&self) -> Option<usize> {
+        user_data_limit(self.config.cluster.spec.provider.name())
+    }
+
+    pub(super) fn control_plane_count(&self) -> i64 {
+        self.config
+            .groups
+            .iter()
+            .filter(|g| g.spec.role == Role::ControlPlane)
+            .map(|g| g.spec.count.max(0))
+            .sum()
+    }
+
+    fn spec_endpoint(&self) -> Option<String> {
+        let cp = &self.config.cluster.spec.control_plane;
+        cp.endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| with_port(e, cp.port))
+    }
+
+    /// The first control plane by the executor's rule: index 0 of the first control-plane
+    /// instance group (by name) that has instances.
+    fn is_designated_first(&self, req: &InstanceRequest) -> bool {
+        let first = self
+            .config
+            .groups
+            .iter()
+            .filter(|g| g.spec.role == Role::ControlPlane && g.spec.count > 0)
+            .map(|g| g.name())
+            .min();
+        req.role == Role::ControlPlane
+            && req.index == 0
+            && first == Some(req.instance_group.as_str())
+    }
+
+    /// Decide what `req` does: see [`NodeAction`]. An empty `ctx.control_plane_endpoint` means
+    /// this is the first control plane and no endpoint exists yet.
+    pub fn action(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<NodeAction, BootstrapError> {
+        let port = self.config.cluster.spec.control_plane.port;
+        let ctx_ep = Some(ctx.control_plane_endpoint.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| with_port(e, port));
+        let spec_ep = self.spec_endpoint();
+        Ok(match req.role {
+            Role::ControlPlane => match (ctx_ep, spec_ep) {
+                (None, None) => NodeAction::Init,
+                (None, Some(ep)) if self.is_designated_first(req) => {
+                    NodeAction::InitOrJoin { endpoint: ep }
+                }
+                (Some(c), Some(ep)) if c == ep && self.is_designated_first(req) => {
+                    NodeAction::InitOrJoin { endpoint: ep }
+                }
+                (Some(endpoint), _) | (None, Some(endpoint)) => {
+                    NodeAction::JoinControlPlane { endpoint }
+                }
+            },
+            Role::Node => match ctx_ep.or(spec_ep) {
+                Some(endpoint) => NodeAction::JoinWorker { endpoint },
+                None => {
+                    return Err(BootstrapError::NoEndpoint {
+                        node: req.name.clone(),
+                    })
+                }
+            },
+        })
+    }
+
+    pub(super) fn is_nvidia(req: &InstanceRequest) -> bool {
+        req.gpu.as_ref().is_some_and(|g| {
+            g.vendor
+                .as_deref()
+                .is_none_or(|v| v.to_ascii_lowercase().contains("nvidia"))
+        })
+    }
+
+    pub(super) fn check_token(&self) -> Result<(), BootstrapError> {
+        if self.secrets.token.expires <= chrono::Utc::now() {
+            return Err(BootstrapError::TokenExpired {
+                cluster: self.config.name().into(),
+                expires: self.secrets.token.expires.to_rfc3339(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn common_ctx(&self, req: &InstanceRequest, action: &NodeAction) -> tera::Context {
+        let mut ctx = tera::Context::new();
+        ctx.insert("node_name", &req.name);
+        ctx.insert("cluster_name", self.config.name());
+        ctx.insert("instance_group", &req.instance_group);
+        ctx.insert("arch", req.arch.as_str());
+        let role_desc = match action {
+            NodeAction::Init | NodeAction::InitOrJoin { .. } => "first control plane",
+            NodeAction::JoinControlPlane { .. } => "control plane",
+            NodeAction::JoinWorker { .. } if Self::is_nvidia(req) => "GPU worker",
+            NodeAction::JoinWorker { .. } => "worker",
+        };
+        ctx.insert("role_desc", role_desc);
+        ctx
+    }
+
+    /// The node's `#cloud-config`, uncompressed.
+    pub fn render_cloud_config(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<String, BootstrapError> {
+        let action = self.action(req, ctx)?;
+        let spec = &self.config.cluster.spec;
+        let mut files = Vec::new();
+        for f in self.files(req, ctx)? {
+            let (encoding, content) = if f.compress {
+                use base64::Engine;
+                (
+                    Some("gz+b64"),
+                    format!(
+                        "content: {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(gzip(f.content.as_bytes())?)
+                    ),
+                )
+            } else {
+                (None, yaml::literal_block("content", &f.content, 4))
+            };
+            files.push(FileCtx {
+                path: f.path,
+                permissions: f.permissions,
+                encoding,
+                content,
+            });
+        }
+        let mut tctx = self.common_ctx(req, &action);
+        tctx.insert(
+            "ssh_keys",
+            &spec
+                .ssh_public_key
+                .iter()
+                .map(|k| k.trim().to_string())
+                .collect::<Vec<_>>(),
+        );
+        tctx.insert(
+            "ca_bundle",
+            &spec
+                .assets
+                .ca_bundle
+                .as_deref()
+                .map(|c| yaml::indent_lines(c, 6))
+                .unwrap_or_default(),
+        );
+        tctx.insert("files", &files);
+        tctx.insert("script_path", SCRIPT_PATH);
+        templates::render("cloud-config.yaml.tera", &tctx)
+    }
+
+    /// The node's user-data as handed to the provider: the cloud-config, gzip-compressed when it
+    /// exceeds the provider's limit ([`user_data_limit`]); fails when even that is too large.
+    pub fn render_user_data(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<Vec<u8>, BootstrapError> {
+        let text = self.render_cloud_config(req, ctx)?;
+        fit_user_data(
+            &text,
+            self.limit(),
+            self.config.cluster.spec.provider.name(),
+            req,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_the_port() {
+        assert_eq!(with_port("lb.example", 6443), "lb.example:6443");
+        assert_eq!(with_port("lb.example:443", 6443), "lb.example:443");
+        assert_eq!(endpoint_host("10.0.0.1:6443"), "10.0.0.1");
+    }
+}
