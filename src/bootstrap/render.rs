@@ -1,8 +1,6 @@
 //! The [`Renderer`]: a cluster's spec and secrets in, each node's `#cloud-config` out. It decides
 //! what the node does ([`NodeAction`]) and assembles the cloud-config from the node's files.
 
-use std::sync::Arc;
-
 use kprov_providers::{InstanceRequest, Role};
 use serde::Serialize;
 
@@ -46,15 +44,24 @@ impl std::fmt::Debug for Renderer {
 }
 
 /// The user-data renderer for a cluster: loads its secrets from the state store.
-pub async fn renderer(repo: &Repo, config: &ClusterConfig) -> anyhow::Result<Arc<dyn UserData>> {
+pub async fn renderer(repo: &Repo, config: &ClusterConfig) -> anyhow::Result<Renderer> {
     let secrets = crate::secrets::load(repo, config.name()).await?;
     let discovery_hash = crate::pki::discovery_hash(&secrets.ca.cert_pem)?;
-    Ok(Arc::new(Renderer::new(
+    Ok(Renderer::new(
         config.clone(),
         secrets,
         discovery_hash,
         BootstrapOptions::from_env(),
-    )?))
+    )?)
+}
+
+impl Renderer {
+    /// The same renderer joining nodes with `token`: an apply refreshes the stored token after
+    /// the plan's size check rendered with the old one (same length, so the check holds).
+    pub fn with_token(mut self, token: crate::pki::BootstrapToken) -> Renderer {
+        self.secrets.token = token;
+        self
+    }
 }
 
 impl UserData for Renderer {

@@ -1,9 +1,12 @@
 //! Applying a plan: journal the run (and say when it resumes a killed one), make sure the
 //! cluster's secrets exist and its bootstrap token outlives the apply, then run the executor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply::{self, journal::TaskState, Journal, Outcome, Settings};
+use kprov_providers::InstanceRequest;
+
+use crate::apply::{self, journal::TaskState, Journal, Outcome, RenderContext, Settings, UserData};
 use crate::error::ExitError;
 use crate::repo::Repo;
 use crate::report::Progress;
@@ -53,15 +56,23 @@ pub async fn apply(
         deadline: opts.deadline,
         ..Default::default()
     };
-    if report.renderer.is_some() {
-        // A create killed right after storing the spec may have left no PKI: make it now
-        // (idempotent). New nodes join with the stored token: make sure it outlives this apply.
-        crate::secrets::ensure(repo, &report.config).await?;
-        let ttl = spec::quantity::parse_duration(&report.config.cluster.spec.bootstrap.token_ttl)
-            .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
-        crate::secrets::refresh_token(repo, name, ttl).await?;
-    }
-    let user_data = crate::bootstrap::renderer(repo, &report.config).await?;
+    let user_data: Arc<dyn UserData> = match report.renderer {
+        Some(renderer) => {
+            // A create killed right after storing the spec may have left no PKI: make it now
+            // (idempotent). New nodes join with the stored token: make sure it outlives this
+            // apply, and render with the token that is stored now.
+            crate::secrets::ensure(repo, &report.config).await?;
+            let spec = &report.config.cluster.spec;
+            let ttl = spec::quantity::parse_duration(&spec.bootstrap.token_ttl)
+                .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
+            let token = crate::secrets::refresh_token(repo, name, ttl).await?;
+            Arc::new(renderer.with_token(token))
+        }
+        // Nothing is created, so nothing is rendered.
+        None => Arc::new(|r: &InstanceRequest, _: &RenderContext| {
+            Err(format!("{}: the plan creates no instance", r.name))
+        }),
+    };
     let outcome = apply::apply(
         report.cloud.clone(),
         &report.plan,

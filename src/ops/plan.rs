@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kprov_providers::{Cloud, InstanceRequest, Role};
 
 use crate::apply::{RenderContext, UserData};
+use crate::bootstrap::Renderer;
 use crate::error::ExitError;
 use crate::plan::{self, Change, Plan};
 use crate::repo::Repo;
@@ -27,7 +28,7 @@ pub struct PlanReport {
     /// The changes, kops-style.
     pub plan: Plan,
     /// The renderer the size check used; `None` when nothing is created.
-    pub(crate) renderer: Option<Arc<dyn UserData>>,
+    pub(crate) renderer: Option<Renderer>,
 }
 
 impl PlanReport {
@@ -57,7 +58,7 @@ pub async fn plan(repo: &Repo, name: &str) -> anyhow::Result<PlanReport> {
     } else {
         check_capacity(cloud.as_ref(), name, &creating).await?;
         let renderer = crate::bootstrap::renderer(repo, &config).await?;
-        check_user_data_fits(renderer.as_ref(), name, &creating)?;
+        check_user_data_fits(&renderer, name, &creating)?;
         Some(renderer)
     };
     Ok(PlanReport {
