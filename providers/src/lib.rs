@@ -436,6 +436,23 @@ pub enum CloudError {
 }
 
 impl CloudError {
+    /// A [`CloudError::Fatal`] of `provider`: the cloud refused with `code` (or kprov refuses
+    /// before asking it), `message` says what is wrong and `fix` what the user can do. Every
+    /// adapter builds its non-retryable errors with this.
+    pub fn fatal(
+        provider: &'static str,
+        code: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> CloudError {
+        CloudError::Fatal {
+            provider,
+            code: code.into(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -459,6 +476,16 @@ pub trait Cloud: Send + Sync {
     fn default_concurrency(&self) -> usize {
         8
     }
+
+    /// The largest user-data this cloud accepts, in bytes of the user-data as handed to its API
+    /// (before any base64 the API adds itself), or `None` when there is no practical limit.
+    ///
+    /// The limit exists because clouds carry user-data in a bounded API field (EC2's
+    /// `UserData`, a ZStack system tag), and a cloud-config over it is refused only when the
+    /// instance is created — after the network and earlier instances were made. The bootstrap
+    /// renderer checks (and gzips) user-data against this figure before planning anything.
+    /// Each adapter documents where its figure comes from.
+    fn user_data_limit(&self) -> Option<usize>;
 
     /// Zones, images, sizes, networks and GPUs the cloud offers.
     async fn discover(&self) -> CloudResult<Inventory>;

@@ -14,10 +14,22 @@
 //!   second one) carrying `<metadata>` in namespace [`xml::METADATA_NS`];
 //! * with the NAT network mode, network `kprov.C`.
 //!
-//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`cloud`] (the adapter).
+//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`domain`] (the domain
+//! definition of a node), [`cloud`] (the adapter and its [`crate::Cloud`] impl), and the private
+//! `connection` (keepalive and reopening), `errors` (libvirt errors as [`crate::CloudError`]s),
+//! `storage` (pool, base image, root disk, seed volume), `passthrough` (host PCI devices for
+//! GPUs), `network` (the cluster network) and `resources` (listing and deleting what a cluster
+//! owns).
 
 pub mod cloud;
+mod connection;
+pub mod domain;
+mod errors;
+mod network;
+mod passthrough;
+mod resources;
 pub mod seed;
+mod storage;
 pub mod xml;
 
 use std::collections::BTreeMap;
