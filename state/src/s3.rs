@@ -154,7 +154,7 @@ impl S3Options {
 /// A parsed `s3://BUCKET[/PREFIX]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Url {
-    /// Bucket.
+    /// Bucket name.
     pub bucket: String,
     /// Key prefix without leading or trailing `/` (empty for the bucket root).
     pub prefix: String,
@@ -311,7 +311,7 @@ fn configured_endpoint(opts: &S3Options, sdk: &aws_config::SdkConfig) -> Option<
 /// An S3 client as [`s3_client`] and [`S3Store::open`] make it, with what the store names in
 /// its messages.
 struct Connection {
-    /// The client.
+    /// The SDK client.
     client: aws_sdk_s3::Client,
     /// The endpoint as configured ([`configured_endpoint`]); `None`: the AWS default.
     endpoint: Option<String>,
@@ -400,7 +400,7 @@ impl S3Store {
         &self.client
     }
 
-    /// The bucket.
+    /// The bucket the store lives in.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }

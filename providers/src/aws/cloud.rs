@@ -232,7 +232,7 @@ impl AwsCloud {
         &self.stats
     }
 
-    /// The configuration.
+    /// The settings the adapter was made with.
     pub fn config(&self) -> &AwsConfig {
         &self.cfg
     }

@@ -45,7 +45,7 @@ pub enum Nic {
 /// Everything the domain XML of one node depends on (pure data: unit-testable).
 #[derive(Debug, Clone)]
 pub struct DomainParams<'a> {
-    /// The request.
+    /// The instance the domain is for.
     pub req: &'a InstanceRequest,
     /// `kvm`, `qemu` or `test`.
     pub domain_type: String,
@@ -59,7 +59,7 @@ pub struct DomainParams<'a> {
     pub seed_volume: String,
     /// Direct kernel boot: kernel path, initrd path (on the libvirt host), command line.
     pub direct_boot: Option<DirectBootPaths>,
-    /// NIC.
+    /// How the NIC is made (libvirt network or user-mode).
     pub nic: Nic,
     /// Host PCI devices to pass through.
     pub hostdevs: Vec<PciAddress>,

@@ -110,7 +110,7 @@ pub struct LibvirtConfig {
     /// Directory of the per-cluster pool on the libvirt host (default
     /// `/var/lib/libvirt/images/kprov.CLUSTER`).
     pub pool_dir: Option<String>,
-    /// Networking.
+    /// How nodes are networked (NAT network, existing network, user-mode).
     pub network: NetworkMode,
     /// Domain type.
     pub domain_type: DomainType,

@@ -78,7 +78,7 @@ impl ZStackCloud {
         })
     }
 
-    /// The configuration.
+    /// The settings the adapter was made with.
     pub fn config(&self) -> &ZStackConfig {
         &self.config
     }
