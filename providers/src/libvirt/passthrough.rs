@@ -83,17 +83,15 @@ impl LibvirtCloud {
     ) -> CloudResult<Vec<PciAddress>> {
         match &req.gpu {
             None => Ok(vec![]),
-            Some(g) if g.mode == GpuMode::Mdev => {
-                return Err(CloudError::fatal(
-                    PROVIDER,
-                    "NoMdev",
-                    format!(
-                        "{}: mediated GPUs are not supported by the libvirt adapter",
-                        req.name
-                    ),
-                    "use gpu mode passthrough",
-                ))
-            }
+            Some(g) if g.mode == GpuMode::Mdev => Err(CloudError::fatal(
+                PROVIDER,
+                "NoMdev",
+                format!(
+                    "{}: mediated GPUs are not supported by the libvirt adapter",
+                    req.name
+                ),
+                "use gpu mode passthrough",
+            )),
             Some(g) => {
                 let used: BTreeSet<PciAddress> =
                     Self::hostdevs_in_use(conn, None).into_keys().collect();

@@ -342,7 +342,7 @@ impl LibvirtCloud {
             provider: PROVIDER,
             message: e.to_string(),
         })?;
-        StorageVol::create_xml(&pool, &x, 0)
+        StorageVol::create_xml(pool, &x, 0)
             .map_err(|e| verr(&format!("creating root volume {root}"), e))?;
         Ok(root)
     }
@@ -364,7 +364,7 @@ impl LibvirtCloud {
                 message: format!("building the seed ISO: {e}"),
             }
         })?;
-        self.upload_volume(conn, &pool, &seed_name, Upload::Bytes(&iso))?;
+        self.upload_volume(conn, pool, &seed_name, Upload::Bytes(&iso))?;
         Ok(seed_name)
     }
 }

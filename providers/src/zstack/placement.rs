@@ -722,7 +722,7 @@ impl ZStackCloud {
                     gpu.count,
                     gpu_filter_text(gpu),
                     first.arch,
-                    Self::gpu_supply(&infra, &devs, gpu, first.arch, &HashSet::new())
+                    Self::gpu_supply(infra, devs, gpu, first.arch, &HashSet::new())
                 ),
                 "free or add matching GPUs, lower the group's size or GPUs per instance, or loosen the vendor/model filter".into(),
             );
@@ -748,7 +748,7 @@ impl ZStackCloud {
             .filter(|d| d.arch == Some(req.arch) && host_ok.contains(d.host.as_str()))
             .filter(|d| d.matches(gpu))
             .collect();
-        match self.choose_gpus(&infra, gpu, &candidates) {
+        match self.choose_gpus(infra, gpu, &candidates) {
             Some(GpuChoice::Devices { devices, .. }) => taken.extend(devices),
             Some(GpuChoice::Spec { .. }) => {
                 // reserve count devices of the best host for the accounting
