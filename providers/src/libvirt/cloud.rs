@@ -6,10 +6,11 @@
 //! the one-time base image upload).
 //!
 //! The connection (keepalive, reopening) is in `super::connection`, libvirt errors in
-//! `super::errors`, the domain definition in [`super::domain`], pools and volumes in
-//! `super::storage`, PCI passthrough in `super::passthrough`, the network in `super::network`
-//! and the listing and deletion of a cluster's resources in `super::resources`; this file holds
-//! the adapter, the instance lookups and creation, and the [`Cloud`] impl.
+//! `super::errors`, the domain definition in `super::domain` (its public items are re-exported
+//! here), pools and volumes in `super::storage`, PCI passthrough in `super::passthrough`, the
+//! network in `super::network` and the listing and deletion of a cluster's resources in
+//! `super::resources`; this file holds the adapter, the instance lookups and creation, and the
+//! [`Cloud`] impl.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

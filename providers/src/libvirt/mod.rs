@@ -14,16 +14,16 @@
 //!   second one) carrying `<metadata>` in namespace [`xml::METADATA_NS`];
 //! * with the NAT network mode, network `kprov.C`.
 //!
-//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`domain`] (the domain
-//! definition of a node), [`cloud`] (the adapter and its [`crate::Cloud`] impl), and the private
-//! `connection` (keepalive and reopening), `errors` (libvirt errors as [`crate::CloudError`]s),
-//! `storage` (pool, base image, root disk, seed volume), `passthrough` (host PCI devices for
-//! GPUs), `network` (the cluster network) and `resources` (listing and deleting what a cluster
-//! owns).
+//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`cloud`] (the adapter and
+//! its [`crate::Cloud`] impl; it re-exports the domain definition of a node from the private
+//! `domain`), and the private `connection` (keepalive and reopening), `errors` (libvirt errors
+//! as [`crate::CloudError`]s), `storage` (pool, base image, root disk, seed volume),
+//! `passthrough` (host PCI devices for GPUs), `network` (the cluster network) and `resources`
+//! (listing and deleting what a cluster owns).
 
 pub mod cloud;
 mod connection;
-pub mod domain;
+mod domain;
 mod errors;
 mod network;
 mod passthrough;
