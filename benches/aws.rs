@@ -22,7 +22,7 @@ use kprov::plan::{diff, Desired};
 use kprov_providers::aws::aws_sdk_ec2::types::{
     Filter, InstanceType, ResourceType, Tag, TagSpecification,
 };
-use kprov_providers::aws::{AwsCloud, AwsConfig, StaticCredentials};
+use kprov_providers::aws::{AwsCloud, AwsConfig, Credentials};
 use kprov_providers::{
     instance_id, Arch, Cloud, InstanceRequest, MachineSize, NetworkRequest, Role, TAG_CLUSTER,
     TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
@@ -35,10 +35,13 @@ const CLUSTER: &str = "bench";
 fn config(endpoint: &str) -> AwsConfig {
     let mut c = AwsConfig::new("us-east-1");
     c.endpoint_url = Some(endpoint.into());
-    c.credentials = Some(StaticCredentials {
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-    });
+    c.credentials = Some(Credentials::new(
+        "testing",
+        "testing",
+        None,
+        None,
+        "kprov-static",
+    ));
     c.ami_owner = Some("amazon".into());
     c.ami_name = Some("al2023-ami-2023*-kernel-6.1-*".into());
     c

@@ -191,7 +191,7 @@ async fn s3_store_locks_between_processes_and_copies_clusters() {
 /// Read `key` below `s3://kprov-state/PREFIX` straight from moto (not through kprov or the
 /// proxy), with the state crate's own S3 client.
 async fn s3_object(moto: &Moto, prefix: &str, key: &str) -> Option<String> {
-    use kprov_state::s3::{S3Options, S3Store, StaticCredentials};
+    use kprov_state::s3::{Credentials, S3Options, S3Store};
     use kprov_state::StateStore;
     let store = S3Store::open(
         &format!("s3://kprov-state/{prefix}"),
@@ -199,10 +199,13 @@ async fn s3_object(moto: &Moto, prefix: &str, key: &str) -> Option<String> {
             endpoint: Some(moto.endpoint()),
             force_path_style: true,
             region: Some("us-east-1".into()),
-            credentials: Some(StaticCredentials {
-                access_key_id: "testing".into(),
-                secret_access_key: support_aws::SECRET.into(),
-            }),
+            credentials: Some(Credentials::new(
+                "testing",
+                support_aws::SECRET,
+                None,
+                None,
+                "kprov-static",
+            )),
             ..S3Options::default()
         },
     )

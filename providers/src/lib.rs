@@ -151,9 +151,9 @@ pub struct NetworkRequest {
 /// A cluster network as the provider sees it (a VPC, an L3 network, a libvirt network ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
-    /// Provider id.
+    /// The provider's id of it (VPC id, L3 network uuid, libvirt network name).
     pub id: String,
-    /// Human name.
+    /// Name to show in plans and messages.
     pub name: String,
     /// CIDR of the node network when known (used to check pod/service CIDR overlaps).
     pub cidr: Option<String>,
@@ -174,11 +174,11 @@ pub struct InstanceRequest {
     pub instance_group: String,
     /// Index within the instance group.
     pub index: u32,
-    /// Role.
+    /// Whether it runs the control plane or is a worker.
     pub role: Role,
-    /// Architecture.
+    /// CPU architecture; decides the image and the instance type or host.
     pub arch: Arch,
-    /// Size.
+    /// Machine size: an explicit shape or a provider flavor.
     pub size: MachineSize,
     /// Image name or id (provider-specific); `None` means the provider's default for `arch`.
     pub image: Option<String>,
@@ -199,7 +199,7 @@ pub struct InstanceRequest {
 pub struct Instance {
     /// Provider id (ZStack VM uuid, EC2 instance id, libvirt domain uuid).
     pub id: String,
-    /// Name.
+    /// Name (the request's name for instances kprov made; the hostname).
     pub name: String,
     /// Provider state, e.g. `Running`.
     pub state: String,
@@ -277,11 +277,11 @@ impl fmt::Display for ResourceKind {
 pub struct Resource {
     /// Kind (decides the deletion order).
     pub kind: ResourceKind,
-    /// Provider id.
+    /// The provider's id, which `delete_resource` deletes by.
     pub id: String,
-    /// Human name.
+    /// Name to show in plans and messages.
     pub name: String,
-    /// Tags.
+    /// Tags / labels found on the resource (always includes [`TAG_CLUSTER`]).
     pub tags: BTreeMap<String, String>,
 }
 
@@ -296,7 +296,7 @@ pub struct Inventory {
     pub images: Vec<ImageInfo>,
     /// Named sizes.
     pub flavors: Vec<FlavorInfo>,
-    /// Networks.
+    /// Networks instances can join (existing ones, and the cluster's if made).
     pub networks: Vec<Network>,
     /// GPUs / PCI devices usable for passthrough.
     pub gpus: Vec<GpuInfo>,
@@ -305,9 +305,9 @@ pub struct Inventory {
 /// An image the provider can boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
-    /// Provider id.
+    /// The provider's id of the image (ZStack uuid, AMI id, file path).
     pub id: String,
-    /// Name.
+    /// Image name, as specs may give it.
     pub name: String,
     /// Architecture, when the provider records it.
     pub arch: Option<Arch>,
@@ -316,9 +316,9 @@ pub struct ImageInfo {
 /// A named machine size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlavorInfo {
-    /// Provider id.
+    /// The provider's id of the size (offering uuid, instance type).
     pub id: String,
-    /// Name.
+    /// Size name, as an instance group's `flavor` gives it.
     pub name: String,
     /// vCPUs.
     pub cpus: u32,
@@ -333,7 +333,7 @@ pub struct FlavorInfo {
 /// A GPU (or other PCI device) that can be given to a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuInfo {
-    /// Provider id.
+    /// The provider's id of the device (ZStack device uuid, libvirt node device name).
     pub id: String,
     /// Vendor name.
     pub vendor: String,
@@ -376,21 +376,21 @@ pub enum CloudError {
     /// The cloud answered with an error it says is transient (throttling, 503, MN unavailable).
     #[error("{provider}: {message} (transient, code {code})")]
     Transient {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
         /// Error code from the cloud's error body.
         code: String,
-        /// Description.
+        /// What the cloud said, naming the call.
         message: String,
     },
     /// The cloud refused the request; retrying will not help.
     #[error("{provider}: {message} (code {code}); {fix}")]
     Fatal {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
         /// Error code from the cloud's error body.
         code: String,
-        /// Description.
+        /// What the cloud said, naming the call.
         message: String,
         /// What the user can do about it.
         fix: String,
@@ -398,9 +398,9 @@ pub enum CloudError {
     /// Authentication failed or credentials are missing.
     #[error("{provider}: authentication failed: {message}; {fix}")]
     Auth {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
-        /// Description.
+        /// What was refused or is missing.
         message: String,
         /// What the user can do about it.
         fix: String,
@@ -408,17 +408,17 @@ pub enum CloudError {
     /// The network call failed before the cloud answered (connection refused, reset, timeout).
     #[error("{provider}: cannot reach {endpoint}: {message}")]
     Unreachable {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
-        /// Endpoint.
+        /// The endpoint that was called (URL or libvirt URI).
         endpoint: String,
-        /// Description.
+        /// What failed: the call and the transport error.
         message: String,
     },
     /// An asynchronous operation did not finish in time.
     #[error("{provider}: {what} did not finish within {after:?}; check it in the cloud's console and re-run")]
     Timeout {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
         /// The job / operation.
         what: String,
@@ -428,14 +428,31 @@ pub enum CloudError {
     /// The cloud answered something kprov could not understand.
     #[error("{provider}: unexpected answer: {message}")]
     Protocol {
-        /// Provider name.
+        /// The provider (`zstack`, `aws`, `libvirt`, `memory`).
         provider: &'static str,
-        /// Description.
+        /// What was unexpected, naming the call.
         message: String,
     },
 }
 
 impl CloudError {
+    /// A [`CloudError::Fatal`] of `provider`: the cloud refused with `code` (or kprov refuses
+    /// before asking it), `message` says what is wrong and `fix` what the user can do. Every
+    /// adapter builds its non-retryable errors with this.
+    pub fn fatal(
+        provider: &'static str,
+        code: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> CloudError {
+        CloudError::Fatal {
+            provider,
+            code: code.into(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -459,6 +476,16 @@ pub trait Cloud: Send + Sync {
     fn default_concurrency(&self) -> usize {
         8
     }
+
+    /// The largest user-data this cloud accepts, in bytes of the user-data as handed to its API
+    /// (before any base64 the API adds itself), or `None` when there is no practical limit.
+    ///
+    /// The limit exists because clouds carry user-data in a bounded API field (EC2's
+    /// `UserData`, a ZStack system tag), and a cloud-config over it is refused only when the
+    /// instance is created — after the network and earlier instances were made. The bootstrap
+    /// renderer checks (and gzips) user-data against this figure before planning anything.
+    /// Each adapter documents where its figure comes from.
+    fn user_data_limit(&self) -> Option<usize>;
 
     /// Zones, images, sizes, networks and GPUs the cloud offers.
     async fn discover(&self) -> CloudResult<Inventory>;

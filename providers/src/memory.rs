@@ -148,6 +148,11 @@ impl Cloud for MemoryCloud {
         "memory"
     }
 
+    /// No limit: user-data is only stored in memory.
+    fn user_data_limit(&self) -> Option<usize> {
+        None
+    }
+
     async fn discover(&self) -> CloudResult<Inventory> {
         self.enter(false).await?;
         Ok(Inventory {

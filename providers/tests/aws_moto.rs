@@ -9,7 +9,7 @@ mod support_aws;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kprov_providers::aws::{AwsCloud, AwsConfig, StaticCredentials};
+use kprov_providers::aws::{AwsCloud, AwsConfig, Credentials};
 use kprov_providers::{
     instance_id, Arch, Cloud, CloudError, GpuMode, GpuRequest, InstanceRequest, MachineSize,
     NetworkRequest, Resource, ResourceKind, Role, TAG_CLUSTER, TAG_INDEX, TAG_INSTANCE_GROUP,
@@ -31,10 +31,13 @@ macro_rules! moto {
 fn config(endpoint: &str) -> AwsConfig {
     let mut c = AwsConfig::new("us-east-1");
     c.endpoint_url = Some(endpoint.into());
-    c.credentials = Some(StaticCredentials {
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-    });
+    c.credentials = Some(Credentials::new(
+        "testing",
+        "testing",
+        None,
+        None,
+        "kprov-static",
+    ));
     c.ami_owner = Some("amazon".into());
     c.ami_name = Some("al2023-ami-2023*-kernel-6.1-*".into());
     c.ssh_public_key = Some(SSH_KEY.into());

@@ -388,7 +388,7 @@ impl<S: StateStore> EncryptedStore<S> {
         &self.inner
     }
 
-    /// The key.
+    /// The key objects are encrypted with.
     pub fn key(&self) -> &EncryptionKey {
         &self.key
     }

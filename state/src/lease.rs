@@ -60,7 +60,7 @@ pub fn lease_key(cluster: &str) -> String {
 /// Who is asking for the lease.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    /// Cluster.
+    /// The cluster to lock.
     pub cluster: String,
     /// Command description.
     pub command: String,

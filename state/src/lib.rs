@@ -35,7 +35,7 @@ impl fmt::Display for Version {
 /// An object read from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
-    /// Contents.
+    /// The object's bytes.
     pub bytes: Vec<u8>,
     /// Version, for a later compare-and-swap.
     pub version: Version,
@@ -44,7 +44,7 @@ pub struct Object {
 /// When a write or delete may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
-    /// Always.
+    /// Write or delete whatever is there (or is not).
     None,
     /// Only if no object exists under the key (create).
     IfAbsent,
@@ -58,21 +58,21 @@ pub enum StateError {
     /// The write's condition did not hold: someone else wrote (or created) the object.
     #[error("{key} changed since it was read (or already exists): another kprov run wrote it; re-run to work on the current version")]
     Conflict {
-        /// Key.
+        /// The state key whose object changed.
         key: String,
     },
     /// A key is not valid.
     #[error("invalid state key {key:?}: {why}")]
     InvalidKey {
-        /// Key.
+        /// The key as given.
         key: String,
-        /// Why.
+        /// What is wrong with it.
         why: String,
     },
     /// The store URL is not understood.
     #[error("invalid state store URL {url:?}: {why}")]
     InvalidUrl {
-        /// URL.
+        /// The URL as given.
         url: String,
         /// Why and how to fix.
         why: String,
@@ -83,7 +83,7 @@ pub enum StateError {
     Io {
         /// Path or key.
         location: String,
-        /// Cause.
+        /// The I/O error.
         cause: std::io::Error,
     },
     /// The backend failed (network, permissions, ...).
@@ -97,7 +97,7 @@ pub enum StateError {
     /// The lock lease is held by someone else.
     #[error("cluster {cluster} is locked by {holder}")]
     Locked {
-        /// Cluster.
+        /// The cluster whose lock is held.
         cluster: String,
         /// Holder description (user@host pid command, age).
         holder: String,

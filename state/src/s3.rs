@@ -29,7 +29,6 @@
 //!   [`S3Options`] and `docs/state.md`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex as StdMutex};
@@ -40,7 +39,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, ServerSideEncryption};
@@ -76,24 +75,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// cannot clash with a state key ([`validate_key`] reserves those) and is hidden from `list`.
 pub const PROBE_DIR: &str = ".kprov-probe";
 
-/// Static credentials, for tests and stores outside the AWS credential chain.
-#[derive(Clone)]
-pub struct StaticCredentials {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
-}
-
-impl fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The secret must never reach a log line through `{:?}`.
-        f.debug_struct("StaticCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
-}
+/// Static credentials, for tests and stores outside the AWS credential chain: the AWS SDK's
+/// access-key credentials, built with `Credentials::new(key_id, secret, None, None,
+/// "kprov-static")`. Their `Debug` redacts the secret. The same type as
+/// `kprov_providers::aws::Credentials` (one SDK release train).
+pub use aws_sdk_s3::config::Credentials;
 
 /// How to reach the bucket. [`S3Options::from_env`] reads the kprov settings; everything the
 /// AWS SDK reads itself (`AWS_PROFILE`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
@@ -110,7 +96,7 @@ pub struct S3Options {
     /// Region instead of the SDK chain's (the SDK chain still falls back to [`DEFAULT_REGION`]).
     pub region: Option<String>,
     /// Credentials instead of the SDK's credential chain.
-    pub credentials: Option<StaticCredentials>,
+    pub credentials: Option<Credentials>,
     /// Attempts per request, first try included ([`DEFAULT_MAX_ATTEMPTS`]).
     pub max_attempts: u32,
     /// First retry backoff; the SDK doubles it (with jitter) up to 20 s. Tests shorten it.
@@ -168,7 +154,7 @@ impl S3Options {
 /// A parsed `s3://BUCKET[/PREFIX]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Url {
-    /// Bucket.
+    /// Bucket name.
     pub bucket: String,
     /// Key prefix without leading or trailing `/` (empty for the bucket root).
     pub prefix: String,
@@ -322,52 +308,79 @@ fn configured_endpoint(opts: &S3Options, sdk: &aws_config::SdkConfig) -> Option<
         .or_else(|| sdk.endpoint_url().map(str::to_string))
 }
 
+/// An S3 client as [`s3_client`] and [`S3Store::open`] make it, with what the store names in
+/// its messages.
+struct Connection {
+    /// The SDK client.
+    client: aws_sdk_s3::Client,
+    /// The endpoint as configured ([`configured_endpoint`]); `None`: the AWS default.
+    endpoint: Option<String>,
+    /// The region requests are signed for.
+    region: String,
+}
+
+/// Build the client from the AWS chain plus `opts` (see [`s3_client`]).
+async fn connect(opts: &S3Options) -> Connection {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(opts.max_attempts.max(1))
+        .with_initial_backoff(opts.initial_backoff);
+    // Without an attempt timeout a server that accepts the connection and never answers
+    // would hang kprov forever; state objects are small, so a minute per attempt is ample.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(r) = &opts.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(c) = &opts.credentials {
+        loader = loader.credentials_provider(c.clone());
+    }
+    let sdk = loader.load().await;
+    let mut conf = aws_sdk_s3::config::Builder::from(&sdk);
+    let region = sdk
+        .region()
+        .map_or(DEFAULT_REGION.to_string(), |r| r.to_string());
+    if sdk.region().is_none() {
+        conf = conf.region(Region::new(DEFAULT_REGION));
+    }
+    let endpoint = configured_endpoint(opts, &sdk);
+    if let Some(e) = &opts.endpoint {
+        conf = conf.endpoint_url(e.clone());
+    }
+    let path_style = opts.force_path_style || endpoint.as_deref().is_some_and(is_ip_or_localhost);
+    conf = conf.force_path_style(path_style);
+    Connection {
+        client: aws_sdk_s3::Client::from_conf(conf.build()),
+        endpoint,
+        region,
+    }
+}
+
+/// An S3 client configured exactly as [`S3Store::open`] configures its own: the standard AWS
+/// chain plus `opts` (endpoint, path-style addressing, region, credentials, retries with
+/// backoff, a 5 s connect timeout and a 60 s limit per attempt). For tools that need raw object
+/// access to a bucket (e.g. mirroring files into it) without opening a state store. Loads the
+/// AWS configuration but makes no request.
+pub async fn s3_client(opts: &S3Options) -> StateResult<aws_sdk_s3::Client> {
+    Ok(connect(opts).await.client)
+}
+
 impl S3Store {
     /// Open `s3://BUCKET[/PREFIX]`. Loads the AWS configuration but makes no request: the bucket
     /// is checked on first use.
     pub async fn open(url: &str, opts: S3Options) -> StateResult<Self> {
         let parsed = S3Url::parse(url)?;
-        let retry = RetryConfig::standard()
-            .with_max_attempts(opts.max_attempts.max(1))
-            .with_initial_backoff(opts.initial_backoff);
-        // Without an attempt timeout a server that accepts the connection and never answers
-        // would hang kprov forever; state objects are small, so a minute per attempt is ample.
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(60))
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(retry)
-            .timeout_config(timeouts);
-        if let Some(r) = &opts.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        if let Some(c) = &opts.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                None,
-                None,
-                "kprov-static",
-            ));
-        }
-        let sdk = loader.load().await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&sdk);
-        let region = sdk
-            .region()
-            .map_or(DEFAULT_REGION.to_string(), |r| r.to_string());
-        if sdk.region().is_none() {
-            conf = conf.region(Region::new(DEFAULT_REGION));
-        }
-        let endpoint = configured_endpoint(&opts, &sdk);
-        if let Some(e) = &opts.endpoint {
-            conf = conf.endpoint_url(e.clone());
-        }
-        let path_style =
-            opts.force_path_style || endpoint.as_deref().is_some_and(is_ip_or_localhost);
-        conf = conf.force_path_style(path_style);
+        let Connection {
+            client,
+            endpoint,
+            region,
+        } = connect(&opts).await;
         Ok(S3Store {
-            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            client,
             bucket: parsed.bucket,
             prefix: if parsed.prefix.is_empty() {
                 String::new()
@@ -387,7 +400,7 @@ impl S3Store {
         &self.client
     }
 
-    /// The bucket.
+    /// The bucket the store lives in.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -980,10 +993,7 @@ mod tests {
 
     #[test]
     fn credentials_debug_is_redacted() {
-        let c = StaticCredentials {
-            access_key_id: "AKID".into(),
-            secret_access_key: "hunter2".into(),
-        };
+        let c = Credentials::new("AKID", "hunter2", None, None, "kprov-static");
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

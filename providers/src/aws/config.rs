@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use aws_sdk_ec2::config::Credentials;
+
 /// Settings of one [`super::AwsCloud`].
 #[derive(Clone)]
 pub struct AwsConfig {
@@ -13,9 +15,12 @@ pub struct AwsConfig {
     /// SDK resolve it: `AWS_ENDPOINT_URL[_EC2|_ELASTIC_LOAD_BALANCING_V2]`, profile, or the
     /// partition's public endpoint for the region.
     pub endpoint_url: Option<String>,
-    /// Static credentials (tests, tools). `None` uses the standard AWS chain (env, profile, SSO,
-    /// web identity, container or instance role). Never logged.
-    pub credentials: Option<StaticCredentials>,
+    /// Static credentials (tests, tools), e.g.
+    /// `Credentials::new(key_id, secret, None, None, "kprov-static")`. `None` uses the standard
+    /// AWS chain (env, profile, SSO, web identity, container or instance role). Never logged:
+    /// this struct's `Debug` shows only whether they are set, and the SDK type's own `Debug`
+    /// redacts the secret.
+    pub credentials: Option<Credentials>,
     /// Reuse this VPC instead of creating one.
     pub vpc_id: Option<String>,
     /// Reuse these subnets (with `vpc_id`); empty with `vpc_id` means every subnet of the VPC.
@@ -97,20 +102,5 @@ impl fmt::Debug for AwsConfig {
             .field("zones", &self.zones)
             .field("control_plane_count", &self.control_plane_count)
             .finish_non_exhaustive()
-    }
-}
-
-/// An access key pair given in code instead of the credential chain.
-#[derive(Clone)]
-pub struct StaticCredentials {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
-}
-
-impl fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StaticCredentials(<redacted>)")
     }
 }

@@ -9,18 +9,32 @@
 //! * [`select`]: pure helpers: instance-type selection, user-data encoding, client tokens,
 //!   subnet CIDRs, load-balancer names;
 //! * [`stats`]: an SDK interceptor counting API calls per action;
-//! * [`cloud`]: the [`crate::Cloud`] implementation.
+//! * [`cloud`]: the adapter [`AwsCloud`] and its [`crate::Cloud`] implementation, which
+//!   delegates to the private modules `choice` (instance type and image of a request, and the
+//!   plan check), `network` (VPC, gateway, route table, subnets, security group, key pair),
+//!   `load_balancer` (the NLB of an HA control plane), `instances` (find, create, terminate)
+//!   and `resources` (everything a cluster owns: list and delete).
 
+mod choice;
 pub mod cloud;
 pub mod config;
 pub mod errors;
+mod instances;
+mod load_balancer;
+mod network;
 pub mod partition;
+mod resources;
 pub mod select;
 pub mod stats;
 
 pub use cloud::AwsCloud;
-pub use config::{AwsConfig, StaticCredentials};
+pub use config::AwsConfig;
 pub use stats::ApiStats;
+
+/// The AWS SDK's access-key credentials, for [`AwsConfig::credentials`]: build them with
+/// `Credentials::new(key_id, secret, None, None, "kprov-static")`. Its `Debug` redacts the
+/// secret. The same type as `kprov_state::s3::Credentials` (one SDK release train).
+pub use aws_sdk_ec2::config::Credentials;
 
 /// The EC2 SDK this adapter is built on, re-exported so tests and tools inspect the cloud with
 /// exactly the same client (and without depending on the SDK themselves).

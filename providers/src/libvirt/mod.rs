@@ -14,10 +14,22 @@
 //!   second one) carrying `<metadata>` in namespace [`xml::METADATA_NS`];
 //! * with the NAT network mode, network `kprov.C`.
 //!
-//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`cloud`] (the adapter).
+//! Submodules: [`xml`] (typed XML documents), [`seed`] (the seed ISO), [`cloud`] (the adapter and
+//! its [`crate::Cloud`] impl; it re-exports the domain definition of a node from the private
+//! `domain`), and the private `connection` (keepalive and reopening), `errors` (libvirt errors
+//! as [`crate::CloudError`]s), `storage` (pool, base image, root disk, seed volume),
+//! `passthrough` (host PCI devices for GPUs), `network` (the cluster network) and `resources`
+//! (listing and deleting what a cluster owns).
 
 pub mod cloud;
+mod connection;
+mod domain;
+mod errors;
+mod network;
+mod passthrough;
+mod resources;
 pub mod seed;
+mod storage;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -98,7 +110,7 @@ pub struct LibvirtConfig {
     /// Directory of the per-cluster pool on the libvirt host (default
     /// `/var/lib/libvirt/images/kprov.CLUSTER`).
     pub pool_dir: Option<String>,
-    /// Networking.
+    /// How nodes are networked (NAT network, existing network, user-mode).
     pub network: NetworkMode,
     /// Domain type.
     pub domain_type: DomainType,

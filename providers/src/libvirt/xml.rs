@@ -3,12 +3,16 @@
 //! kprov's `<metadata>` element and of the host documents kprov inspects (capabilities, node
 //! devices, pool target path, hostdevs in use).
 
-use std::collections::BTreeMap;
-
-use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
 use serde::Serialize;
+
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{
+    attrs_of, hostdev_addresses, parse_metadata, parse_pci_device, texts_of, ParsedMetadata,
+    PciDevice,
+};
 
 /// The XML namespace of kprov's domain metadata.
 pub const METADATA_NS: &str = "https://kprov.io/xmlns/libvirt/1";
@@ -27,7 +31,7 @@ pub fn to_xml<T: Serialize>(doc: &T) -> Result<String, quick_xml::SeError> {
 /// An element with only text content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Text {
-    /// The text.
+    /// The element's text content.
     #[serde(rename = "$text")]
     pub text: String,
 }
@@ -59,7 +63,7 @@ pub struct DomainXml {
     pub uuid: String,
     /// kprov's metadata.
     pub metadata: MetadataXml,
-    /// Memory.
+    /// Guest memory (`<memory unit='MiB'>`).
     pub memory: Memory,
     /// vCPUs.
     pub vcpu: u32,
@@ -76,7 +80,7 @@ pub struct DomainXml {
     pub on_reboot: String,
     /// `destroy`.
     pub on_crash: String,
-    /// Devices.
+    /// Disks, NICs, passed-through devices, serial console.
     pub devices: Devices,
     /// Extra QEMU arguments (user-mode networking with `restrict=on`).
     #[serde(rename = "qemu:commandline", skip_serializing_if = "Option::is_none")]
@@ -97,10 +101,10 @@ pub struct KprovInstance {
     /// Namespace declaration ([`METADATA_NS`]).
     #[serde(rename = "@xmlns:kprov")]
     pub xmlns: String,
-    /// Cluster.
+    /// Name of the kprov cluster the domain belongs to.
     #[serde(rename = "@cluster")]
     pub cluster: String,
-    /// Role.
+    /// `control-plane` or `node`.
     #[serde(rename = "@role")]
     pub role: String,
     /// Instance group.
@@ -123,10 +127,10 @@ pub struct KprovInstance {
 /// `<kprov:tag key=… value=…/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KprovTag {
-    /// Key.
+    /// Tag key, e.g. `kprov.io/role`.
     #[serde(rename = "@key")]
     pub key: String,
-    /// Value.
+    /// Tag value.
     #[serde(rename = "@value")]
     pub value: String,
 }
@@ -137,7 +141,7 @@ pub struct Memory {
     /// Unit (`MiB`).
     #[serde(rename = "@unit")]
     pub unit: String,
-    /// Amount.
+    /// Size in `unit`s.
     #[serde(rename = "$text")]
     pub amount: u64,
 }
@@ -204,7 +208,7 @@ pub struct Features {
 /// `<gic version='3'/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gic {
-    /// Version.
+    /// GIC version (`3`).
     #[serde(rename = "@version")]
     pub version: String,
 }
@@ -218,7 +222,7 @@ pub struct Cpu {
     /// `exact` with a custom model.
     #[serde(rename = "@match", skip_serializing_if = "Option::is_none")]
     pub match_: Option<String>,
-    /// Model.
+    /// The CPU model to emulate (`mode='custom'` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<CpuModel>,
 }
@@ -240,7 +244,7 @@ pub struct Devices {
     /// Controllers (virtio-scsi for the aarch64 seed cdrom).
     #[serde(rename = "controller", skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<Controller>,
-    /// Disks.
+    /// The root disk and the seed cdrom.
     #[serde(rename = "disk")]
     pub disks: Vec<Disk>,
     /// NICs on libvirt networks.
@@ -252,7 +256,7 @@ pub struct Devices {
     /// Serial ports.
     #[serde(rename = "serial")]
     pub serials: Vec<Serial>,
-    /// Console.
+    /// The console on the serial port.
     #[serde(rename = "console")]
     pub consoles: Vec<Console>,
     /// `<memballoon model='none'/>`.
@@ -279,11 +283,11 @@ pub struct Disk {
     /// `disk` or `cdrom`.
     #[serde(rename = "@device")]
     pub device: String,
-    /// Driver.
+    /// QEMU's driver and the image format (`qcow2`, `raw`).
     pub driver: Driver,
     /// Source volume.
     pub source: VolumeSource,
-    /// Target.
+    /// Guest device name and bus (`vda`/`virtio`, `sda`/`scsi`, `hdc`/`ide`).
     pub target: Target,
     /// `<readonly/>` for the seed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,7 +344,7 @@ pub struct InterfaceXml {
 /// `<mac address=…/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mac {
-    /// Address.
+    /// MAC address (`52:54:00:…`, derived from the instance id).
     #[serde(rename = "@address")]
     pub address: String,
 }
@@ -356,7 +360,7 @@ pub struct NetworkSource {
 /// `<model type=…/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelType {
-    /// Type.
+    /// Value of the `type` attribute (`virtio`, `raw`, `qcow2`).
     #[serde(rename = "@type")]
     pub kind: String,
 }
@@ -364,7 +368,7 @@ pub struct ModelType {
 /// `<memballoon model=…/>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Model {
-    /// Model.
+    /// Value of the `model` attribute (`none` for the memory balloon).
     #[serde(rename = "@model")]
     pub model: String,
 }
@@ -388,23 +392,23 @@ pub struct Hostdev {
 /// `<source><address …/></source>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostdevSource {
-    /// Address.
+    /// PCI address of the host device.
     pub address: PciAddress,
 }
 
 /// A PCI address as libvirt spells it (`0x0000`, `0x01`, `0x00`, `0x0`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PciAddress {
-    /// Domain.
+    /// PCI domain, `0x0000`.
     #[serde(rename = "@domain")]
     pub domain: String,
-    /// Bus.
+    /// PCI bus, `0x00`.
     #[serde(rename = "@bus")]
     pub bus: String,
-    /// Slot.
+    /// PCI slot, `0x00`.
     #[serde(rename = "@slot")]
     pub slot: String,
-    /// Function.
+    /// PCI function, `0x0`.
     #[serde(rename = "@function")]
     pub function: String,
 }
@@ -448,7 +452,7 @@ pub struct Serial {
 /// `<log file=… append='off'/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Log {
-    /// Path.
+    /// Path of the log file on the libvirt host.
     #[serde(rename = "@file")]
     pub file: String,
     /// `off`.
@@ -459,7 +463,7 @@ pub struct Log {
 /// `<target port='0'/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SerialTarget {
-    /// Port.
+    /// Serial port number (`0`).
     #[serde(rename = "@port")]
     pub port: u32,
 }
@@ -470,7 +474,7 @@ pub struct Console {
     /// `pty`.
     #[serde(rename = "@type")]
     pub kind: String,
-    /// Target.
+    /// The serial port it is on.
     pub target: ConsoleTarget,
 }
 
@@ -480,7 +484,7 @@ pub struct ConsoleTarget {
     /// `serial`.
     #[serde(rename = "@type")]
     pub kind: String,
-    /// Port.
+    /// Serial port number (`0`).
     #[serde(rename = "@port")]
     pub port: u32,
 }
@@ -488,7 +492,7 @@ pub struct ConsoleTarget {
 /// `<qemu:commandline>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QemuCommandline {
-    /// Arguments.
+    /// Arguments appended to QEMU's command line, in order.
     #[serde(rename = "qemu:arg")]
     pub args: Vec<QemuArg>,
 }
@@ -496,7 +500,7 @@ pub struct QemuCommandline {
 /// `<qemu:arg value=…/>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QemuArg {
-    /// Value.
+    /// One QEMU command-line argument.
     #[serde(rename = "@value")]
     pub value: String,
 }
@@ -505,7 +509,7 @@ pub struct QemuArg {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename = "network")]
 pub struct NetworkXml {
-    /// Name.
+    /// Network name (`kprov.CLUSTER`).
     pub name: String,
     /// `<forward mode='nat'/>`.
     pub forward: Forward,
@@ -543,7 +547,7 @@ pub struct Ip {
     /// Gateway address.
     #[serde(rename = "@address")]
     pub address: String,
-    /// Netmask.
+    /// Netmask (`255.255.255.0`).
     #[serde(rename = "@netmask")]
     pub netmask: String,
     /// DHCP.
@@ -553,7 +557,7 @@ pub struct Ip {
 /// `<dhcp><range …/></dhcp>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Dhcp {
-    /// Range.
+    /// Addresses handed out.
     pub range: Range,
 }
 
@@ -575,7 +579,7 @@ pub struct PoolXml {
     /// `dir`.
     #[serde(rename = "@type")]
     pub kind: String,
-    /// Name.
+    /// Pool name (`kprov.CLUSTER`).
     pub name: String,
     /// `<target><path>…</path></target>`.
     pub target: PathTarget,
@@ -592,9 +596,9 @@ pub struct PathTarget {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename = "volume")]
 pub struct VolumeXml {
-    /// Name.
+    /// Volume name (`kprov.CLUSTER.…`).
     pub name: String,
-    /// Capacity.
+    /// Size of the volume.
     pub capacity: Capacity,
     /// `<target><format type=…/></target>`.
     pub target: VolTarget,
@@ -609,7 +613,7 @@ pub struct Capacity {
     /// `bytes`.
     #[serde(rename = "@unit")]
     pub unit: String,
-    /// Amount.
+    /// Size in `unit`s.
     #[serde(rename = "$text")]
     pub amount: u64,
 }
@@ -617,7 +621,7 @@ pub struct Capacity {
 /// `<target><format type=…/></target>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VolTarget {
-    /// Format.
+    /// Format of the volume (`raw`, `qcow2`).
     pub format: ModelType,
 }
 
@@ -626,253 +630,6 @@ pub struct VolTarget {
 pub struct BackingStore {
     /// Path of the backing volume on the libvirt host (from `virStorageVolGetPath`).
     pub path: String,
-    /// Its format.
+    /// Format of the backing file (`qcow2`).
     pub format: ModelType,
-}
-
-/// kprov's metadata as read back from a domain.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ParsedMetadata {
-    /// Cluster.
-    pub cluster: String,
-    /// All tags.
-    pub tags: BTreeMap<String, String>,
-}
-
-fn attrs(e: &quick_xml::events::BytesStart<'_>) -> BTreeMap<String, String> {
-    e.attributes()
-        .flatten()
-        .filter_map(|a| {
-            let k = String::from_utf8_lossy(a.key.local_name().as_ref()).to_string();
-            let v = a.unescape_value().ok()?.to_string();
-            Some((k, v))
-        })
-        .collect()
-}
-
-/// Read kprov's `<instance>` element (namespace [`METADATA_NS`], any prefix) from a domain XML.
-/// `None` when the domain has none (not kprov's).
-pub fn parse_metadata(domain_xml: &str) -> Option<ParsedMetadata> {
-    let mut r = NsReader::from_str(domain_xml);
-    let mut found: Option<ParsedMetadata> = None;
-    loop {
-        let ev = r.read_resolved_event();
-        let (ns, ev) = match ev {
-            Ok(x) => x,
-            Err(_) => return None,
-        };
-        let ours = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == METADATA_NS.as_bytes());
-        match ev {
-            Event::Start(e) | Event::Empty(e) if ours => {
-                let a = attrs(&e);
-                match e.local_name().as_ref() {
-                    b"instance" => {
-                        found = Some(ParsedMetadata {
-                            cluster: a.get("cluster").cloned().unwrap_or_default(),
-                            tags: BTreeMap::new(),
-                        });
-                    }
-                    b"tag" => {
-                        if let (Some(m), Some(k), Some(v)) =
-                            (found.as_mut(), a.get("key"), a.get("value"))
-                        {
-                            m.tags.insert(k.clone(), v.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    found
-}
-
-/// The first text of every element with local name `name` (no namespace handling), in order.
-pub fn texts_of(xml: &str, name: &str) -> Vec<String> {
-    let mut r = quick_xml::Reader::from_str(xml);
-    let mut out = Vec::new();
-    let mut inside = false;
-    loop {
-        match r.read_event() {
-            Ok(Event::Start(e)) => inside = e.local_name().as_ref() == name.as_bytes(),
-            Ok(Event::Text(t)) if inside => {
-                if let Ok(s) = t.unescape() {
-                    out.push(s.trim().to_string());
-                }
-                inside = false;
-            }
-            Ok(Event::End(_)) => inside = false,
-            Ok(Event::Eof) | Err(_) => break,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Attributes of every element with local name `name`, in document order.
-pub fn attrs_of(xml: &str, name: &str) -> Vec<BTreeMap<String, String>> {
-    let mut r = quick_xml::Reader::from_str(xml);
-    let mut out = Vec::new();
-    loop {
-        match r.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e))
-                if e.local_name().as_ref() == name.as_bytes() =>
-            {
-                out.push(attrs(&e))
-            }
-            Ok(Event::Eof) | Err(_) => break,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Host PCI addresses of the `<hostdev type='pci'>` devices in a domain XML.
-pub fn hostdev_addresses(domain_xml: &str) -> Vec<PciAddress> {
-    let mut r = quick_xml::Reader::from_str(domain_xml);
-    let mut out = Vec::new();
-    let mut depth_hostdev = false;
-    let mut in_source = false;
-    loop {
-        match r.read_event() {
-            Ok(Event::Start(e)) => match e.local_name().as_ref() {
-                b"hostdev" => {
-                    depth_hostdev = attrs(&e).get("type").map(String::as_str) == Some("pci")
-                }
-                b"source" if depth_hostdev => in_source = true,
-                _ => {}
-            },
-            Ok(Event::Empty(e)) if in_source && e.local_name().as_ref() == b"address" => {
-                let a = attrs(&e);
-                let g = |k: &str| a.get(k).map(String::as_str).unwrap_or("0");
-                if let Some(p) = PciAddress::parse(g("domain"), g("bus"), g("slot"), g("function"))
-                {
-                    out.push(p);
-                }
-            }
-            Ok(Event::End(e)) => match e.local_name().as_ref() {
-                b"hostdev" => depth_hostdev = false,
-                b"source" => in_source = false,
-                _ => {}
-            },
-            Ok(Event::Eof) | Err(_) => break,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// A PCI device of the host, from its node-device XML.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PciDevice {
-    /// Node device name (`pci_0000_01_00_0`).
-    pub name: String,
-    /// Address.
-    pub address: PciAddress,
-    /// Vendor name (or id when unnamed).
-    pub vendor: String,
-    /// Product name (or id when unnamed).
-    pub product: String,
-    /// PCI class (`0x030200` for 3D controllers), when given.
-    pub class: Option<String>,
-}
-
-/// Parse a node device XML of capability `pci`; `None` for other devices.
-pub fn parse_pci_device(xml: &str) -> Option<PciDevice> {
-    let caps = attrs_of(xml, "capability");
-    if !caps
-        .iter()
-        .any(|c| c.get("type").map(String::as_str) == Some("pci"))
-    {
-        return None;
-    }
-    let first = |n: &str| texts_of(xml, n).into_iter().next();
-    let name = first("name")?;
-    let address = PciAddress::parse(
-        &first("domain").unwrap_or_else(|| "0".into()),
-        &first("bus")?,
-        &first("slot")?,
-        &first("function")?,
-    )?;
-    let named = |el: &str| {
-        let text = first(el).filter(|s| !s.is_empty());
-        let id = attrs_of(xml, el)
-            .into_iter()
-            .next()
-            .and_then(|a| a.get("id").cloned());
-        match (text, id) {
-            (Some(t), Some(i)) => format!("{t} ({i})"),
-            (Some(t), None) => t,
-            (None, Some(i)) => i,
-            (None, None) => String::new(),
-        }
-    };
-    Some(PciDevice {
-        name,
-        address,
-        vendor: named("vendor"),
-        product: named("product"),
-        class: first("class"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_round_trips_with_any_prefix() {
-        let md = MetadataXml {
-            instance: KprovInstance {
-                xmlns: METADATA_NS.into(),
-                cluster: "demo".into(),
-                role: "node".into(),
-                instance_group: "nodes".into(),
-                index: 2,
-                instance_id: "abc".into(),
-                spec_hash: "h".into(),
-                tags: vec![KprovTag {
-                    key: "kprov.io/cluster".into(),
-                    value: "demo".into(),
-                }],
-            },
-        };
-        let xml = to_xml(&md).unwrap();
-        let m = parse_metadata(&xml).unwrap();
-        assert_eq!(m.cluster, "demo");
-        assert_eq!(m.tags["kprov.io/cluster"], "demo");
-        // libvirt may re-emit the element with another prefix
-        let other = xml
-            .replace("kprov:", "k:")
-            .replace("xmlns:kprov", "xmlns:k");
-        assert_eq!(parse_metadata(&other).unwrap().cluster, "demo");
-        // a foreign namespace with the same local names is not ours
-        let foreign = xml.replace(METADATA_NS, "https://example.com/x");
-        assert!(parse_metadata(&foreign).is_none());
-    }
-
-    #[test]
-    fn pci_node_device_is_parsed() {
-        let xml = r#"<device><name>pci_0000_3b_00_0</name><parent>computer</parent>
-          <capability type='pci'><class>0x030200</class><domain>0</domain><bus>59</bus><slot>0</slot><function>0</function>
-          <product id='0x20b5'>GA100 [A100 PCIe 80GB]</product><vendor id='0x10de'>NVIDIA Corporation</vendor></capability></device>"#;
-        let d = parse_pci_device(xml).unwrap();
-        assert_eq!(d.address, PciAddress::new(0, 0x3b, 0, 0));
-        assert!(d.vendor.starts_with("NVIDIA Corporation"));
-        assert!(d.product.contains("A100"));
-        assert!(
-            parse_pci_device("<device><name>net_lo</name><capability type='net'/></device>")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn hostdevs_in_use_are_found() {
-        let xml = r#"<domain><devices><hostdev mode='subsystem' type='pci' managed='yes'><source>
-            <address domain='0x0000' bus='0x3b' slot='0x00' function='0x0'/></source>
-            <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></hostdev></devices></domain>"#;
-        assert_eq!(hostdev_addresses(xml), vec![PciAddress::new(0, 0x3b, 0, 0)]);
-    }
 }

@@ -279,9 +279,12 @@ pub struct ZStackConfig {
     /// How long to wait for one asynchronous API job before giving up with
     /// [`CloudError::Timeout`].
     pub job_timeout: Duration,
-    /// First job polling interval; doubles up to [`ZStackConfig::max_poll_interval`].
+    /// Job polling interval (100 ms by default): a job is polled at this interval for its first
+    /// `10 × poll_interval`, then each wait is 1.5 times the previous one, up to
+    /// [`ZStackConfig::max_poll_interval`]. Also the first wait before the adapter retries a
+    /// transient failure; that wait doubles per retry, with ±25 % jitter.
     pub poll_interval: Duration,
-    /// Upper bound of the polling backoff (2 s by default).
+    /// Upper bound of the job polling interval and of the retry wait (2 s by default).
     pub max_poll_interval: Duration,
     /// Timeout of one HTTP request (not of a job).
     pub request_timeout: Duration,

@@ -30,7 +30,7 @@ pub const AUTH_FAILED: &str = "ID.1000";
 pub enum Failure {
     /// The session is invalid or expired (`ID.1001`): log in again and retry once.
     SessionExpired,
-    /// Anything else.
+    /// Any other failure, already classified (retryable or not).
     Error(CloudError),
 }
 

@@ -9,15 +9,22 @@
 //! * [`errors`]: error-body classification into [`crate::CloudError`];
 //! * [`model`]: serde types of ZStack inventories;
 //! * [`tags`]: how kprov tags map to ZStack user tags;
-//! * [`cloud`]: the [`crate::Cloud`] implementation.
+//! * [`cloud`]: the adapter [`ZStackCloud`] and its [`crate::Cloud`] implementation;
+//! * `infra` (private): the infrastructure read from the management node, and the image, size,
+//!   L3 network and hosts chosen from it;
+//! * `placement` (private): the placement and GPU engine behind `create_instance` and `check`.
 
 pub mod client;
 pub mod cloud;
 pub mod config;
 pub mod errors;
+mod infra;
 pub mod model;
+mod placement;
 pub mod query;
 pub mod tags;
+#[cfg(test)]
+mod tests;
 
 pub use client::ApiStats;
 pub use cloud::ZStackCloud;

@@ -12,7 +12,7 @@ pub struct ErrorCode {
     pub code: Option<String>,
     /// Short description.
     pub description: Option<String>,
-    /// Details.
+    /// Longer technical details of the failure, if the management node gives any.
     pub details: Option<String>,
     /// Elaboration (localized explanation), if any.
     pub elaboration: Option<String>,
@@ -26,7 +26,7 @@ pub struct ErrorCode {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ErrorReply {
-    /// The error.
+    /// The error, when the reply is one.
     pub error: Option<ErrorCode>,
 }
 
@@ -66,17 +66,17 @@ pub struct VmNic {
 pub struct VmInstance {
     /// VM uuid.
     pub uuid: String,
-    /// Name.
+    /// VM name (kprov sets it to the instance name, `CLUSTER-IG-INDEX`).
     pub name: String,
     /// State (`Running`, `Destroyed`, ...).
     pub state: Option<String>,
-    /// Zone.
+    /// Uuid of the zone the VM runs in.
     pub zone_uuid: Option<String>,
-    /// Cluster.
+    /// Uuid of the ZStack cluster (of hosts) the VM runs in.
     pub cluster_uuid: Option<String>,
     /// Current host.
     pub host_uuid: Option<String>,
-    /// Image.
+    /// Uuid of the image the VM's root volume was made from.
     pub image_uuid: Option<String>,
     /// Default L3 network.
     pub default_l3_network_uuid: Option<String>,
@@ -114,9 +114,9 @@ impl VmInstance {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Zone {
-    /// Uuid.
+    /// Zone uuid.
     pub uuid: String,
-    /// Name.
+    /// Zone name, as `spec.provider.zstack.zone` may give it.
     pub name: String,
     /// `Enabled` / `Disabled`.
     pub state: Option<String>,
@@ -126,11 +126,11 @@ pub struct Zone {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Cluster {
-    /// Uuid.
+    /// Cluster uuid (`clusterUuid` of a create).
     pub uuid: String,
-    /// Name.
+    /// Cluster name, for messages.
     pub name: String,
-    /// Zone.
+    /// Uuid of the zone the cluster belongs to.
     pub zone_uuid: Option<String>,
     /// `x86_64`, `aarch64`, ...
     pub architecture: Option<String>,
@@ -144,13 +144,13 @@ pub struct Cluster {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Host {
-    /// Uuid.
+    /// Host uuid (`hostUuid` of a create that pins GPUs).
     pub uuid: String,
-    /// Name.
+    /// Host name, for messages (the uuid when empty).
     pub name: String,
-    /// Zone.
+    /// Uuid of the zone the host belongs to.
     pub zone_uuid: Option<String>,
-    /// Cluster.
+    /// Uuid of the cluster the host belongs to.
     pub cluster_uuid: Option<String>,
     /// Management IP.
     pub management_ip: Option<String>,
@@ -176,9 +176,9 @@ pub struct Host {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Image {
-    /// Uuid.
+    /// Image uuid (`imageUuid` of a create).
     pub uuid: String,
-    /// Name.
+    /// Image name, as an instance group's `image:` may give it.
     pub name: String,
     /// `Enabled` / `Disabled`.
     pub state: Option<String>,
@@ -209,9 +209,9 @@ impl Image {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct InstanceOffering {
-    /// Uuid.
+    /// Offering uuid (`instanceOfferingUuid` of a create).
     pub uuid: String,
-    /// Name.
+    /// Offering name, as an instance group's `flavor` gives it.
     pub name: String,
     /// vCPUs.
     pub cpu_num: u32,
@@ -234,9 +234,9 @@ pub struct IpRange {
     pub start_ip: Option<String>,
     /// Last address.
     pub end_ip: Option<String>,
-    /// Netmask.
+    /// Netmask of the range, e.g. `255.255.255.0`.
     pub netmask: Option<String>,
-    /// Gateway.
+    /// Gateway address of the range.
     pub gateway: Option<String>,
     /// CIDR, e.g. `192.168.1.0/24`.
     pub network_cidr: Option<String>,
@@ -254,11 +254,11 @@ pub struct NetworkServiceRef {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct L3Network {
-    /// Uuid.
+    /// L3 network uuid (`l3NetworkUuids` of a create).
     pub uuid: String,
-    /// Name.
+    /// L3 network name, as `spec.provider.zstack.l3Network` may give it.
     pub name: String,
-    /// Zone.
+    /// Uuid of the zone the L3 network belongs to.
     pub zone_uuid: Option<String>,
     /// `Enabled` / `Disabled`.
     pub state: Option<String>,
@@ -304,15 +304,15 @@ impl L3Network {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PciDevice {
-    /// Uuid.
+    /// Device uuid (used in `pciDevice::<uuid>` system tags).
     pub uuid: String,
-    /// Name.
+    /// Device name, if the management node gives one.
     pub name: Option<String>,
-    /// Host.
+    /// Uuid of the host the device is plugged into.
     pub host_uuid: Option<String>,
     /// VM it is attached to; `None` when free.
     pub vm_instance_uuid: Option<String>,
-    /// Spec.
+    /// Uuid of the PCI device spec the device matches, if any (for spec tags).
     pub pci_spec_uuid: Option<String>,
     /// `GPU_3D_Controller`, `Ethernet_Controller`, ...
     #[serde(rename = "type")]
@@ -371,15 +371,15 @@ impl PciDevice {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PciDeviceSpec {
-    /// Uuid.
+    /// Spec uuid (used in `pciDeviceSpec::<uuid>::<count>` system tags).
     pub uuid: String,
-    /// Name.
+    /// Spec name, if any.
     pub name: Option<String>,
     /// Vendor name.
     pub vendor: Option<String>,
     /// Device (model) name.
     pub device: Option<String>,
-    /// Type.
+    /// Device type as ZStack classifies it (e.g. `GPU_Video_Controller`).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `Enabled` / `Disabled`.
@@ -390,13 +390,13 @@ pub struct PciDeviceSpec {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MdevDeviceSpec {
-    /// Uuid.
+    /// Spec uuid (used in `mdevDeviceSpec::<uuid>::<count>` system tags).
     pub uuid: String,
     /// Name, e.g. `GRID T4-4Q`.
     pub name: Option<String>,
     /// Specification text.
     pub specification: Option<String>,
-    /// Type.
+    /// Mediated device type as ZStack names it (e.g. `GRID`).
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `Enabled` / `Disabled`.
@@ -407,15 +407,15 @@ pub struct MdevDeviceSpec {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MdevDevice {
-    /// Uuid.
+    /// Mediated device uuid (used in `mdevDevice::<uuid>` system tags).
     pub uuid: String,
-    /// Name.
+    /// Mediated device name, if any.
     pub name: Option<String>,
-    /// Host.
+    /// Uuid of the host of the parent GPU.
     pub host_uuid: Option<String>,
     /// Parent PCI device.
     pub parent_uuid: Option<String>,
-    /// Spec.
+    /// Uuid of the mdev spec (profile) of the slice.
     pub mdev_spec_uuid: Option<String>,
     /// VM it is attached to.
     pub vm_instance_uuid: Option<String>,

@@ -103,7 +103,7 @@ pub fn parse_condition(cond: &str) -> Option<(String, Op, String)> {
 pub struct Condition {
     /// Field (dotted joins such as `vmNics.ip`, or `__userTag__` / `__systemTag__`).
     pub field: String,
-    /// Operator.
+    /// How the field is compared with the value.
     pub op: Op,
     /// Value (empty for `is null` / `not null`; comma-joined for `?=` / `!?=`).
     pub value: String,

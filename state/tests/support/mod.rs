@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kprov_state::s3::{S3Options, S3Store, StaticCredentials};
+use kprov_state::s3::{Credentials, S3Options, S3Store};
 
 /// Where the installed peers live (tests/peers/install.sh puts them here).
 pub const PEERS_VENV_MOTO: &str = "/opt/kprov-peers/venv/bin/moto_server";
@@ -295,10 +295,13 @@ pub fn options(endpoint: &str) -> S3Options {
     S3Options {
         endpoint: Some(endpoint.into()),
         region: Some("us-east-1".into()),
-        credentials: Some(StaticCredentials {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-        }),
+        credentials: Some(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "kprov-static",
+        )),
         initial_backoff: Duration::from_millis(20),
         ..S3Options::default()
     }
