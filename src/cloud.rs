@@ -44,6 +44,19 @@ pub fn require_compiled(provider: &str, what: &str) -> Result<(), ExitError> {
     })
 }
 
+/// The user-data limit of the provider a spec names, as its adapter reports it
+/// ([`Cloud::user_data_limit`]), known without connecting (for `get userdata`, which works
+/// offline). `None` for libvirt, and for a provider not compiled in (it cannot be used anyway).
+pub fn user_data_limit(provider: &ProviderSpec) -> Option<usize> {
+    match provider {
+        #[cfg(feature = "aws")]
+        ProviderSpec::Aws(_) => Some(kprov_providers::aws::USER_DATA_LIMIT),
+        #[cfg(feature = "zstack")]
+        ProviderSpec::Zstack(_) => Some(kprov_providers::zstack::USER_DATA_LIMIT),
+        _ => None,
+    }
+}
+
 /// Connect to the cloud of cluster `cluster`. Credentials come from the environment or the files
 /// the spec names, never from the spec itself.
 pub async fn connect(cluster: &str, spec: &ClusterSpec) -> anyhow::Result<Arc<dyn Cloud>> {

@@ -529,8 +529,11 @@ fn sizes_per_role_against_provider_limits() {
                     text.len(),
                     gz
                 );
-                for provider in ["aws", "zstack", "libvirt"] {
-                    let limit = bootstrap::user_data_limit(provider);
+                for (provider, limit) in [
+                    ("aws", Some(kprov_providers::aws::USER_DATA_LIMIT)),
+                    ("zstack", Some(kprov_providers::zstack::USER_DATA_LIMIT)),
+                    ("libvirt", None),
+                ] {
                     let fitted = bootstrap::fit_user_data(&text, limit, provider, &req);
                     match (limit, fitted) {
                         (None, Ok(b)) => assert_eq!(b.len(), text.len(), "no limit: sent as is"),
@@ -569,7 +572,7 @@ fn sizes_per_role_against_provider_limits() {
                     assert!(
                         bootstrap::fit_user_data(
                             &text,
-                            bootstrap::user_data_limit("aws"),
+                            Some(kprov_providers::aws::USER_DATA_LIMIT),
                             "aws",
                             &req
                         )

@@ -67,7 +67,7 @@ pub enum BootstrapError {
         raw: usize,
         /// Bytes after gzip at the best compression, which is still too many.
         gzip: usize,
-        /// The provider's limit in bytes ([`user_data_limit`](super::user_data_limit)).
+        /// The provider's limit in bytes ([`Cloud::user_data_limit`](kprov_providers::Cloud::user_data_limit)).
         limit: usize,
         /// What to change.
         fix: String,

@@ -38,4 +38,4 @@ pub use node::{
 pub use options::{file_name_of, BootstrapOptions};
 pub use redact::redact;
 pub use render::{renderer, Renderer};
-pub use user_data::{decompress_user_data, fit_user_data, user_data_limit};
+pub use user_data::{decompress_user_data, fit_user_data};

@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use super::user_data::gzip;
 use super::{
-    fit_user_data, templates, user_data_limit, yaml, BootstrapError, BootstrapOptions, NodeAction,
-    SCRIPT_PATH,
+    fit_user_data, templates, yaml, BootstrapError, BootstrapOptions, NodeAction, SCRIPT_PATH,
 };
 use crate::apply::{RenderContext, UserData};
 use crate::repo::Repo;
@@ -32,6 +31,9 @@ pub struct Renderer {
     pub(super) discovery_hash: String,
     pub(super) options: BootstrapOptions,
     pub(super) release: &'static Release,
+    /// The provider's user-data limit: known from the spec's provider, and set from the
+    /// connected cloud by the engine ([`Renderer::with_user_data_limit`]).
+    pub(super) user_data_limit: Option<usize>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -120,6 +122,7 @@ impl Renderer {
             format!("sha256:{discovery_hash}")
         };
         Ok(Renderer {
+            user_data_limit: crate::cloud::user_data_limit(&config.cluster.spec.provider),
             config,
             secrets,
             discovery_hash,
@@ -138,9 +141,15 @@ impl Renderer {
         &self.secrets
     }
 
-    /// The provider's user-data limit ([`user_data_limit`]).
+    /// The provider's user-data limit ([`kprov_providers::Cloud::user_data_limit`]).
     pub fn limit(&self) -> Option<usize> {
-        user_data_limit(self.config.cluster.spec.provider.name())
+        self.user_data_limit
+    }
+
+    /// The same renderer fitting user-data into `limit` (the connected cloud's figure).
+    pub fn with_user_data_limit(mut self, limit: Option<usize>) -> Renderer {
+        self.user_data_limit = limit;
+        self
     }
 
     pub(super) fn control_plane_count(&self) -> i64 {
@@ -299,7 +308,7 @@ impl Renderer {
     }
 
     /// The node's user-data as handed to the provider: the cloud-config, gzip-compressed when it
-    /// exceeds the provider's limit ([`user_data_limit`]); fails when even that is too large.
+    /// exceeds the provider's limit ([`Renderer::limit`]); fails when even that is too large.
     pub fn render_user_data(
         &self,
         req: &InstanceRequest,

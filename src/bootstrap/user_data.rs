@@ -7,22 +7,6 @@ use kprov_providers::{InstanceRequest, Role};
 
 use super::BootstrapError;
 
-/// The user-data size limit of a provider, in bytes of the user-data as handed to the API
-/// (before any base64 the API adds), or `None` when there is no practical limit.
-///
-/// * `aws`: 16384 — EC2's documented limit on raw user-data (16 KB before base64).
-/// * `zstack`: 49143 — not documented by ZStack; a guess: the system tag `userdata::<base64>` is
-///   assumed to live in a MySQL `TEXT` column (65535 bytes), so 65525 base64 characters, i.e.
-///   49143 bytes of user-data.
-/// * `libvirt`: `None` — the NoCloud seed ISO holds any size.
-pub fn user_data_limit(provider: &str) -> Option<usize> {
-    match provider {
-        "aws" => Some(16384),
-        "zstack" => Some(49143),
-        _ => None,
-    }
-}
-
 pub(super) fn gzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(bytes)?;
@@ -72,17 +56,5 @@ pub fn decompress_user_data(bytes: &[u8]) -> Result<String, BootstrapError> {
         Ok(s)
     } else {
         Ok(String::from_utf8_lossy(bytes).into_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits() {
-        assert_eq!(user_data_limit("aws"), Some(16384));
-        assert!(user_data_limit("zstack").is_some());
-        assert_eq!(user_data_limit("libvirt"), None);
     }
 }

@@ -216,11 +216,11 @@ async fn s3_location(
 ) -> Result<(aws_sdk_s3::Client, String, String), MirrorError> {
     let opts =
         kprov_state::s3::S3Options::from_env().map_err(|e| MirrorError::Usage(e.to_string()))?;
-    let store = kprov_state::s3::S3Store::open(url, opts)
-        .await
-        .map_err(|e| MirrorError::Usage(e.to_string()))?;
-    let key = store.object_key(&relative_path(upstream_url));
-    Ok((store.client().clone(), store.bucket().to_string(), key))
+    let usage = |e: kprov_state::StateError| MirrorError::Usage(e.to_string());
+    let parsed = kprov_state::s3::S3Url::parse(url).map_err(usage)?;
+    let client = kprov_state::s3::s3_client(&opts).await.map_err(usage)?;
+    let key = parsed.object_key(&relative_path(upstream_url));
+    Ok((client, parsed.bucket, key))
 }
 
 /// Upload a verified local file to the target.

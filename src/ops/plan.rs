@@ -57,7 +57,9 @@ pub async fn plan(repo: &Repo, name: &str) -> anyhow::Result<PlanReport> {
         None
     } else {
         check_capacity(cloud.as_ref(), name, &creating).await?;
-        let renderer = crate::bootstrap::renderer(repo, &config).await?;
+        let renderer = crate::bootstrap::renderer(repo, &config)
+            .await?
+            .with_user_data_limit(cloud.user_data_limit());
         check_user_data_fits(&renderer, name, &creating)?;
         Some(renderer)
     };

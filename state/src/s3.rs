@@ -161,6 +161,15 @@ pub struct S3Url {
 }
 
 impl S3Url {
+    /// The object key of `key` under this URL's prefix (`PREFIX/key`, or `key` at the root).
+    pub fn object_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
     /// Parse `s3://BUCKET[/PREFIX][/]`.
     pub fn parse(url: &str) -> StateResult<Self> {
         let bad = |why: &str| StateError::InvalidUrl {

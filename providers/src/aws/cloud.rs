@@ -330,10 +330,9 @@ impl Cloud for AwsCloud {
         self.cfg.concurrency.max(1)
     }
 
-    /// 16384: EC2's documented limit on raw user-data (16 KB before the base64 encoding the
-    /// `RunInstances` call carries it in).
+    /// [`super::USER_DATA_LIMIT`].
     fn user_data_limit(&self) -> Option<usize> {
-        Some(16384)
+        Some(super::USER_DATA_LIMIT)
     }
 
     /// Zones, both architectures, the default image of each, and the cluster VPC when reused.

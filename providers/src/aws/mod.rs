@@ -28,6 +28,10 @@ pub mod select;
 pub mod stats;
 
 pub use cloud::AwsCloud;
+
+/// The largest user-data EC2 accepts: 16384 bytes of raw user-data (EC2's documented 16 KB,
+/// before the base64 encoding `RunInstances` carries it in).
+pub const USER_DATA_LIMIT: usize = 16384;
 pub use config::AwsConfig;
 pub use stats::ApiStats;
 

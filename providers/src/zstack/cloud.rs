@@ -301,11 +301,9 @@ impl Cloud for ZStackCloud {
         self.config.concurrency.max(1)
     }
 
-    /// 49143: not documented by ZStack; a guess. The system tag `userdata::<base64>` is assumed
-    /// to live in a MySQL `TEXT` column (65535 bytes), so 65525 base64 characters, i.e. 49143
-    /// bytes of user-data.
+    /// [`super::USER_DATA_LIMIT`].
     fn user_data_limit(&self) -> Option<usize> {
-        Some(49143)
+        Some(super::USER_DATA_LIMIT)
     }
 
     async fn discover(&self) -> CloudResult<Inventory> {

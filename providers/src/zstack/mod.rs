@@ -27,6 +27,11 @@ pub mod tags;
 mod tests;
 
 pub use client::ApiStats;
+
+/// The largest user-data kprov hands to ZStack: 49143 bytes. Not documented by ZStack; the
+/// system tag `userdata::<base64>` is assumed to live in a MySQL `TEXT` column (65535 bytes),
+/// so 65525 base64 characters, i.e. 49143 bytes of user-data.
+pub const USER_DATA_LIMIT: usize = 49143;
 pub use cloud::ZStackCloud;
 pub use config::{GpuAttach, Secret, ZStackConfig, ZStackCredentials};
 
