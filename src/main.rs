@@ -1,3 +1,6 @@
+//! The `kprov` command: parses the command line, sets up logging (`-v`, `KPROV_LOG_FILE`), runs
+//! the verb on a tokio runtime and turns its error into a message and an exit code.
+
 use std::process::ExitCode;
 
 use clap::Parser;

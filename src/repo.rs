@@ -30,17 +30,17 @@ pub enum RepoError {
          `kprov --state {store} create -f CLUSTER.yaml --replace` (every generation is kept under {cluster}/history/)"
     )]
     Corrupt {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
         /// Store URL.
         store: String,
-        /// Problems.
+        /// What is wrong with the stored spec, located in it.
         errors: SpecErrors,
     },
     /// The cluster does not exist.
     #[error("cluster {cluster:?} not found in {store}; list clusters with `kprov get clusters`, or create it with `kprov create cluster {cluster} --provider ...`")]
     NotFound {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
         /// Store URL.
         store: String,
@@ -48,7 +48,7 @@ pub enum RepoError {
     /// The cluster exists already.
     #[error("cluster {cluster:?} already exists in {store}; use `kprov create -f FILE --replace` to replace its spec, or `kprov delete cluster {cluster} --yes` first")]
     Exists {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
         /// Store URL.
         store: String,

@@ -1,4 +1,4 @@
-//! `kprov mirror` transports against real peers on 127.0.0.1 (issue 9, mirror gaps):
+//! `kprov mirror` transports against real peers on 127.0.0.1 :
 //!
 //! * the docker bearer-token flow: Debian `docker-registry` with `auth.token` and the token
 //!   server `tests/peers/tokenserver.py` (ES256 JWTs, `x5c` chain, per-repository `access`

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 pub enum TaskState {
     /// Started, not known to have finished.
     Started,
-    /// Finished.
+    /// Finished; a re-run skips nothing because of it (the plan is made from the cloud).
     Done,
     /// Failed (with the error).
     Failed(String),
@@ -31,13 +31,13 @@ pub enum TaskState {
 pub struct JournalDoc {
     /// Random run id.
     pub run: String,
-    /// Command.
+    /// The command that runs (`update --yes`), shown when a later run resumes it.
     pub command: String,
     /// Spec generation being applied.
     pub generation: u64,
     /// Start time.
     pub started: Option<DateTime<Utc>>,
-    /// Tasks.
+    /// Each task's state, by task key (`network`, `create/NAME`, `delete/ID`).
     pub tasks: BTreeMap<String, TaskState>,
 }
 

@@ -67,7 +67,7 @@ pub enum ApplyError {
     /// Some tasks failed; the others finished. Re-running resumes.
     #[error("{failed} of {total} changes failed or were not attempted; the rest were applied. Fix the cause and re-run `kprov update cluster {cluster} --yes` to resume:\n{details}")]
     Failed {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
         /// Failed tasks.
         failed: usize,
@@ -79,17 +79,17 @@ pub enum ApplyError {
     /// The deadline passed.
     #[error("apply of cluster {cluster} did not finish within {deadline:?}; re-run `kprov update cluster {cluster} --yes` to resume (a longer --timeout may help)")]
     Deadline {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
-        /// Deadline.
+        /// The `--timeout` that ran out.
         deadline: Duration,
     },
     /// Creating the network failed, so no instance was attempted.
     #[error("could not prepare the network of cluster {cluster}: {source}")]
     Network {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
-        /// Cause.
+        /// The cloud error that stopped it.
         #[source]
         source: CloudError,
     },
@@ -578,16 +578,16 @@ pub enum DeleteError {
     /// Listing the cluster's resources failed.
     #[error("could not list the resources of cluster {cluster}: {source}")]
     List {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
-        /// Cause.
+        /// The cloud error that stopped it.
         #[source]
         source: CloudError,
     },
     /// Resources remain after the wait.
     #[error("cluster {cluster}: these resources are still there after the wait; re-run `kprov delete cluster {cluster} --yes` (or raise --wait):\n{left}\nlast errors:\n{errors}")]
     Remaining {
-        /// Cluster.
+        /// The cluster the error is about.
         cluster: String,
         /// Remaining resources.
         left: String,

@@ -62,169 +62,199 @@ fn emit<T: Serialize>(
 pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     match &a.what {
-        GetWhat::Clusters => {
-            let mut list = Vec::new();
-            for name in repo.clusters().await? {
-                if let Some(s) = repo.load(&name).await? {
-                    list.push(s);
-                }
-            }
-            #[derive(Serialize)]
-            struct Row {
-                name: String,
-                provider: String,
-                kubernetes_version: String,
-                instance_groups: usize,
-                instances: i64,
-                generation: u64,
-            }
-            let rows: Vec<Row> = list
-                .iter()
-                .map(|s| Row {
-                    name: s.config.name().to_string(),
-                    provider: s.config.cluster.spec.provider.name().to_string(),
-                    kubernetes_version: s.config.cluster.spec.kubernetes_version.clone(),
-                    instance_groups: s.config.groups.len(),
-                    instances: s.config.groups.iter().map(|g| g.spec.count.max(0)).sum(),
-                    generation: s.generation,
-                })
-                .collect();
-            let table_rows = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        r.provider.clone(),
-                        r.kubernetes_version.clone(),
-                        r.instance_groups.to_string(),
-                        r.instances.to_string(),
-                    ]
-                })
-                .collect();
-            emit(
-                a.output,
-                &rows,
-                &["NAME", "PROVIDER", "KUBERNETES", "GROUPS", "INSTANCES"],
-                table_rows,
-            )
-        }
+        GetWhat::Clusters => clusters(&repo, a.output).await,
         GetWhat::Cluster { cluster } => {
-            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-            let s = repo.require(&name).await?;
-            match a.output {
-                Output::Table => {
-                    let c = &s.config.cluster.spec;
-                    let rows = vec![vec![
-                        name.clone(),
-                        c.provider.name().into(),
-                        c.kubernetes_version.clone(),
-                        c.networking.cni.as_str().into(),
-                        c.networking.pod_cidr.to_string(),
-                        c.networking.service_cidr.to_string(),
-                    ]];
-                    print!(
-                        "{}",
-                        super::output::table(
-                            &[
-                                "NAME",
-                                "PROVIDER",
-                                "KUBERNETES",
-                                "CNI",
-                                "POD CIDR",
-                                "SERVICE CIDR"
-                            ],
-                            &rows
-                        )
-                    );
-                    Ok(())
-                }
-                Output::Yaml => {
-                    print!("{}", s.config.to_yaml());
-                    Ok(())
-                }
-                Output::Json => {
-                    let mut docs = vec![serde_json::to_value(&s.config.cluster)?];
-                    for g in &s.config.groups {
-                        docs.push(serde_json::to_value(g)?);
-                    }
-                    println!("{}", serde_json::to_string_pretty(&docs)?);
-                    Ok(())
-                }
-            }
+            cluster_spec(
+                &repo,
+                &current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?,
+                a.output,
+            )
+            .await
         }
         GetWhat::Instancegroups { cluster } => {
-            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-            let s = repo.require(&name).await?;
-            let rows = s
-                .config
-                .groups
-                .iter()
-                .map(|g| {
-                    let size = match (&g.spec.flavor, &g.spec.size) {
-                        (Some(f), _) => f.clone(),
-                        (None, Some(sz)) => format!("{} vCPU / {}", sz.cpu, sz.memory),
-                        _ => "-".into(),
-                    };
-                    let gpu = g
-                        .spec
-                        .gpu
-                        .as_ref()
-                        .map(|x| {
-                            format!(
-                                "{}x{}",
-                                x.count,
-                                x.model.clone().unwrap_or_else(|| "any".into())
-                            )
-                        })
-                        .unwrap_or_else(|| "-".into());
-                    vec![
-                        g.name().to_string(),
-                        g.spec.role.to_string(),
-                        g.spec.count.to_string(),
-                        g.spec.arch.to_string(),
-                        size,
-                        gpu,
-                        g.spec.image.clone().unwrap_or_else(|| "(default)".into()),
-                    ]
-                })
-                .collect();
-            emit(
+            instance_groups(
+                &repo,
+                &current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?,
                 a.output,
-                &s.config.groups,
-                &["NAME", "ROLE", "COUNT", "ARCH", "SIZE", "GPU", "IMAGE"],
-                rows,
             )
+            .await
         }
         GetWhat::Instances { cluster } => {
-            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-            let s = repo.require(&name).await?;
-            let cloud = crate::cloud::connect(&name, &s.config.cluster.spec).await?;
-            let mut list = cloud.list_instances(&name).await?;
-            list.sort_by(|a, b| a.name.cmp(&b.name));
-            let rows = list
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        i.id.clone(),
-                        i.state.clone(),
-                        i.address.clone().unwrap_or_else(|| "-".into()),
-                        i.instance_group().unwrap_or("-").to_string(),
-                        i.tags
-                            .get(kprov_providers::TAG_ROLE)
-                            .cloned()
-                            .unwrap_or_else(|| "-".into()),
-                    ]
-                })
-                .collect();
-            emit(
+            instances(
+                &repo,
+                &current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?,
                 a.output,
-                &list,
-                &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"],
-                rows,
             )
+            .await
         }
         GetWhat::Userdata(u) => super::userdata::run(cli, u, &repo).await,
         GetWhat::Assets(x) => super::assets::run_get(cli, x, a.output, &repo).await,
     }
+}
+
+/// `get clusters`: one row per cluster in the store.
+async fn clusters(repo: &Repo, output: Output) -> anyhow::Result<()> {
+    let mut list = Vec::new();
+    for name in repo.clusters().await? {
+        if let Some(s) = repo.load(&name).await? {
+            list.push(s);
+        }
+    }
+    #[derive(Serialize)]
+    struct Row {
+        name: String,
+        provider: String,
+        kubernetes_version: String,
+        instance_groups: usize,
+        instances: i64,
+        generation: u64,
+    }
+    let rows: Vec<Row> = list
+        .iter()
+        .map(|s| Row {
+            name: s.config.name().to_string(),
+            provider: s.config.cluster.spec.provider.name().to_string(),
+            kubernetes_version: s.config.cluster.spec.kubernetes_version.clone(),
+            instance_groups: s.config.groups.len(),
+            instances: s.config.groups.iter().map(|g| g.spec.count.max(0)).sum(),
+            generation: s.generation,
+        })
+        .collect();
+    let table_rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.to_string(),
+                r.provider.clone(),
+                r.kubernetes_version.clone(),
+                r.instance_groups.to_string(),
+                r.instances.to_string(),
+            ]
+        })
+        .collect();
+    emit(
+        output,
+        &rows,
+        &["NAME", "PROVIDER", "KUBERNETES", "GROUPS", "INSTANCES"],
+        table_rows,
+    )
+}
+
+/// `get cluster NAME`: the spec, as a one-line summary or whole.
+async fn cluster_spec(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()> {
+    let s = repo.require(name).await?;
+    match output {
+        Output::Table => {
+            let c = &s.config.cluster.spec;
+            let rows = vec![vec![
+                name.to_string(),
+                c.provider.name().into(),
+                c.kubernetes_version.clone(),
+                c.networking.cni.as_str().into(),
+                c.networking.pod_cidr.to_string(),
+                c.networking.service_cidr.to_string(),
+            ]];
+            print!(
+                "{}",
+                super::output::table(
+                    &[
+                        "NAME",
+                        "PROVIDER",
+                        "KUBERNETES",
+                        "CNI",
+                        "POD CIDR",
+                        "SERVICE CIDR"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        Output::Yaml => {
+            print!("{}", s.config.to_yaml());
+            Ok(())
+        }
+        Output::Json => {
+            let mut docs = vec![serde_json::to_value(&s.config.cluster)?];
+            for g in &s.config.groups {
+                docs.push(serde_json::to_value(g)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&docs)?);
+            Ok(())
+        }
+    }
+}
+
+/// `get instancegroups NAME`: one row per group of the spec.
+async fn instance_groups(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()> {
+    let s = repo.require(name).await?;
+    let rows = s
+        .config
+        .groups
+        .iter()
+        .map(|g| {
+            let size = match (&g.spec.flavor, &g.spec.size) {
+                (Some(f), _) => f.clone(),
+                (None, Some(sz)) => format!("{} vCPU / {}", sz.cpu, sz.memory),
+                _ => "-".into(),
+            };
+            let gpu = g
+                .spec
+                .gpu
+                .as_ref()
+                .map(|x| {
+                    format!(
+                        "{}x{}",
+                        x.count,
+                        x.model.clone().unwrap_or_else(|| "any".into())
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            vec![
+                g.name().to_string(),
+                g.spec.role.to_string(),
+                g.spec.count.to_string(),
+                g.spec.arch.to_string(),
+                size,
+                gpu,
+                g.spec.image.clone().unwrap_or_else(|| "(default)".into()),
+            ]
+        })
+        .collect();
+    emit(
+        output,
+        &s.config.groups,
+        &["NAME", "ROLE", "COUNT", "ARCH", "SIZE", "GPU", "IMAGE"],
+        rows,
+    )
+}
+
+/// `get instances NAME`: what the cloud holds for the cluster, found by tag.
+async fn instances(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()> {
+    let s = repo.require(name).await?;
+    let cloud = crate::cloud::connect(name, &s.config.cluster.spec).await?;
+    let mut list = cloud.list_instances(name).await?;
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows = list
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.to_string(),
+                i.id.clone(),
+                i.state.clone(),
+                i.address.clone().unwrap_or_else(|| "-".into()),
+                i.instance_group().unwrap_or("-").to_string(),
+                i.tags
+                    .get(kprov_providers::TAG_ROLE)
+                    .cloned()
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    emit(
+        output,
+        &list,
+        &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"],
+        rows,
+    )
 }

@@ -122,29 +122,12 @@ fn usage(e: MirrorError) -> anyhow::Error {
 
 /// Run `mirror`.
 pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
-    // What to copy: (upstream reference, files) from a cluster or a list.
-    let mut cluster_assets = Assets::default();
-    let mut cluster_name = None;
-    let mut files_list = Vec::new();
-    let upstreams: Vec<String> = if let Some(list) = &a.from_file {
-        if a.to.is_none() && a.to_bundle.is_none() {
-            return Err(ExitError::usage(
-                "--from-file needs --to REGISTRY or --to-bundle FILE",
-            ));
-        }
-        read_list(list)?
-    } else if a.from_bundle.is_some() {
-        Vec::new()
-    } else {
-        let repo = Repo::new(open_store(cli.state.as_deref()).await?);
-        let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-        let s = repo.require(&name).await?;
-        cluster_assets = s.config.cluster.spec.assets.clone();
-        let cat = Catalogue::for_cluster_as_rendered(&s.config).map_err(usage)?;
-        files_list = cat.files.clone();
-        cluster_name = Some(name);
-        cat.images.iter().map(|i| i.upstream.clone()).collect()
-    };
+    let Selection {
+        cluster_assets,
+        cluster_name,
+        files_list,
+        upstreams,
+    } = select(cli, a).await?;
     // Where to: --to replaces the cluster's mapping with a plain host-prefixed mirror.
     let target_assets = match &a.to {
         Some(to) => Assets {
@@ -177,35 +160,12 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
             None => up.to_string(),
         }
     };
-    // Connection settings.
-    let mut insecure = a.insecure_registry.clone();
     let sources: Vec<String> = upstreams.iter().map(|u| source_of(u)).collect();
     let targets: Vec<String> = upstreams
         .iter()
         .map(|u| image_ref(u, &target_assets))
         .collect();
-    if a.src_insecure {
-        insecure.extend(
-            sources
-                .iter()
-                .filter_map(|s| ImageRef::parse(s).ok())
-                .map(|r| r.registry),
-        );
-        if let Some(f) = &a.from {
-            insecure.push(host_of(f));
-        }
-    }
-    if a.dest_insecure || target_assets.insecure {
-        insecure.extend(
-            targets
-                .iter()
-                .filter_map(|s| ImageRef::parse(s).ok())
-                .map(|r| r.registry),
-        );
-        if let Some(t) = &a.to {
-            insecure.push(host_of(t));
-        }
-    }
+    let insecure = insecure_hosts(a, &sources, &targets, &target_assets);
     let mut opts =
         super::assets::client_options_for(&target_assets, Vec::new(), &insecure, &a.ca_bundle)?;
     opts.attempts = a.retries.max(1);
@@ -231,35 +191,7 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         .map_err(usage)?;
 
     if let Some(b) = &a.from_bundle {
-        let target_of = |up: &str| ImageRef::parse(&image_ref(up, &target_assets));
-        if a.dry_run {
-            let opened = bundle::OpenBundle::check(b).map_err(usage)?;
-            for i in &opened.index.images {
-                println!(
-                    "{} -> {}",
-                    i.upstream,
-                    target_of(&i.upstream).map_err(usage)?
-                );
-            }
-            for f in &opened.index.files {
-                let to = files_to.as_ref().map(|t| t.location(&f.upstream_url));
-                println!(
-                    "{} -> {}",
-                    f.upstream_url,
-                    to.as_deref().unwrap_or("(not copied)")
-                );
-            }
-            return Ok(());
-        }
-        let r = bundle::import(&client, b, &target_of, files_to.as_ref(), &copy_opts).await?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
-        }
-        if let Some(c) = &r.copy {
-            eprintln!("bundle {}: {}", b.display(), c.summary());
-        }
-        eprintln!("bundle {}: {} files uploaded", b.display(), r.files);
-        return Ok(());
+        return import_bundle(a, b, &client, &target_assets, files_to.as_ref(), &copy_opts).await;
     }
     let mut pairs = Vec::new();
     for (up, src) in upstreams.iter().zip(&sources) {
@@ -291,8 +223,145 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    copy_to_registries(
+        a,
+        &client,
+        pairs,
+        &targets,
+        files_to.as_ref(),
+        &files_list,
+        &copy_opts,
+    )
+    .await
+}
+
+/// What `mirror` copies: a cluster's catalogue, an image list, or (for --from-bundle) nothing
+/// named up front.
+struct Selection {
+    cluster_assets: Assets,
+    cluster_name: Option<String>,
+    files_list: Vec<crate::mirror::catalogue::FileAsset>,
+    upstreams: Vec<String>,
+}
+
+async fn select(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<Selection> {
+    let mut cluster_assets = Assets::default();
+    let mut cluster_name = None;
+    let mut files_list = Vec::new();
+    let upstreams: Vec<String> = if let Some(list) = &a.from_file {
+        if a.to.is_none() && a.to_bundle.is_none() {
+            return Err(ExitError::usage(
+                "--from-file needs --to REGISTRY or --to-bundle FILE",
+            ));
+        }
+        read_list(list)?
+    } else if a.from_bundle.is_some() {
+        Vec::new()
+    } else {
+        let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+        let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+        let s = repo.require(&name).await?;
+        cluster_assets = s.config.cluster.spec.assets.clone();
+        let cat = Catalogue::for_cluster_as_rendered(&s.config).map_err(usage)?;
+        files_list = cat.files.clone();
+        cluster_name = Some(name);
+        cat.images.iter().map(|i| i.upstream.clone()).collect()
+    };
+    Ok(Selection {
+        cluster_assets,
+        cluster_name,
+        files_list,
+        upstreams,
+    })
+}
+
+/// Registries spoken to over plain HTTP: those named by --insecure-registry, plus every source
+/// (--src-insecure) or target (--dest-insecure, assets.insecure) registry when asked.
+fn insecure_hosts(
+    a: &MirrorArgs,
+    sources: &[String],
+    targets: &[String],
+    target_assets: &Assets,
+) -> Vec<String> {
+    let mut insecure = a.insecure_registry.clone();
+    if a.src_insecure {
+        insecure.extend(
+            sources
+                .iter()
+                .filter_map(|s| ImageRef::parse(s).ok())
+                .map(|r| r.registry),
+        );
+        if let Some(f) = &a.from {
+            insecure.push(host_of(f));
+        }
+    }
+    if a.dest_insecure || target_assets.insecure {
+        insecure.extend(
+            targets
+                .iter()
+                .filter_map(|s| ImageRef::parse(s).ok())
+                .map(|r| r.registry),
+        );
+        if let Some(t) = &a.to {
+            insecure.push(host_of(t));
+        }
+    }
+    insecure
+}
+
+/// `--from-bundle FILE`: load a bundle into the target registries (or list what would go where).
+async fn import_bundle(
+    a: &MirrorArgs,
+    b: &std::path::Path,
+    client: &RegistryClient,
+    target_assets: &Assets,
+    files_to: Option<&FileTarget>,
+    copy_opts: &CopyOptions,
+) -> anyhow::Result<()> {
+    let target_of = |up: &str| ImageRef::parse(&image_ref(up, target_assets));
+    if a.dry_run {
+        let opened = bundle::OpenBundle::check(b).map_err(usage)?;
+        for i in &opened.index.images {
+            println!(
+                "{} -> {}",
+                i.upstream,
+                target_of(&i.upstream).map_err(usage)?
+            );
+        }
+        for f in &opened.index.files {
+            let to = files_to.map(|t| t.location(&f.upstream_url));
+            println!(
+                "{} -> {}",
+                f.upstream_url,
+                to.as_deref().unwrap_or("(not copied)")
+            );
+        }
+        return Ok(());
+    }
+    let r = bundle::import(client, b, &target_of, files_to, copy_opts).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    if let Some(c) = &r.copy {
+        eprintln!("bundle {}: {}", b.display(), c.summary());
+    }
+    eprintln!("bundle {}: {} files uploaded", b.display(), r.files);
+    Ok(())
+}
+
+/// Copy the images to the target registries (and the files to --files-to), or with --dry-run
+/// list what would go where.
+async fn copy_to_registries(
+    a: &MirrorArgs,
+    client: &RegistryClient,
+    pairs: Vec<(String, ImageRef)>,
+    targets: &[String],
+    files_to: Option<&FileTarget>,
+    files_list: &[crate::mirror::catalogue::FileAsset],
+    copy_opts: &CopyOptions,
+) -> anyhow::Result<()> {
     let mut jobs = Vec::new();
-    for ((_, src), t) in pairs.into_iter().zip(&targets) {
+    for ((_, src), t) in pairs.into_iter().zip(targets) {
         let mut target = ImageRef::parse(t).map_err(usage)?;
         if target.tag.is_none() && target.digest.is_none() {
             target.tag = src.tag.clone();
@@ -306,22 +375,22 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         for j in &jobs {
             println!("{} -> {}", j.source, j.target);
         }
-        if let Some(t) = &files_to {
-            for f in &files_list {
+        if let Some(t) = files_to {
+            for f in files_list {
                 println!("{} -> {}", f.upstream_url, t.location(&f.upstream_url));
             }
         }
         return Ok(());
     }
-    let report = copy_images(&client, &jobs, &copy_opts).await?;
+    let report = copy_images(client, &jobs, copy_opts).await?;
     eprintln!("mirror: {}", report.summary());
     let mut files_report = None;
-    if let Some(t) = &files_to {
+    if let Some(t) = files_to {
         let staging =
             std::env::temp_dir().join(format!("kprov-mirror-files-{}", std::process::id()));
         let out = files::mirror_files(
             client.http(),
-            &files_list,
+            files_list,
             a.files_from.as_deref(),
             t,
             &staging,

@@ -75,7 +75,7 @@ impl Cli {
     }
 }
 
-/// Verbs.
+/// The verbs of `kprov`, kops-style.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a cluster or instance group in the state store (nothing is created in the cloud

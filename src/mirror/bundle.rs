@@ -47,7 +47,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct BundleBlob {
     /// `sha256:…`.
     pub digest: String,
-    /// Size.
+    /// Size in bytes.
     pub size: u64,
     /// Media type (manifests only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,9 +76,9 @@ pub struct BundleFile {
     pub upstream_url: String,
     /// SHA-256 (hex).
     pub sha256: String,
-    /// Architecture.
+    /// The CPU architecture this entry is for (`amd64`, `arm64`).
     pub arch: Arch,
-    /// Size.
+    /// Size in bytes.
     pub size: u64,
     /// Tar entry.
     pub entry: String,
@@ -92,9 +92,9 @@ pub struct BundleIndex {
     /// Cluster it was made for (informational).
     #[serde(default)]
     pub cluster: Option<String>,
-    /// Images.
+    /// The images it holds.
     pub images: Vec<BundleImage>,
-    /// Files.
+    /// The files it holds.
     pub files: Vec<BundleFile>,
 }
 
@@ -109,13 +109,13 @@ fn file_entry(upstream_url: &str) -> String {
 /// What an export or import did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BundleReport {
-    /// Images.
+    /// How many images it holds.
     pub images: usize,
     /// Distinct blobs in the bundle.
     pub blobs: usize,
     /// Blobs downloaded by this run (the rest were there from an interrupted run).
     pub blobs_fetched: usize,
-    /// Files.
+    /// How many files it holds.
     pub files: usize,
     /// Bundle size in bytes.
     pub bytes: u64,

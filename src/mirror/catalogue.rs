@@ -46,7 +46,7 @@ pub struct FileAsset {
     pub mirror_url: String,
     /// SHA-256 (hex) the node checks.
     pub sha256: String,
-    /// Architecture.
+    /// The CPU architecture this entry is for (`amd64`, `arm64`).
     pub arch: Arch,
 }
 

@@ -128,7 +128,7 @@ pub enum BlobSource {
     Registry {
         /// Registry host.
         registry: String,
-        /// Repository.
+        /// The repository (path inside the registry) the blob lives in.
         repo: String,
     },
     /// A byte range of an offline bundle (an uncompressed tar entry).

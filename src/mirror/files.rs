@@ -76,7 +76,7 @@ pub fn base_url(base: &str, upstream_url: &str) -> String {
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOutcome {
-    /// Copied.
+    /// Copied to the target: this many bytes.
     Copied(u64),
     /// Already at the target with the right SHA-256.
     Present,

@@ -1,4 +1,4 @@
-//! Asset catalogue and mirroring for restricted networks (issue 9).
+//! Asset catalogue and mirroring for restricted networks.
 //!
 //! * [`catalogue`]: exactly the images and files a rendered cluster pulls, with their upstream and
 //!   mirror locations (computed with [`crate::assets`], the one mapping the bootstrap also uses).
@@ -114,7 +114,7 @@ pub enum MirrorError {
         what: String,
         /// URL.
         url: String,
-        /// Status.
+        /// The HTTP status code the remote side answered with (0: no answer).
         status: u16,
         /// Body excerpt.
         message: String,

@@ -140,7 +140,7 @@ pub enum Change {
     Delete {
         /// The instance.
         old: Instance,
-        /// Why.
+        /// Why the instance goes (not in the spec, a stray, a duplicate).
         reason: String,
     },
 }

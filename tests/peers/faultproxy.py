@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Tiny fault-injecting reverse proxy for moto (moto itself has NO error/throttle injection).
 
-Copied from the kprov AWS lab (shared/lab/aws/faultproxy.py); the one copy every kprov test
-uses (the AWS adapter's and the S3 state store's), with these additions (marked "kprov addition"):
+The one copy every kprov test uses (the AWS adapter's and the S3 state store's). It started as
+a lab script; the parts added for kprov are marked "kprov addition":
   strip_headers  a rule's list of request header names removed before forwarding, to play an
             S3-compatible store that ignores conditional writes (If-None-Match, If-Match)
   skip      a rule lets its first `skip` matching requests through untouched, then fires; with

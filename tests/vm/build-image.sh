@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the small Debian bookworm cloud image kprov's libvirt VM tests boot, from Debian packages
-# only (mmdebstrap; no loop devices, no mounts, no chroot), adapted from shared/lab/vm.
+# only (mmdebstrap; no loop devices, no mounts, no chroot).
 #
 #   ARCH=amd64 tests/vm/build-image.sh   -> $OUT/base.qcow2 (BIOS/GRUB bootable, MBR, ext4)
 #   ARCH=arm64 tests/vm/build-image.sh   -> $OUT/base.qcow2 + vmlinuz + initrd.img + cmdline

@@ -1,7 +1,7 @@
 //! A small OCI distribution client on reqwest: exactly the calls mirroring needs (HEAD/GET/PUT of
 //! manifests, HEAD/GET of blobs, monolithic streamed uploads, cross-repository mounts).
 //!
-//! Why not `oci-client` (0.18, re-measured for issue 14 with `benches/oci-client-spike`; figures
+//! Why not `oci-client` (0.18, re-measured with `benches/oci-client-spike`; figures
 //! in docs/benchmarks.md, reasons in docs/mirror.md "Why not oci-client"): its raw-manifest and
 //! streamed-blob calls do copy byte-identically in bounded memory now, but against an open or
 //! Basic-auth registry it sends a `GET /v2/` before every request (2.26x the requests of this
@@ -44,7 +44,7 @@ pub struct ClientOptions {
     pub insecure: BTreeSet<String>,
     /// Extra PEM CA certificates trusted for HTTPS registries and file servers.
     pub ca_pems: Vec<Vec<u8>>,
-    /// Credentials.
+    /// Registry credentials: the docker `config.json` and its credential helpers.
     pub docker_config: DockerConfig,
     /// Attempts per operation (first try included) for transient failures.
     pub attempts: u32,
