@@ -205,9 +205,35 @@ pub async fn export(
     tokio::fs::create_dir_all(&blobs_dir)
         .await
         .map_err(|e| MirrorError::io(blobs_dir.display(), e))?;
+    let plans = resolve_images(client, images, opts).await?;
+    let (mut index, unique) = stage_manifests(cluster, &plans, &staging).await?;
+    let fetched = fetch_blobs(client, &unique, &staging, opts).await?;
+    index.files = stage_files(client, file_assets, files_from, &staging).await?;
+    write_layout(&index, &staging).await?;
+    let bytes = write_tar(&index, &unique, &staging, out).await?;
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    Ok(BundleReport {
+        images: index.images.len(),
+        blobs: unique.len(),
+        blobs_fetched: fetched,
+        files: index.files.len(),
+        bytes,
+        copy: None,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Unique blobs of a bundle: digest → (an image that has it, its descriptor).
+type UniqueBlobs = BTreeMap<String, (ImageRef, Descriptor)>;
+
+/// Resolve every image (manifests are small; fetched every time so a changed tag is seen).
+async fn resolve_images(
+    client: &RegistryClient,
+    images: &[(String, ImageRef)],
+    opts: &CopyOptions,
+) -> Result<Vec<(String, ImagePlan)>, MirrorError> {
     let conc = opts.concurrency.max(1);
-    // Resolve every image (manifests are small; fetched every time so a changed tag is seen).
-    let plans: Vec<(String, ImagePlan)> = futures::stream::iter(images.iter())
+    futures::stream::iter(images.iter())
         .map(|(up, src)| async move {
             let job = CopyJob {
                 source: src.clone(),
@@ -224,15 +250,24 @@ pub async fn export(
         })
         .buffered(conc)
         .try_collect()
-        .await?;
+        .await
+}
+
+/// Write every manifest into the staging directory and index the images; returns the index
+/// (files still empty) and the unique blobs the images need.
+async fn stage_manifests(
+    cluster: Option<&str>,
+    plans: &[(String, ImagePlan)],
+    staging: &Path,
+) -> Result<(BundleIndex, UniqueBlobs), MirrorError> {
     let mut index = BundleIndex {
         version: FORMAT_VERSION,
         cluster: cluster.map(str::to_string),
         images: Vec::new(),
         files: Vec::new(),
     };
-    let mut unique: BTreeMap<String, (ImageRef, Descriptor)> = BTreeMap::new();
-    for (up, p) in &plans {
+    let mut unique: UniqueBlobs = BTreeMap::new();
+    for (up, p) in plans {
         for m in p.children.iter().chain(std::iter::once(&p.top)) {
             write_atomic(&staging.join(blob_entry(&m.digest)), &m.bytes).await?;
         }
@@ -261,6 +296,18 @@ pub async fn export(
                 .collect(),
         });
     }
+    Ok((index, unique))
+}
+
+/// Fetch the blobs not yet staged (a re-run after an interruption resumes); returns how many
+/// were fetched.
+async fn fetch_blobs(
+    client: &RegistryClient,
+    unique: &UniqueBlobs,
+    staging: &Path,
+    opts: &CopyOptions,
+) -> Result<usize, MirrorError> {
+    let conc = opts.concurrency.max(1);
     let todo: Vec<&(ImageRef, Descriptor)> = unique
         .values()
         .filter(|(_, d)| {
@@ -284,6 +331,17 @@ pub async fn export(
         .await;
     progress.clear();
     res?;
+    Ok(fetched)
+}
+
+/// Stage the files (downloaded unless already staged, SHA-256 checked) and index them.
+async fn stage_files(
+    client: &RegistryClient,
+    file_assets: &[FileAsset],
+    files_from: Option<&str>,
+    staging: &Path,
+) -> Result<Vec<BundleFile>, MirrorError> {
+    let mut indexed = Vec::new();
     for f in file_assets {
         let entry = file_entry(&f.upstream_url);
         let dest = staging.join(&entry);
@@ -298,7 +356,7 @@ pub async fn export(
         let size = std::fs::metadata(&dest)
             .map_err(|e| MirrorError::io(dest.display(), e))?
             .len();
-        index.files.push(BundleFile {
+        indexed.push(BundleFile {
             name: f.name.clone(),
             upstream_url: f.upstream_url.clone(),
             sha256: f.sha256.clone(),
@@ -307,6 +365,11 @@ pub async fn export(
             entry,
         });
     }
+    Ok(indexed)
+}
+
+/// Write the OCI layout files and kprov's own index into the staging directory.
+async fn write_layout(index: &BundleIndex, staging: &Path) -> Result<(), MirrorError> {
     // OCI layout files.
     let oci_index = serde_json::json!({
         "schemaVersion": 2,
@@ -331,11 +394,22 @@ pub async fn export(
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .await?;
-    let index_bytes = serde_json::to_vec_pretty(&index).expect("json");
+    let index_bytes = serde_json::to_vec_pretty(index).expect("json");
     write_atomic(&staging.join(INDEX_ENTRY), &index_bytes).await?;
+    Ok(())
+}
+
+/// Tar the staging directory into `out` (through a temporary file, synced, then renamed);
+/// returns the bundle's size.
+async fn write_tar(
+    index: &BundleIndex,
+    unique: &UniqueBlobs,
+    staging: &Path,
+    out: &Path,
+) -> Result<u64, MirrorError> {
     // Tar it: the index first, so an import knows the plan before reading blobs.
     let out_path = out.to_path_buf();
-    let staging2 = staging.clone();
+    let staging2 = staging.to_path_buf();
     let mut entries: Vec<String> =
         vec![INDEX_ENTRY.into(), "oci-layout".into(), "index.json".into()];
     let mut blob_names: Vec<String> = unique.keys().map(|d| blob_entry(d)).collect();
@@ -347,7 +421,7 @@ pub async fn export(
     blob_names.dedup();
     entries.extend(blob_names);
     entries.extend(index.files.iter().map(|f| f.entry.clone()));
-    let bytes = tokio::task::spawn_blocking(move || -> Result<u64, MirrorError> {
+    tokio::task::spawn_blocking(move || -> Result<u64, MirrorError> {
         let tmp = PathBuf::from(format!("{}.tmp", out_path.display()));
         let f = std::fs::File::create(&tmp).map_err(|e| MirrorError::io(tmp.display(), e))?;
         let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
@@ -367,17 +441,7 @@ pub async fn export(
         Ok(std::fs::metadata(&out_path).map(|m| m.len()).unwrap_or(0))
     })
     .await
-    .map_err(|e| MirrorError::Usage(format!("bundle writer: {e}")))??;
-    let _ = tokio::fs::remove_dir_all(&staging).await;
-    Ok(BundleReport {
-        images: index.images.len(),
-        blobs: unique.len(),
-        blobs_fetched: fetched,
-        files: index.files.len(),
-        bytes,
-        copy: None,
-        millis: started.elapsed().as_millis() as u64,
-    })
+    .map_err(|e| MirrorError::Usage(format!("bundle writer: {e}")))?
 }
 
 /// An opened bundle: its index and where each entry's data is.
