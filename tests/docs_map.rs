@@ -4,7 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-const CRATES: &[&str] = &["src", "providers/src", "state/src", "sim/zstack/src", "testkit/src"];
+const CRATES: &[&str] = &[
+    "src",
+    "providers/src",
+    "state/src",
+    "sim/zstack/src",
+    "testkit/src",
+];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -20,7 +26,9 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The map's entries under the heading naming `root`: the backticked paths of its list items.
 fn listed(doc: &str, root: &str) -> Vec<String> {
     let heading = format!("(`{root}/`)");
-    let Some(start) = doc.lines().position(|l| l.starts_with("### ") && l.contains(&heading))
+    let Some(start) = doc
+        .lines()
+        .position(|l| l.starts_with("### ") && l.contains(&heading))
     else {
         return Vec::new();
     };
