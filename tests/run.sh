@@ -14,6 +14,19 @@ export PATH="$KPROV_PEERS/venv/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/kprov-target}
 export CARGO_TERM_COLOR=never
 
+# cargo-deny (licence, ban and source checks of the dependency tree, policy in deny.toml), built
+# from crates.io once into $KPROV_PEERS/cargo, in the background while the code compiles.
+DENY="$KPROV_PEERS/cargo/bin/cargo-deny"
+deny_pid=
+if [ ! -x "$DENY" ]; then
+  deny_log=$(mktemp "${TMPDIR:-/tmp}/kprov-cargo-deny.XXXXXX")
+  echo "== building cargo-deny in the background (log: $deny_log)"
+  ( CARGO_TARGET_DIR="$KPROV_PEERS/cargo/target" cargo install --locked --quiet \
+      --root "$KPROV_PEERS/cargo" cargo-deny@0.20.2 && rm -rf "$KPROV_PEERS/cargo/target" ) \
+    >"$deny_log" 2>&1 &
+  deny_pid=$!
+fi
+
 # The VM tests' images (Debian, built from packages; arm64 under qemu-user takes ~9 min on a new
 # machine) are built in the background while the code compiles; the tests wait for them and
 # reuse them (cached by content under /var/cache/kprov-test-images). If this fails, the VM tests
@@ -48,6 +61,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# `advisories` is left out: it fetches the RustSec database over the network, which CI lacks.
+echo "== cargo deny check licenses bans sources"
+if [ -n "$deny_pid" ] && ! wait "$deny_pid"; then
+  echo "building cargo-deny failed:"; cat "$deny_log"; exit 1
+fi
+"$DENY" deny --log-level error check licenses bans sources
 # Every kprov run of the suite is recorded (tests/peers/audit-run.sh) and scanned for leaked
 # secrets afterwards (tests/peers/leakscan.py): argv, stdout, stderr and a debug log of each.
 KPROV_AUDIT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kprov-audit.XXXXXX")
