@@ -7,6 +7,7 @@
 //! [`lock::release`]. `delete`: [`delete::target`], then [`delete::Target::inventory`] or, under the lock,
 //! [`delete::Target::delete`].
 
+pub mod access;
 pub mod converge;
 pub mod delete;
 pub mod lock;
