@@ -1,0 +1,15 @@
+//! The command line as a user meets it: help texts, store layout and output formats (`cli`),
+//! installing and the quickstart (`install`), `export kubeconfig`, the bad-input corpus
+//! (`bad_input`) and property-based mutations of every input (`input_props`). Every case runs
+//! the real `kprov` binary (audited, see `kprov_testkit::kprov_cmd`).
+
+use kprov_testkit::KprovBin;
+
+/// The kprov binary under test.
+const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
+
+mod bad_input;
+mod cli;
+mod export_kubeconfig;
+mod input_props;
+mod install;
