@@ -10,9 +10,6 @@
 //! Run: `cargo bench --bench aws` (needs moto: `bash tests/peers/install.sh`; with
 //! `KPROV_SKIP_PEERS=1` and no moto it prints SKIPPED).
 
-#[path = "../tests/support_aws/mod.rs"]
-mod support_aws;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +24,9 @@ use kprov_providers::{
     instance_id, Arch, Cloud, InstanceRequest, MachineSize, NetworkRequest, Role, TAG_CLUSTER,
     TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
 };
-use support_aws::{clients, FaultProxy, Moto};
+use kprov_testkit::aws::clients;
+use kprov_testkit::fault_proxy::FaultProxy;
+use kprov_testkit::moto::Moto;
 
 const N: u32 = 100;
 const CLUSTER: &str = "bench";

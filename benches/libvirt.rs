@@ -9,19 +9,19 @@
 //! `bash tests/peers/install.sh`). `KPROV_BENCH_RUNS=N` repeats each size N times (default 1)
 //! and reports the best.
 
-#[path = "../tests/vm/harness.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use harness::*;
+use kprov_testkit::vm::*;
+
+/// The kprov binary under test.
+const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 
 fn one_run(img: &std::path::Path, vms: u32, run: u32) -> f64 {
     let files = file_repository("amd64");
-    let file_srv = Http::start(files);
-    let recorder = Http::start(Default::default());
+    let file_srv = serve_suffix(files);
+    let recorder = serve_suffix(Default::default());
     let cluster = format!("lb{vms}r{run}p{}", std::process::id() % 10000);
-    let mut kprov = Kprov::new();
+    let mut kprov = Kprov::new(KPROV);
     kprov.create_cluster(
         &cluster,
         "amd64",

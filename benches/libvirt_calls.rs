@@ -13,14 +13,14 @@
 //! the per-domain cost is the difference of the two sizes / 6. Run: `cargo bench --bench
 //! libvirt_calls` (as root; peers from `bash tests/peers/install.sh`). Takes the VM host lock.
 
-#[path = "../tests/vm/harness.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Instant;
 
-use harness::*;
+use kprov_testkit::vm::*;
+
+/// The kprov binary under test.
+const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 
 /// RPC calls of one kprov run: total, the part spent opening the connection, and per API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +118,8 @@ struct Gone(String, String);
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        let _ = audit::kprov_command()
+        let _ = KPROV
+            .command()
             .args(["delete", "cluster", &self.1, "--yes", "--force-unlock"])
             .env("KPROV_STATE_STORE", &self.0)
             .stdin(Stdio::null())
@@ -137,7 +138,7 @@ struct Row {
 
 fn one(img: &std::path::Path, n: u32, run: u32) -> Row {
     let cluster = format!("lc{n}r{run}p{}", std::process::id() % 10000);
-    let kprov = Kprov::new();
+    let kprov = Kprov::new(KPROV);
     let _gone = Gone(
         format!("file://{}", kprov.state.path().display()),
         cluster.clone(),

@@ -18,13 +18,15 @@
 //!
 //! Needs the peers (`bash tests/peers/install.sh`); `KPROV_SKIP_PEERS=1` skips.
 
-#[path = "../tests/support_registry/mod.rs"]
-mod support_registry;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support_registry::{generate, kprov, push_set, Registry, RegistryOptions, SetSizes, K8S_LIKE};
+use kprov_testkit::images::{generate, SetSizes, K8S_LIKE};
+use kprov_testkit::registry::{push_set, Registry, RegistryOptions};
+use kprov_testkit::{peers, skopeo, KprovBin};
+
+/// The kprov binary under test.
+const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 
 const MB: f64 = 1e6;
 
@@ -35,7 +37,7 @@ fn list(dir: &std::path::Path, refs: &[&str]) -> std::path::PathBuf {
 }
 
 fn kprov_mirror(from: &str, to: &str, list: &std::path::Path) -> Command {
-    let mut c = kprov();
+    let mut c = KPROV.command();
     c.args([
         "mirror",
         "--no-progress",
@@ -247,7 +249,7 @@ fn line(who: &str, r: Run, total: f64, base: Option<Run>) -> String {
 
 fn main() {
     let t = "bench mirror";
-    if support_registry::require(t, "skopeo").is_none() {
+    if peers::require(t, "skopeo").is_none() {
         return;
     }
     let spike = spike_bin();
@@ -306,27 +308,21 @@ fn main() {
             )
         })
     });
-    let n = support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| {
-        format!("{}/{r}", a.addr)
-    });
-    support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", b.addr));
+    let n = skopeo::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", a.addr));
+    skopeo::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", b.addr));
     // Without --scoped, skopeo sync names each image by its last path segment.
-    support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| {
+    skopeo::assert_identical_with_skopeo(&set, &up.addr, |r| {
         format!("{}/{}", c.addr, r.rsplit('/').next().unwrap())
     });
     let mut blobs = assert_same_blobs(&up, &a, "kprov");
     assert_same_blobs(&up, &b, "skopeo copy");
     assert_same_blobs(&up, &c, "skopeo sync");
     if o1.is_some() {
-        support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| {
-            format!("{}/{r}", d.addr)
-        });
+        skopeo::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", d.addr));
         blobs = assert_same_blobs(&up, &d, "oci-client spike");
     }
     if let Some(e) = &e {
-        support_registry::assert_identical_with_skopeo(&set, &up.addr, |r| {
-            format!("{}/{r}", e.addr)
-        });
+        skopeo::assert_identical_with_skopeo(&set, &up.addr, |r| format!("{}/{r}", e.addr));
         assert_same_blobs(&up, e, "oci-client spike --chunked");
     }
     let copiers = if o1.is_some() {

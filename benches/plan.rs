@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use kprov::plan::{desired, diff, render};
 use kprov::spec::ClusterConfig;
-use kprov_providers::memory::MemoryCloud;
 use kprov_providers::Cloud;
+use kprov_testkit::memory::MemoryCloud;
 
 fn cluster(workers: u32) -> ClusterConfig {
     let yaml = format!(

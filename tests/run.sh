@@ -39,14 +39,14 @@ if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then
 fi
 
 # The README's first command, from this clone as a user runs it; its transcript is checked by
-# tests/install.rs (create → plan → apply → no-op → delete).
+# tests/cli/install.rs (create → plan → apply → no-op → delete).
 KPROV_QUICKSTART_TRANSCRIPT=$(mktemp "${TMPDIR:-/tmp}/kprov-quickstart.XXXXXX")
 export KPROV_QUICKSTART_TRANSCRIPT
 echo "== bash tests/quickstart.sh (transcript: $KPROV_QUICKSTART_TRANSCRIPT)"
 bash tests/quickstart.sh 2>&1 | tee "$KPROV_QUICKSTART_TRANSCRIPT"
 
 # A kprov without the libvirt provider, as `cargo install --no-default-features --features
-# zstack,aws` builds it (tests/install.rs checks it refuses libvirt). Same target directory, so
+# zstack,aws` builds it (tests/cli/install.rs checks it refuses libvirt). Same target directory, so
 # only the kprov crate itself is compiled again; the default binary is linked back right after.
 echo "== building kprov without libvirt"
 # (The simulator is selected too, only so that the shared dependencies resolve to the same

@@ -3,8 +3,8 @@
 //!
 //! The engine (plan + apply in the `kprov` crate) only ever talks to a cloud through this trait.
 //! Adapters live in their own modules behind cargo features (`zstack`, `aws`, `libvirt`).
-//! [`memory::MemoryCloud`] is an in-process cloud with fault injection that engine tests and
-//! benchmarks run against; it is not a provider users can select.
+//! The in-process cloud that engine tests and benchmarks run against lives in the test kit
+//! (`kprov_testkit::memory`), not in the shipped library.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 pub mod aws;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
-pub mod memory;
 #[cfg(feature = "zstack")]
 pub mod zstack;
 

@@ -3,9 +3,6 @@
 //! state in one process), and results are checked with describe-* calls through the SDK.
 #![cfg(feature = "aws")]
 
-#[path = "../../tests/support_aws/mod.rs"]
-mod support_aws;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -15,9 +12,9 @@ use kprov_providers::{
     NetworkRequest, Resource, ResourceKind, Role, TAG_CLUSTER, TAG_INDEX, TAG_INSTANCE_GROUP,
     TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
 };
-use support_aws::{
-    clients, duplicates, live_instances, tagged_resources, FaultProxy, Moto, SSH_KEY,
-};
+use kprov_testkit::aws::{clients, duplicates, live_instances, tagged_resources, SSH_KEY};
+use kprov_testkit::fault_proxy::FaultProxy;
+use kprov_testkit::moto::Moto;
 
 macro_rules! moto {
     () => {

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kprov_providers::memory::{Fault, MemoryCloud};
 use kprov_providers::Cloud;
+use kprov_testkit::memory::{Fault, MemoryCloud};
 
 use super::*;
 use crate::plan::{desired, diff};

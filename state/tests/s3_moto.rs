@@ -4,8 +4,6 @@
 //! all state in one process) and is killed when the test ends, pass or fail.
 #![cfg(feature = "s3")]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +11,14 @@ use kprov_state::crypt::{generate_key_file, EncryptedStore, EncryptionKey, MAGIC
 use kprov_state::lease::{current, force_unlock};
 use kprov_state::s3::{ConditionalWrites, S3Store, PROBE_DIR};
 use kprov_state::{suite, Condition, Lease, StateError, StateStore};
-use support::{create_bucket, raw_get, raw_keys, store, FaultProxy, Moto};
+use kprov_testkit::fault_proxy::FaultProxy;
+use kprov_testkit::moto::Moto;
+use kprov_testkit::s3_store::{self, create_bucket, raw_get, raw_keys, store};
 
 /// Start moto, or return from the test when it is missing and `KPROV_SKIP_PEERS=1`.
 macro_rules! moto {
     () => {
-        match Moto::start() {
+        match Moto::start("the s3:// state store tests") {
             Some(m) => m,
             None => return,
         }
@@ -234,7 +234,7 @@ async fn network_cut_mid_write_is_a_clear_error_and_the_rerun_completes() {
         msg.contains("check the endpoint") && msg.contains("credentials"),
         "says how to fix: {msg}"
     );
-    let hits = proxy.state();
+    let hits = proxy.state_text();
     assert!(
         hits.contains(r#""s3:PUT /kprov-cut/c/config.yaml": 5"#),
         "5 attempts (standard retry mode): {hits}"
@@ -286,9 +286,11 @@ async fn conditional_write_whose_response_was_lost_is_not_a_false_conflict() {
         .await
         .expect("our own applied write is ours");
     assert!(
-        proxy.state().contains(r#""s3:PUT /kprov-lost/c/lock": 1"#),
+        proxy
+            .state_text()
+            .contains(r#""s3:PUT /kprov-lost/c/lock": 1"#),
         "{}",
-        proxy.state()
+        proxy.state_text()
     );
     assert_eq!(
         current(store.as_ref(), "c").await.unwrap().as_ref(),
@@ -347,10 +349,10 @@ async fn store_ignoring_conditional_headers_is_refused_unless_overridden() {
         .unwrap();
     assert!(
         proxy
-            .state()
+            .state_text()
             .contains("s3:PUT /kprov-strip/st/.kprov-probe/"),
         "the probe went through the proxy: {}",
-        proxy.state()
+        proxy.state_text()
     );
 
     // With the override it proceeds (the warning text is checked in s3_warnings.rs).
@@ -372,7 +374,7 @@ async fn store_ignoring_conditional_headers_is_refused_unless_overridden() {
         .expect("the override proceeds");
     g.release().await.unwrap();
     let probe_left: Vec<String> =
-        support::raw_keys(&store_over(&proxy, "s3://kprov-strip/st", true).await)
+        s3_store::raw_keys(&store_over(&proxy, "s3://kprov-strip/st", true).await)
             .await
             .into_iter()
             .filter(|k| k.contains(PROBE_DIR))

@@ -4,11 +4,10 @@
 //! test that sets them once.
 #![cfg(feature = "s3")]
 
-mod support;
-
 use kprov_state::crypt::{generate_key_file, MAGIC};
 use kprov_state::{open, Condition, StateError};
-use support::Moto;
+use kprov_testkit::moto::Moto;
+use kprov_testkit::s3_store;
 
 #[tokio::test]
 async fn open_reads_scheme_endpoint_region_and_encryption_from_the_environment() {
@@ -26,7 +25,9 @@ async fn open_reads_scheme_endpoint_region_and_encryption_from_the_environment()
         .await
         .unwrap();
 
-    let Some(moto) = Moto::start() else { return };
+    let Some(moto) = Moto::start("the s3:// state store tests") else {
+        return;
+    };
     // Only this binary's process; no test runs concurrently with this one in it.
     for var in [
         "AWS_PROFILE",
@@ -56,7 +57,7 @@ async fn open_reads_scheme_endpoint_region_and_encryption_from_the_environment()
     .unwrap();
     assert_eq!(s.region().as_deref(), Some("us-east-1"), "default region");
     assert_eq!(s.endpoint(), moto.endpoint());
-    support::create_bucket(&s).await;
+    s3_store::create_bucket(&s).await;
 
     let key_file = dir.path().join("state.key");
     generate_key_file(&key_file).unwrap();
@@ -72,7 +73,7 @@ async fn open_reads_scheme_endpoint_region_and_encryption_from_the_environment()
         b"tok-123456"
     );
     assert!(
-        support::raw_get(&s, "c/secrets/token")
+        s3_store::raw_get(&s, "c/secrets/token")
             .await
             .starts_with(MAGIC),
         "open() wrapped the store"

@@ -1,19 +1,22 @@
 //! The warnings of the `s3://` backend, read from a process-wide log capture. One test in its
-//! own binary so no other test's threads race the subscriber set-up (see `support::Logs`).
+//! own binary so no other test's threads race the subscriber set-up (see `kprov_testkit::logs::Logs`).
 #![cfg(feature = "s3")]
-
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kprov_state::{Condition, Lease, StateStore};
-use support::{create_bucket, store, FaultProxy, Logs, Moto};
+use kprov_testkit::fault_proxy::FaultProxy;
+use kprov_testkit::logs::Logs;
+use kprov_testkit::moto::Moto;
+use kprov_testkit::s3_store::{create_bucket, store};
 
 #[tokio::test]
 async fn versioning_off_and_unsafe_override_warn_once() {
     let logs = Logs::global();
-    let Some(moto) = Moto::start() else { return };
+    let Some(moto) = Moto::start("the s3:// state store tests") else {
+        return;
+    };
 
     // Versioning off: one warning per process and bucket, saying how to turn it on.
     let off = store(&moto.endpoint(), "s3://kprov-unversioned", |_| {}).await;

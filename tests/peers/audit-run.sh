@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# audit-run.sh KPROV [ARGS...] — how the test suite runs kprov (tests/support/audit.rs).
+# audit-run.sh KPROV [ARGS...] — how the test suite runs kprov (testkit/src/kprov_cmd.rs).
 #
 # Without KPROV_AUDIT_DIR it simply execs KPROV. With it (tests/run.sh sets it), every run gets
 # a directory $KPROV_AUDIT_DIR/runs/ID holding what a leak could show up in: its argv, its

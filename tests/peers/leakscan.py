@@ -133,7 +133,7 @@ def scan(audit, min_runs):
           "%(allowed_stdout)d runs printed secrets on request" % stats)
     if len(runs) < min_runs:
         print("leakscan: FAILED: only %d kprov runs were audited (expected ≥ %d): is every test "
-              "running kprov through tests/support/audit.rs?" % (len(runs), min_runs))
+              "running kprov through testkit/src/kprov_cmd.rs?" % (len(runs), min_runs))
         return 1
     if leaks:
         print("leakscan: FAILED: %d leak(s):" % len(leaks))
@@ -148,7 +148,7 @@ def self_test():
     """Plant one leak per channel and kind; each must be found, and a clean run must pass."""
     token = "abcdef.0123456789abcdef"
     pem = "-----BEGIN PRIVATE KEY-----\n" + "A" * 64 + "\n-----END PRIVATE KEY-----\n"
-    zstack_pw = "Zs-E2e-Pw-4c9d1b"  # as tests/zstack_e2e.rs gives it
+    zstack_pw = "Zs-E2e-Pw-4c9d1b"  # as tests/e2e/zstack_e2e.rs gives it
     # (channel, text, secret, where the secret comes from, argv when not the planted one)
     cases = [
         ("stderr", "error: " + pem, None, None, None),

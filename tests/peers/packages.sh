@@ -15,7 +15,7 @@ BUILD_PKGS=(pkg-config libvirt-dev)
 PEER_PKGS=(cloud-init containerd docker-registry skopeo openssl libvirt-clients libxml2-utils
   libvirt-daemon python3-venv nginx)
 
-# libvirt VM tests (tests/libvirt_vm.rs, benches/libvirt.rs): libvirtd + QEMU (x86_64 and
+# libvirt VM tests (tests/libvirt/libvirt_vm.rs, benches/libvirt.rs): libvirtd + QEMU (x86_64 and
 # aarch64 system emulators, UEFI firmware, user-mode emulation for arm64 image builds),
 # mmdebstrap + partitioning/GRUB tools for the test image, xorriso (seed ISO check), nc (guestfwd).
 VM_PKGS=(libvirt-daemon-system qemu-system-x86 qemu-system-arm qemu-efi-aarch64 qemu-user-static

@@ -1,9 +1,7 @@
 //! Simulator behaviour beyond the §12 checks: persistence, every fault knob, PCI exclusivity,
 //! placement, paging, the state machine, headers, AccessKey auth and the binary.
 
-mod common;
-
-use common::*;
+use kprov_testkit::zstack_sim::*;
 use kprov_zstack_sim::{FaultAction, FaultRule, SimConfig, Simulator, DEFAULT_FOREIGN_HOST};
 use reqwest::Method;
 use serde_json::{json, Value};

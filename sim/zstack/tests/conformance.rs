@@ -5,9 +5,7 @@
 //! simulator in-process. Simulator-only expectations (the exact codes the spec leaves
 //! "unconfirmed") are asserted only in-process and printed otherwise, so they can be recorded.
 
-mod common;
-
-use common::*;
+use kprov_testkit::zstack_sim::*;
 use kprov_zstack_sim::SimConfig;
 use reqwest::Method;
 use serde_json::{json, Value};

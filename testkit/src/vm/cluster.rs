@@ -1,0 +1,77 @@
+//! A libvirt cluster for the VM tests, created through the kprov CLI: the spec from
+//! `kprov create cluster`, then the libvirt settings it has no flags for edited into the store.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use super::stand_ins::{GUEST_CALLBACK_PORT, GUEST_FILES_PORT, GUEST_REGISTRY_PORT};
+use super::virsh::force_cleanup;
+use crate::kprov_cmd::{Kprov, KprovBin};
+
+/// On the way out of a VM test (also after a failed assertion): `kprov delete cluster CLUSTER
+/// --yes --force-unlock` against `store` (its result ignored), then every domain of the cluster
+/// that is still there destroyed and undefined.
+pub fn delete_cluster_and_leftovers(bin: KprovBin, store: &str, cluster: &str) {
+    let _ = bin
+        .command()
+        .args(["delete", "cluster", cluster, "--yes", "--force-unlock"])
+        .env("KPROV_STATE_STORE", store)
+        .stdin(Stdio::null())
+        .output();
+    force_cleanup(&format!("{cluster}-"));
+}
+
+impl Kprov {
+    /// Create cluster `name` on libvirt (qemu:///system, TCG, restricted user networking with
+    /// forwards to the given loopback ports) with 1 control plane of `cp_size` and `nodes`
+    /// workers of `node_size` (`CPU:MEMORY`), booting the image directory `image`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_cluster(
+        &self,
+        name: &str,
+        arch: &str,
+        nodes: u32,
+        cp_size: &str,
+        node_size: &str,
+        image: &Path,
+        callback: u16,
+        files: u16,
+        registry: u16,
+    ) {
+        let n = nodes.to_string();
+        self.ok(&[
+            "create",
+            "cluster",
+            name,
+            "--provider",
+            "libvirt",
+            "--arch",
+            arch,
+            "--control-plane-count",
+            "1",
+            "--node-count",
+            &n,
+            "--control-plane-size",
+            cp_size,
+            "--node-size",
+            node_size,
+            "--registry-mirror",
+            &format!("10.0.2.100:{GUEST_REGISTRY_PORT}"),
+            "--file-repository",
+            &format!("http://10.0.2.100:{GUEST_FILES_PORT}"),
+        ]);
+        // libvirt settings `create cluster` has no flags for: edit the stored spec
+        let path = self.state.path().join(name).join("config.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let spec = doc.get_mut("spec").expect("spec");
+        let lv: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "uri: qemu:///system\ndomainType: qemu\nnetwork:\n  user:\n    forwards: {{{GUEST_CALLBACK_PORT}: {callback}, {GUEST_FILES_PORT}: {files}, {GUEST_REGISTRY_PORT}: {registry}}}\nimages:\n  {arch}: {}\n",
+            image.display()
+        ))
+        .unwrap();
+        spec["provider"]["libvirt"] = lv;
+        spec["assets"]["insecure"] = serde_yaml::Value::Bool(true);
+        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    }
+}
