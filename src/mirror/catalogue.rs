@@ -5,8 +5,8 @@
 //! It is computed from the same sources the bootstrap renders from — the versions table
 //! (`Release::core_images`, binaries, `ADDON_IMAGES`), `bootstrap::manifests::enabled` for which
 //! components are on, and `crate::assets` for every mirror location — so the catalogue and the
-//! rendered user-data cannot drift apart (`tests/bootstrap/mirror_catalogue.rs` checks it on rendered
-//! output).
+//! rendered user-data cannot drift apart (`tests/bootstrap/mirror_catalogue.rs` checks it on
+//! rendered output).
 
 use std::collections::BTreeMap;
 
