@@ -21,7 +21,7 @@ fn one_run(img: &std::path::Path, vms: u32, run: u32) -> f64 {
     let file_srv = serve_suffix(files);
     let recorder = serve_suffix(Default::default());
     let cluster = format!("lb{vms}r{run}p{}", std::process::id() % 10000);
-    let mut kprov = Kprov::new(KPROV);
+    let mut kprov = Kprov::for_vms(KPROV);
     kprov.create_cluster(
         &cluster,
         "amd64",

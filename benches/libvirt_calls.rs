@@ -138,7 +138,7 @@ struct Row {
 
 fn one(img: &std::path::Path, n: u32, run: u32) -> Row {
     let cluster = format!("lc{n}r{run}p{}", std::process::id() % 10000);
-    let kprov = Kprov::new(KPROV);
+    let kprov = Kprov::for_vms(KPROV);
     let _gone = Gone(
         format!("file://{}", kprov.state.path().display()),
         cluster.clone(),

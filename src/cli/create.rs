@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand};
 
 use super::{open_store, Cli, ExitError, Output};
-use crate::repo::{Repo, RepoError};
+use crate::ops;
+use crate::repo::Repo;
 use crate::spec::load::{Documents, Source};
 use crate::spec::{
     self, Arch, Cluster, ClusterConfig, ClusterSpec, Cni, Gpu, GpuMode, InstanceGroup,
@@ -482,11 +483,7 @@ async fn create_cluster(cli: &Cli, a: &CreateClusterArgs) -> anyhow::Result<()> 
         return print_config(&spec.config, a.output);
     }
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
-    let stored = repo
-        .save(&spec.config, None)
-        .await
-        .map_err(usage_if_exists)?;
-    crate::secrets::ensure(&repo, &stored.config).await?;
+    let stored = ops::specs::store(&repo, &spec, None).await?;
     eprintln!(
         "Cluster {} created in {} ({} instance groups, {} instances). Nothing exists in the cloud yet:\n  kprov update cluster {} --yes",
         stored.config.name(),
@@ -496,13 +493,6 @@ async fn create_cluster(cli: &Cli, a: &CreateClusterArgs) -> anyhow::Result<()> 
         stored.config.name()
     );
     Ok(())
-}
-
-fn usage_if_exists(e: RepoError) -> anyhow::Error {
-    match e {
-        RepoError::Exists { .. } => ExitError::usage(e.to_string()),
-        e => e.into(),
-    }
 }
 
 /// `create -f FILE`: a Cluster and its InstanceGroups (a new cluster, or with --replace a stored
@@ -572,11 +562,7 @@ async fn create_from_file(
     if dry_run {
         return print_config(&spec.config, Output::Yaml);
     }
-    let stored = repo
-        .save(&spec.config, previous.as_ref())
-        .await
-        .map_err(usage_if_exists)?;
-    crate::secrets::ensure(&repo, &stored.config).await?;
+    let stored = ops::specs::store(&repo, &spec, previous.as_ref()).await?;
     eprintln!(
         "Cluster {} {} (generation {}). Apply with: kprov update cluster {} --yes",
         stored.config.name(),
@@ -633,38 +619,11 @@ async fn add_groups_from_file(
         )));
     }
     let prev = repo.require(&name).await?;
-    let mut all = prev.config.clone();
-    for (g, _) in &groups {
-        if all
-            .groups
-            .iter()
-            .any(|x| x.metadata.name == g.metadata.name)
-            && !replace
-        {
-            return Err(ExitError::usage(format!(
-                "instance group {:?} already exists in cluster {name}; add --replace to replace it",
-                g.metadata.name
-            )));
-        }
-        all.groups.retain(|x| x.metadata.name != g.metadata.name);
-    }
-    let src = Source::Store(crate::repo::config_key(&name));
-    let mut group_srcs: Vec<Source> = all.groups.iter().map(|_| src.clone()).collect();
-    for (g, s) in groups {
-        all.groups.push(g);
-        group_srcs.push(s);
-    }
-    let mut spec = LoadedSpec {
-        config: all,
-        cluster_src: src,
-        group_srcs,
-    };
-    spec::validate(&mut spec)?;
+    let spec = ops::specs::with_groups(&prev, groups, replace)?;
     if dry_run {
         return print_config(&spec.config, Output::Yaml);
     }
-    let stored = repo.save(&spec.config, Some(&prev)).await?;
-    crate::secrets::ensure(repo, &stored.config).await?;
+    let stored = ops::specs::store(repo, &spec, Some(&prev)).await?;
     eprintln!("Cluster {name}: instance groups stored (generation {}). Apply with: kprov update cluster {name} --yes", stored.generation);
     Ok(())
 }
@@ -702,30 +661,19 @@ async fn create_group(cli: &Cli, a: &CreateGroupArgs) -> anyhow::Result<()> {
             gpu,
         },
     );
-    let mut cfg = prev.config.clone();
-    cfg.groups.push(g);
-    let src = Source::Store(crate::repo::config_key(&name));
-    let mut group_srcs: Vec<Source> = cfg.groups.iter().map(|_| src.clone()).collect();
-    if let Some(last) = group_srcs.last_mut() {
-        *last = Source::Flags(
-            [
-                ("spec.count", "--count"),
-                ("spec.size", "--size"),
-                ("spec.image", "--image"),
-                ("spec.gpu", "--gpu"),
-                ("metadata.name", "IG"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        );
-    }
-    let mut spec = LoadedSpec {
-        config: cfg,
-        cluster_src: src,
-        group_srcs,
-    };
-    spec::validate(&mut spec)?;
+    let flags = Source::Flags(
+        [
+            ("spec.count", "--count"),
+            ("spec.size", "--size"),
+            ("spec.image", "--image"),
+            ("spec.gpu", "--gpu"),
+            ("metadata.name", "IG"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    let spec = ops::specs::with_groups(&prev, vec![(g, flags)], false)?;
     if a.dry_run {
         let g = spec
             .config
@@ -736,8 +684,7 @@ async fn create_group(cli: &Cli, a: &CreateGroupArgs) -> anyhow::Result<()> {
         print!("{}", serde_yaml::to_string(g)?);
         return Ok(());
     }
-    let stored = repo.save(&spec.config, Some(&prev)).await?;
-    crate::secrets::ensure(&repo, &stored.config).await?;
+    let stored = ops::specs::store(&repo, &spec, Some(&prev)).await?;
     eprintln!("Instance group {} added to cluster {name} (generation {}). Apply with: kprov update cluster {name} --yes", a.group, stored.generation);
     Ok(())
 }

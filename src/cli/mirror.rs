@@ -11,7 +11,9 @@ use crate::mirror::bundle;
 use crate::mirror::copy::{copy_images, CopyJob, CopyOptions, PlatformFilter};
 use crate::mirror::files::{self, FileTarget};
 use crate::mirror::registry::RegistryClient;
-use crate::mirror::{Catalogue, ImageRef, MirrorError};
+use crate::mirror::{ImageRef, MirrorError};
+use crate::ops::mirror::{MirrorPlan, MirrorRequest, Selection};
+use crate::ops::{self, assets::client_options_for, mirror::usage};
 use crate::repo::Repo;
 use crate::spec::Assets;
 
@@ -109,65 +111,24 @@ pub fn parse_image_list(file: &str, text: &str) -> Result<Vec<String>, MirrorErr
     Ok(list)
 }
 
-fn host_of(location: &str) -> String {
-    location.split('/').next().unwrap_or(location).to_string()
-}
-
-fn usage(e: MirrorError) -> anyhow::Error {
-    match e {
-        MirrorError::Usage(m) => ExitError::usage(m),
-        other => other.into(),
-    }
-}
-
 /// Run `mirror`.
 pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
-    let Selection {
-        cluster_assets,
-        cluster_name,
-        files_list,
-        upstreams,
-    } = select(cli, a).await?;
-    // Where to: --to replaces the cluster's mapping with a plain host-prefixed mirror.
-    let target_assets = match &a.to {
-        Some(to) => Assets {
-            container_registry: Some(to.clone()),
-            insecure: a.dest_insecure || cluster_assets.insecure,
-            ..Default::default()
-        },
-        None => cluster_assets.clone(),
+    let sel = select(cli, a).await?;
+    let req = MirrorRequest {
+        to: a.to.clone(),
+        from: a.from.clone(),
+        insecure_registries: a.insecure_registry.clone(),
+        src_insecure: a.src_insecure,
+        dest_insecure: a.dest_insecure,
+        to_registries: a.to_bundle.is_none() && a.from_bundle.is_none(),
     };
-    if a.to_bundle.is_none() && a.from_bundle.is_none() {
-        let unmapped: Vec<&String> = upstreams
-            .iter()
-            .filter(|u| image_ref(u, &target_assets) == **u)
-            .collect();
-        if !unmapped.is_empty() {
-            return Err(ExitError::usage(format!(
-                "no mirror location for {} (and {} more): the cluster has no assets.containerRegistry / mappings for them; pass --to REGISTRY",
-                unmapped[0],
-                unmapped.len() - 1
-            )));
-        }
-    }
-    let source_assets = a.from.as_ref().map(|f| Assets {
-        container_registry: Some(f.clone()),
-        ..Default::default()
-    });
-    let source_of = |up: &str| -> String {
-        match &source_assets {
-            Some(s) => image_ref(up, s),
-            None => up.to_string(),
-        }
-    };
-    let sources: Vec<String> = upstreams.iter().map(|u| source_of(u)).collect();
-    let targets: Vec<String> = upstreams
-        .iter()
-        .map(|u| image_ref(u, &target_assets))
-        .collect();
-    let insecure = insecure_hosts(a, &sources, &targets, &target_assets);
-    let mut opts =
-        super::assets::client_options_for(&target_assets, Vec::new(), &insecure, &a.ca_bundle)?;
+    let MirrorPlan {
+        target_assets,
+        pairs,
+        targets,
+        insecure,
+    } = ops::mirror::plan(&sel, &req)?;
+    let mut opts = client_options_for(&target_assets, Vec::new(), &insecure, &a.ca_bundle)?;
     opts.attempts = a.retries.max(1);
     let client = RegistryClient::new(opts).map_err(usage)?;
     let copy_opts = CopyOptions {
@@ -193,16 +154,12 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     if let Some(b) = &a.from_bundle {
         return import_bundle(a, b, &client, &target_assets, files_to.as_ref(), &copy_opts).await;
     }
-    let mut pairs = Vec::new();
-    for (up, src) in upstreams.iter().zip(&sources) {
-        pairs.push((up.clone(), ImageRef::parse(src).map_err(usage)?));
-    }
     if let Some(out) = &a.to_bundle {
         let r = bundle::export(
             &client,
-            cluster_name.as_deref(),
+            sel.cluster_name.as_deref(),
             &pairs,
-            &files_list,
+            &sel.files,
             a.files_from.as_deref(),
             out,
             &copy_opts,
@@ -229,84 +186,28 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         pairs,
         &targets,
         files_to.as_ref(),
-        &files_list,
+        &sel.files,
         &copy_opts,
     )
     .await
 }
 
-/// What `mirror` copies: a cluster's catalogue, an image list, or (for --from-bundle) nothing
-/// named up front.
-struct Selection {
-    cluster_assets: Assets,
-    cluster_name: Option<String>,
-    files_list: Vec<crate::mirror::catalogue::FileAsset>,
-    upstreams: Vec<String>,
-}
-
+/// What the flags select: an image list, a bundle (named later), or a cluster's catalogue.
 async fn select(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<Selection> {
-    let mut cluster_assets = Assets::default();
-    let mut cluster_name = None;
-    let mut files_list = Vec::new();
-    let upstreams: Vec<String> = if let Some(list) = &a.from_file {
+    if let Some(list) = &a.from_file {
         if a.to.is_none() && a.to_bundle.is_none() {
             return Err(ExitError::usage(
                 "--from-file needs --to REGISTRY or --to-bundle FILE",
             ));
         }
-        read_list(list)?
-    } else if a.from_bundle.is_some() {
-        Vec::new()
-    } else {
-        let repo = Repo::new(open_store(cli.state.as_deref()).await?);
-        let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-        let s = repo.require(&name).await?;
-        cluster_assets = s.config.cluster.spec.assets.clone();
-        let cat = Catalogue::for_cluster_as_rendered(&s.config).map_err(usage)?;
-        files_list = cat.files.clone();
-        cluster_name = Some(name);
-        cat.images.iter().map(|i| i.upstream.clone()).collect()
-    };
-    Ok(Selection {
-        cluster_assets,
-        cluster_name,
-        files_list,
-        upstreams,
-    })
-}
-
-/// Registries spoken to over plain HTTP: those named by --insecure-registry, plus every source
-/// (--src-insecure) or target (--dest-insecure, assets.insecure) registry when asked.
-fn insecure_hosts(
-    a: &MirrorArgs,
-    sources: &[String],
-    targets: &[String],
-    target_assets: &Assets,
-) -> Vec<String> {
-    let mut insecure = a.insecure_registry.clone();
-    if a.src_insecure {
-        insecure.extend(
-            sources
-                .iter()
-                .filter_map(|s| ImageRef::parse(s).ok())
-                .map(|r| r.registry),
-        );
-        if let Some(f) = &a.from {
-            insecure.push(host_of(f));
-        }
+        return Ok(Selection::images(read_list(list)?));
     }
-    if a.dest_insecure || target_assets.insecure {
-        insecure.extend(
-            targets
-                .iter()
-                .filter_map(|s| ImageRef::parse(s).ok())
-                .map(|r| r.registry),
-        );
-        if let Some(t) = &a.to {
-            insecure.push(host_of(t));
-        }
+    if a.from_bundle.is_some() {
+        return Ok(Selection::default());
     }
-    insecure
+    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+    let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+    Selection::cluster(&repo, &name).await
 }
 
 /// `--from-bundle FILE`: load a bundle into the target registries (or list what would go where).

@@ -28,6 +28,10 @@ pub struct UpdateArgs {
     /// Lock lease time-to-live in seconds (renewed every third of it while running).
     #[arg(long, default_value_t = 60, hide = true)]
     pub lock_ttl: u64,
+    /// Do not check that every mirrored image and file is in place before creating VMs (for
+    /// mirrors only the nodes can reach). Without it, a missing asset stops the run (exit 2).
+    #[arg(long, env = "KPROV_SKIP_ASSET_CHECK")]
+    pub skip_asset_check: bool,
     /// Lock options.
     #[command(flatten)]
     pub lock: LockArgs,
@@ -65,6 +69,10 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
             concurrency: a.concurrency,
             deadline,
             command: "update --yes".into(),
+            asset_check: (!a.skip_asset_check).then(|| ops::assets::CheckOptions {
+                concurrency: 16,
+                ..Default::default()
+            }),
         };
         let outcome = ops::apply(&repo, report, &opts, &progress).await?;
         println!(

@@ -12,6 +12,7 @@ use crate::repo::Repo;
 use crate::report::Progress;
 use crate::spec;
 
+use super::assets::CheckOptions;
 use super::plan::PlanReport;
 
 /// How to apply.
@@ -23,6 +24,8 @@ pub struct ApplyOptions {
     pub deadline: Duration,
     /// The command recorded in the journal (`update --yes`).
     pub command: String,
+    /// Check the mirrored assets before creating an instance (`None`: `--skip-asset-check`).
+    pub asset_check: Option<CheckOptions>,
 }
 
 /// Apply `report`'s plan to its cloud. Every provider call is idempotent and the plan is made
@@ -35,6 +38,10 @@ pub async fn apply(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let name = report.cluster.as_str();
+    if let (Some(check), Some(_)) = (&opts.asset_check, &report.renderer) {
+        // Before the journal: a refused run leaves nothing to resume.
+        super::assets::precheck(&report.config, check, progress).await?;
+    }
     let (journal, previous) =
         Journal::begin(repo.store.clone(), name, &opts.command, report.generation).await?;
     if let Some(prev) = previous {

@@ -8,10 +8,13 @@
 //! [`delete::Target::delete`].
 
 pub mod access;
+pub mod assets;
 pub mod converge;
 pub mod delete;
 pub mod lock;
+pub mod mirror;
 pub mod plan;
+pub mod specs;
 
 pub use converge::{apply, ApplyOptions};
 pub use delete::{target, Deleted, Inventory, Target};

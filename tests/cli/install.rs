@@ -31,8 +31,15 @@ fn quickstart_transcript() -> String {
             panic!("KPROV_QUICKSTART_TRANSCRIPT {}: {e}", p.to_string_lossy())
         });
     }
+    // One stream, as a user sees it (and as tests/run.sh records it): each command's stderr
+    // lines stay under its `$ kprov …` line.
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quickstart.sh"))
+        .arg("-c")
+        .arg(concat!(
+            "exec bash ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/quickstart.sh 2>&1"
+        ))
         .env("CARGO_TARGET_DIR", target_dir())
         .env("NO_COLOR", "1")
         .output()

@@ -1,13 +1,15 @@
 //! The whole job end to end, driving the real `kprov` binary against simulated clouds: the
 //! ZStack simulator (`zstack_e2e`), moto's EC2 and ELBv2 (`aws_e2e`), and `s3://` state stores
 //! on moto with clusters on the simulator (`s3_cli`): create → plan → apply → no-op → delete,
-//! kill -9 matrices, cloud faults through the fault proxy, locks and leases.
+//! kill -9 matrices, cloud faults through the fault proxy, locks and leases; the mirror check
+//! before a create (`asset_precheck`).
 
 use kprov_testkit::KprovBin;
 
 /// The kprov binary under test.
 const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 
+mod asset_precheck;
 mod aws_e2e;
 mod s3_cli;
 mod zstack_e2e;

@@ -68,7 +68,7 @@ fn setup(test: &str, tag: &str, size: &str, preallocate: bool) -> Option<Setup> 
     }
     host_setup();
     let cluster = format!("{tag}{}", std::process::id() % 100000);
-    let kprov = Kprov::new(KPROV);
+    let kprov = Kprov::for_vms(KPROV);
     let cleanup = Cleanup {
         store: format!("file://{}", kprov.state.path().display()),
         cluster: cluster.clone(),

@@ -113,7 +113,7 @@ fn libvirt_kill_9_of_update_and_delete_at_distinct_points_then_rerun_converges()
     let t_all = Instant::now();
     host_setup();
     let cluster = format!("lk{}", std::process::id() % 100000);
-    let kprov = Kprov::new(KPROV);
+    let kprov = Kprov::for_vms(KPROV);
     let _guard = Cleanup {
         store: format!("file://{}", kprov.state.path().display()),
         cluster: cluster.clone(),

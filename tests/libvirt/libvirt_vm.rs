@@ -77,7 +77,7 @@ fn libvirt_cluster_boots_reports_phases_and_deletes_cleanly() {
     let file_srv = serve_suffix(Default::default());
     let recorder = serve_suffix(Default::default());
     let cluster = format!("lv{}", std::process::id() % 100000);
-    let mut kprov = Kprov::new(KPROV);
+    let mut kprov = Kprov::for_vms(KPROV);
     let store = format!("file://{}", kprov.state.path().display());
     let mut guard = Cleanup {
         store,
@@ -401,7 +401,7 @@ fn libvirt_arm64_control_plane_boots_and_runs_kubeadm_init() {
     let file_srv = serve_suffix(Default::default());
     let recorder = serve_suffix(Default::default());
     let cluster = format!("la{}", std::process::id() % 100000);
-    let mut kprov = Kprov::new(KPROV);
+    let mut kprov = Kprov::for_vms(KPROV);
     let mut guard = Cleanup {
         store: format!("file://{}", kprov.state.path().display()),
         cluster: cluster.clone(),

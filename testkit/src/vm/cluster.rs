@@ -22,6 +22,16 @@ pub fn delete_cluster_and_leftovers(bin: KprovBin, store: &str, cluster: &str) {
 }
 
 impl Kprov {
+    /// A kprov for VM clusters: a new store, and `KPROV_SKIP_ASSET_CHECK=1`, because the
+    /// clusters' mirror addresses are the guests' view (`10.0.2.100:PORT`, forwarded to
+    /// loopback by qemu), which the host must not contact; the tests check the mirrors
+    /// themselves (every pull is in the registry's log).
+    pub fn for_vms(bin: KprovBin) -> Kprov {
+        let mut k = Kprov::new(bin);
+        k.env.push(("KPROV_SKIP_ASSET_CHECK".into(), "1".into()));
+        k
+    }
+
     /// Create cluster `name` on libvirt (qemu:///system, TCG, restricted user networking with
     /// forwards to the given loopback ports) with 1 control plane of `cp_size` and `nodes`
     /// workers of `node_size` (`CPU:MEMORY`), booting the image directory `image`.
