@@ -11,7 +11,7 @@ use crate::mirror::bundle;
 use crate::mirror::copy::{copy_images, CopyJob, CopyOptions, PlatformFilter};
 use crate::mirror::files::{self, FileTarget};
 use crate::mirror::registry::RegistryClient;
-use crate::mirror::{Catalogue, ImageRef, MirrorError};
+use crate::mirror::{Catalogue, ImageRef, MirrorError, Naming};
 use crate::repo::Repo;
 use crate::spec::Assets;
 
@@ -81,23 +81,28 @@ pub struct MirrorArgs {
     pub dry_run: bool,
 }
 
-fn read_list(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+fn read_list(path: &PathBuf, names: &Naming) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ExitError::usage(format!("--from-file {}: {e}", path.display())))?;
-    parse_image_list(&path.display().to_string(), &text).map_err(usage)
+    parse_image_list(&path.display().to_string(), &text, names).map_err(usage)
 }
 
 /// Parse an image list (`--from-file`): one reference a line, `#` comments, blank lines
-/// ignored. Every reference is checked here, so a bad one is named with `FILE:LINE` before
-/// anything is copied.
-pub fn parse_image_list(file: &str, text: &str) -> Result<Vec<String>, MirrorError> {
+/// ignored. Every reference, and the names it is read from and copied to under `names`, is
+/// checked here, so a bad one is named with `FILE:LINE` before anything is copied.
+pub fn parse_image_list(
+    file: &str,
+    text: &str,
+    names: &Naming,
+) -> Result<Vec<String>, MirrorError> {
     let mut list = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let r = line.split('#').next().unwrap_or("").trim();
         if r.is_empty() {
             continue;
         }
-        ImageRef::parse(r)
+        names
+            .plan(r)
             .map_err(|e| MirrorError::Usage(format!("--from-file {file}:{}: {e}", i + 1)))?;
         list.push(r.to_string());
     }
@@ -120,6 +125,32 @@ fn usage(e: MirrorError) -> anyhow::Error {
     }
 }
 
+/// The cluster's mapping, or with `--to` a plain host-prefixed mirror in its place.
+fn target_assets(a: &MirrorArgs, cluster_assets: &Assets) -> Assets {
+    match &a.to {
+        Some(to) => Assets {
+            container_registry: Some(to.clone()),
+            insecure: a.dest_insecure || cluster_assets.insecure,
+            ..Default::default()
+        },
+        None => cluster_assets.clone(),
+    }
+}
+
+/// Where this run reads (`--from`, else upstream) and writes (nowhere by name for a bundle).
+fn naming(a: &MirrorArgs, cluster_assets: &Assets) -> Naming {
+    Naming {
+        source: a.from.as_ref().map(|f| Assets {
+            container_registry: Some(f.clone()),
+            ..Default::default()
+        }),
+        target: a
+            .to_bundle
+            .is_none()
+            .then(|| target_assets(a, cluster_assets)),
+    }
+}
+
 /// Run `mirror`.
 pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     let Selection {
@@ -128,15 +159,7 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         files_list,
         upstreams,
     } = select(cli, a).await?;
-    // Where to: --to replaces the cluster's mapping with a plain host-prefixed mirror.
-    let target_assets = match &a.to {
-        Some(to) => Assets {
-            container_registry: Some(to.clone()),
-            insecure: a.dest_insecure || cluster_assets.insecure,
-            ..Default::default()
-        },
-        None => cluster_assets.clone(),
-    };
+    let target_assets = target_assets(a, &cluster_assets);
     if a.to_bundle.is_none() && a.from_bundle.is_none() {
         let unmapped: Vec<&String> = upstreams
             .iter()
@@ -150,20 +173,16 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
             )));
         }
     }
-    let source_assets = a.from.as_ref().map(|f| Assets {
-        container_registry: Some(f.clone()),
-        ..Default::default()
-    });
-    let source_of = |up: &str| -> String {
-        match &source_assets {
-            Some(s) => image_ref(up, s),
-            None => up.to_string(),
-        }
-    };
-    let sources: Vec<String> = upstreams.iter().map(|u| source_of(u)).collect();
-    let targets: Vec<String> = upstreams
+    // Every name, checked before anything is contacted.
+    let planned = upstreams
         .iter()
-        .map(|u| image_ref(u, &target_assets))
+        .map(|u| naming(a, &cluster_assets).plan(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let sources: Vec<String> = planned.iter().map(|(s, _)| s.to_string()).collect();
+    let targets: Vec<String> = planned
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().map(ToString::to_string))
         .collect();
     let insecure = insecure_hosts(a, &sources, &targets, &target_assets);
     let mut opts =
@@ -193,10 +212,11 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     if let Some(b) = &a.from_bundle {
         return import_bundle(a, b, &client, &target_assets, files_to.as_ref(), &copy_opts).await;
     }
-    let mut pairs = Vec::new();
-    for (up, src) in upstreams.iter().zip(&sources) {
-        pairs.push((up.clone(), ImageRef::parse(src).map_err(usage)?));
-    }
+    let pairs: Vec<(String, ImageRef)> = upstreams
+        .iter()
+        .cloned()
+        .zip(planned.into_iter().map(|(s, _)| s))
+        .collect();
     if let Some(out) = &a.to_bundle {
         let r = bundle::export(
             &client,
@@ -254,7 +274,7 @@ async fn select(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<Selection> {
                 "--from-file needs --to REGISTRY or --to-bundle FILE",
             ));
         }
-        read_list(list)?
+        read_list(list, &naming(a, &Assets::default()))?
     } else if a.from_bundle.is_some() {
         Vec::new()
     } else {
@@ -318,7 +338,7 @@ async fn import_bundle(
     files_to: Option<&FileTarget>,
     copy_opts: &CopyOptions,
 ) -> anyhow::Result<()> {
-    let target_of = |up: &str| ImageRef::parse(&image_ref(up, target_assets));
+    let target_of = |up: &str| crate::mirror::mapped(up, target_assets, "copied to");
     if a.dry_run {
         let opened = bundle::OpenBundle::check(b).map_err(usage)?;
         for i in &opened.index.images {
