@@ -174,9 +174,10 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         }
     }
     // Every name, checked before anything is contacted.
+    let names = naming(a, &cluster_assets);
     let planned = upstreams
         .iter()
-        .map(|u| naming(a, &cluster_assets).plan(u))
+        .map(|u| names.plan(u))
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
     let sources: Vec<String> = planned.iter().map(|(s, _)| s.to_string()).collect();
