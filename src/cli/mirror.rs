@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{current_cluster, open_store, Cli, ExitError};
-use crate::assets::image_ref;
 use crate::mirror::bundle;
 use crate::mirror::copy::{copy_images, CopyJob, CopyOptions, PlatformFilter};
 use crate::mirror::files::{self, FileTarget};
 use crate::mirror::registry::RegistryClient;
-use crate::mirror::{ImageRef, MirrorError};
+use crate::mirror::{ImageRef, MirrorError, Naming};
 use crate::ops::mirror::{MirrorPlan, MirrorRequest, Selection};
 use crate::ops::{self, assets::client_options_for, mirror::usage};
 use crate::repo::Repo;
@@ -83,23 +82,28 @@ pub struct MirrorArgs {
     pub dry_run: bool,
 }
 
-fn read_list(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+fn read_list(path: &PathBuf, names: &Naming) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ExitError::usage(format!("--from-file {}: {e}", path.display())))?;
-    parse_image_list(&path.display().to_string(), &text).map_err(usage)
+    parse_image_list(&path.display().to_string(), &text, names).map_err(usage)
 }
 
 /// Parse an image list (`--from-file`): one reference a line, `#` comments, blank lines
-/// ignored. Every reference is checked here, so a bad one is named with `FILE:LINE` before
-/// anything is copied.
-pub fn parse_image_list(file: &str, text: &str) -> Result<Vec<String>, MirrorError> {
+/// ignored. Every reference, and the names it is read from and copied to under `names`, is
+/// checked here, so a bad one is named with `FILE:LINE` before anything is copied.
+pub fn parse_image_list(
+    file: &str,
+    text: &str,
+    names: &Naming,
+) -> Result<Vec<String>, MirrorError> {
     let mut list = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let r = line.split('#').next().unwrap_or("").trim();
         if r.is_empty() {
             continue;
         }
-        ImageRef::parse(r)
+        names
+            .plan(r)
             .map_err(|e| MirrorError::Usage(format!("--from-file {file}:{}: {e}", i + 1)))?;
         list.push(r.to_string());
     }
@@ -113,15 +117,16 @@ pub fn parse_image_list(file: &str, text: &str) -> Result<Vec<String>, MirrorErr
 
 /// Run `mirror`.
 pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
-    let sel = select(cli, a).await?;
     let req = MirrorRequest {
         to: a.to.clone(),
         from: a.from.clone(),
         insecure_registries: a.insecure_registry.clone(),
         src_insecure: a.src_insecure,
         dest_insecure: a.dest_insecure,
-        to_registries: a.to_bundle.is_none() && a.from_bundle.is_none(),
+        to_bundle: a.to_bundle.is_some(),
+        from_bundle: a.from_bundle.is_some(),
     };
+    let sel = select(cli, a, &req).await?;
     let MirrorPlan {
         target_assets,
         pairs,
@@ -193,14 +198,17 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
 }
 
 /// What the flags select: an image list, a bundle (named later), or a cluster's catalogue.
-async fn select(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<Selection> {
+async fn select(cli: &Cli, a: &MirrorArgs, req: &MirrorRequest) -> anyhow::Result<Selection> {
     if let Some(list) = &a.from_file {
         if a.to.is_none() && a.to_bundle.is_none() {
             return Err(ExitError::usage(
                 "--from-file needs --to REGISTRY or --to-bundle FILE",
             ));
         }
-        return Ok(Selection::images(read_list(list)?));
+        return Ok(Selection::images(read_list(
+            list,
+            &req.naming(&Assets::default()),
+        )?));
     }
     if a.from_bundle.is_some() {
         return Ok(Selection::default());
@@ -219,7 +227,7 @@ async fn import_bundle(
     files_to: Option<&FileTarget>,
     copy_opts: &CopyOptions,
 ) -> anyhow::Result<()> {
-    let target_of = |up: &str| ImageRef::parse(&image_ref(up, target_assets));
+    let target_of = |up: &str| crate::mirror::mapped(up, target_assets, "copied to");
     if a.dry_run {
         let opened = bundle::OpenBundle::check(b).map_err(usage)?;
         for i in &opened.index.images {

@@ -660,11 +660,19 @@ pub async fn import(
         images: b.index.images.len(),
         ..Default::default()
     };
+    // Every name first: one a registry would refuse stops the import before any request.
+    let names = b
+        .index
+        .images
+        .iter()
+        .map(|i| {
+            let up = ImageRef::parse(&i.upstream)
+                .map_err(|e| b.err(INDEX_ENTRY, format!("images[].upstream: {e}")))?;
+            Ok((up, target_of(&i.upstream)?))
+        })
+        .collect::<Result<Vec<_>, MirrorError>>()?;
     let mut plans = Vec::new();
-    for i in &b.index.images {
-        let up = ImageRef::parse(&i.upstream)
-            .map_err(|e| b.err(INDEX_ENTRY, format!("images[].upstream: {e}")))?;
-        let target = target_of(&i.upstream)?;
+    for (i, (up, target)) in b.index.images.iter().zip(names) {
         let top = b.read_manifest(&i.manifest)?;
         if client
             .head_manifest(&target)

@@ -190,6 +190,12 @@ impl Catalogue {
             files,
         };
         cat.check_collisions()?;
+        // A mapping giving some image a name registries refuse (an upper-case prefix, a name
+        // too long) fails here, before `mirror` copies or a node pulls anything.
+        for i in &cat.images {
+            super::mapped(&i.upstream, assets, "pulled as")
+                .map_err(|e| MirrorError::Usage(format!("cluster {}: {e}", cat.cluster)))?;
+        }
         Ok(cat)
     }
 

@@ -26,6 +26,7 @@ pub use catalogue::{Catalogue, FileAsset, ImageAsset};
 use std::fmt;
 
 use crate::assets::ImageName;
+use crate::spec::Assets;
 
 /// Everything mirroring can fail on. Messages name the image, blob or file and say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +193,13 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// Parse `[host/]path[:tag][@sha256:…]` with the same rules as [`crate::assets::ImageName`]
-    /// (so catalogue and bootstrap agree on what the host is). A reference without tag or digest
-    /// means `:latest`, as for container runtimes.
+    /// Parse `[host[:port]/]path[:tag][@sha256:…]` with the same rules as
+    /// [`crate::assets::ImageName`] (so catalogue and bootstrap agree on what the host is: a
+    /// first segment with `.` or `:` or `localhost`; the tag is after the last `:` of the last
+    /// segment, so `harbor.corp:8443/app/web:1.0` is host `harbor.corp:8443`, tag `1.0`). A
+    /// reference without tag or digest means `:latest`, as for container runtimes. Only names
+    /// registries accept parse ([`crate::assets::check_image_name`]), so whatever plans with an
+    /// `ImageRef` learns of a bad name before anything is copied.
     pub fn parse(reference: &str) -> Result<ImageRef, MirrorError> {
         let r = reference.trim();
         let bad = |why: &str| {
@@ -225,6 +230,12 @@ impl ImageRef {
         if n.path.is_empty() || n.path.starts_with('/') || n.path.ends_with('/') {
             return Err(bad("empty repository path"));
         }
+        crate::assets::check_image_name(r).map_err(|p| {
+            MirrorError::Usage(format!(
+                "image reference {r:?}: {}; fix: {}",
+                p.problem, p.fix
+            ))
+        })?;
         let tag = if tag.is_none() && digest.is_none() {
             Some("latest".to_string())
         } else {
@@ -270,6 +281,47 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// Where one `kprov mirror` run reads each upstream image from and writes it to. Every mode
+/// (a cluster's catalogue, `--from-file`, `--to-bundle`, `--from-bundle`, `--dry-run`) plans
+/// its names with [`Naming::plan`], so a name a registry would refuse stops the run, naming
+/// the upstream reference, before anything is copied.
+#[derive(Debug, Clone, Default)]
+pub struct Naming {
+    /// `--from`: a kprov-style mirror to read from; `None` reads from upstream.
+    pub source: Option<Assets>,
+    /// Where images are written (`--to`, or the cluster's mapping); `None` when they keep their
+    /// upstream names (a bundle).
+    pub target: Option<Assets>,
+}
+
+impl Naming {
+    /// The source and (unless writing a bundle) the target of `upstream`, each checked.
+    pub fn plan(&self, upstream: &str) -> Result<(ImageRef, Option<ImageRef>), MirrorError> {
+        let up = ImageRef::parse(upstream)?;
+        let source = match &self.source {
+            Some(s) => mapped(upstream, s, "read from")?,
+            None => up,
+        };
+        let target = match &self.target {
+            Some(t) => Some(mapped(upstream, t, "copied to")?),
+            None => None,
+        };
+        Ok((source, target))
+    }
+}
+
+/// `upstream` mapped with `assets`, or why registries would refuse the mapped name.
+pub fn mapped(upstream: &str, assets: &Assets, what: &str) -> Result<ImageRef, MirrorError> {
+    let name = crate::assets::image_ref(upstream, assets);
+    if let Err(p) = crate::assets::check_image_name(&name) {
+        return Err(MirrorError::Usage(format!(
+            "{upstream} would be {what} {name}, a name registries refuse: {}; fix: {}",
+            p.problem, p.fix
+        )));
+    }
+    ImageRef::parse(&name)
+}
+
 /// `sha256:HEX` of some bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -312,5 +364,64 @@ mod tests {
         );
         assert!(ImageRef::parse("quay.io/x@sha256:abc").is_err());
         assert!(ImageRef::parse("a b").is_err());
+    }
+
+    #[test]
+    fn an_upstream_with_a_port_keeps_its_port_apart_from_the_tag() {
+        let r = ImageRef::parse("harbor.corp:8443/app/web:1.0").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("harbor.corp:8443", "app/web", Some("1.0"))
+        );
+        let r = ImageRef::parse("harbor.corp:8443/web").unwrap();
+        assert_eq!((r.repository.as_str(), r.reference()), ("web", "latest"));
+        let d = format!("sha256:{}", "c".repeat(64));
+        let r = ImageRef::parse(&format!("localhost:5000/a/b@{d}")).unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_deref()),
+            ("localhost:5000", None)
+        );
+        assert!(ImageRef::parse("[::1]:5000/app/web:1.0")
+            .unwrap_err()
+            .to_string()
+            .contains("IPv6"));
+        assert!(ImageRef::parse("harbor.corp:8443/App/web:1.0").is_err());
+    }
+
+    #[test]
+    fn naming_plans_checked_sources_and_targets() {
+        let at = |r: &str| Assets {
+            container_registry: Some(r.into()),
+            ..Default::default()
+        };
+        let n = Naming {
+            source: Some(at("127.0.0.1:5002")),
+            target: Some(at("127.0.0.1:5001")),
+        };
+        let (src, to) = n.plan("127.0.0.1:5000/app/web:1.0").unwrap();
+        assert_eq!(src.to_string(), "127.0.0.1:5002/127.0.0.1_5000/app/web:1.0");
+        assert_eq!(
+            to.unwrap().to_string(),
+            "127.0.0.1:5001/127.0.0.1_5000/app/web:1.0"
+        );
+        let bundle = Naming::default();
+        let (src, to) = bundle.plan("harbor.corp:8443/app/web:1.0").unwrap();
+        assert_eq!(src.to_string(), "harbor.corp:8443/app/web:1.0");
+        assert!(to.is_none());
+        // A target prefix that makes the name too long is refused naming the upstream.
+        let n = Naming {
+            source: None,
+            target: Some(at(&format!("m.local/{}", "p".repeat(240)))),
+        };
+        let e = n
+            .plan("harbor.corp:8443/app/web:1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("harbor.corp:8443/app/web:1.0 would be copied to m.local/ppp")
+                && e.contains("characters long")
+                && e.contains("fix: "),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use crate::assets::image_ref;
 use crate::error::ExitError;
 use crate::mirror::catalogue::FileAsset;
-use crate::mirror::{Catalogue, ImageRef, MirrorError};
+use crate::mirror::{Catalogue, ImageRef, MirrorError, Naming};
 use crate::repo::Repo;
 use crate::spec::Assets;
 
@@ -58,8 +58,35 @@ pub struct MirrorRequest {
     pub src_insecure: bool,
     /// The target speaks plain HTTP (`--dest-insecure`).
     pub dest_insecure: bool,
-    /// Targets are registries (not a bundle): every image needs a mirror location.
-    pub to_registries: bool,
+    /// Images go into a bundle (keeping their upstream names), not to registries.
+    pub to_bundle: bool,
+    /// A bundle is loaded: its images are named by the bundle, not by a selection.
+    pub from_bundle: bool,
+}
+
+impl MirrorRequest {
+    /// The cluster's mapping, or with `--to` a plain host-prefixed mirror in its place.
+    pub fn target_assets(&self, cluster_assets: &Assets) -> Assets {
+        match &self.to {
+            Some(to) => Assets {
+                container_registry: Some(to.clone()),
+                insecure: self.dest_insecure || cluster_assets.insecure,
+                ..Default::default()
+            },
+            None => cluster_assets.clone(),
+        }
+    }
+
+    /// Where this run reads (`--from`, else upstream) and writes (nowhere by name for a bundle).
+    pub fn naming(&self, cluster_assets: &Assets) -> Naming {
+        Naming {
+            source: self.from.as_ref().map(|f| Assets {
+                container_registry: Some(f.clone()),
+                ..Default::default()
+            }),
+            target: (!self.to_bundle).then(|| self.target_assets(cluster_assets)),
+        }
+    }
 }
 
 /// A mirror run, decided: per upstream image its source and target.
@@ -69,7 +96,7 @@ pub struct MirrorPlan {
     pub target_assets: Assets,
     /// `(upstream, source)` per image.
     pub pairs: Vec<(String, ImageRef)>,
-    /// Target reference per image, in the order of `pairs`.
+    /// Target reference per image, in the order of `pairs` (none for a bundle).
     pub targets: Vec<String>,
     /// Registry hosts spoken to over plain HTTP.
     pub insecure: Vec<String>,
@@ -78,16 +105,8 @@ pub struct MirrorPlan {
 /// Decide sources and targets for `sel`; refuses (exit 2) images with no mirror location when
 /// copying to registries.
 pub fn plan(sel: &Selection, req: &MirrorRequest) -> anyhow::Result<MirrorPlan> {
-    // --to replaces the cluster's mapping with a plain host-prefixed mirror.
-    let target_assets = match &req.to {
-        Some(to) => Assets {
-            container_registry: Some(to.clone()),
-            insecure: req.dest_insecure || sel.cluster_assets.insecure,
-            ..Default::default()
-        },
-        None => sel.cluster_assets.clone(),
-    };
-    if req.to_registries {
+    let target_assets = req.target_assets(&sel.cluster_assets);
+    if !req.to_bundle && !req.from_bundle {
         let unmapped: Vec<&String> = sel
             .upstreams
             .iter()
@@ -100,28 +119,26 @@ pub fn plan(sel: &Selection, req: &MirrorRequest) -> anyhow::Result<MirrorPlan> 
             )));
         }
     }
-    let source_assets = req.from.as_ref().map(|f| Assets {
-        container_registry: Some(f.clone()),
-        ..Default::default()
-    });
-    let sources: Vec<String> = sel
+    // Every name, checked before anything is contacted.
+    let names = req.naming(&sel.cluster_assets);
+    let planned = sel
         .upstreams
         .iter()
-        .map(|u| match &source_assets {
-            Some(s) => image_ref(u, s),
-            None => u.clone(),
-        })
-        .collect();
-    let targets: Vec<String> = sel
-        .upstreams
+        .map(|u| names.plan(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let sources: Vec<String> = planned.iter().map(|(s, _)| s.to_string()).collect();
+    let targets: Vec<String> = planned
         .iter()
-        .map(|u| image_ref(u, &target_assets))
+        .filter_map(|(_, t)| t.as_ref().map(ToString::to_string))
         .collect();
     let insecure = insecure_hosts(req, &sources, &targets, &target_assets);
-    let mut pairs = Vec::new();
-    for (up, src) in sel.upstreams.iter().zip(&sources) {
-        pairs.push((up.clone(), ImageRef::parse(src).map_err(usage)?));
-    }
+    let pairs = sel
+        .upstreams
+        .iter()
+        .cloned()
+        .zip(planned.into_iter().map(|(s, _)| s))
+        .collect();
     Ok(MirrorPlan {
         target_assets,
         pairs,

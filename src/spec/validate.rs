@@ -320,8 +320,10 @@ fn check_assets(col: &mut Collector, assets: &Assets) {
             }
         }
     }
+    let mut registry_ok = true;
     if let Some(reg) = &assets.container_registry {
         if reg.contains("://") || reg.is_empty() || reg.ends_with('/') {
+            registry_ok = false;
             col.err(
                 "spec.assets.containerRegistry",
                 format!("{reg:?} is not a registry location"),
@@ -336,6 +338,13 @@ fn check_assets(col: &mut Collector, assets: &Assets) {
                 format!("unknown preset {p:?}"),
                 format!("use one of: {}", crate::spec::PRESETS.join(", ")),
             );
+        }
+    }
+    // Every name nodes will pull must be one registries accept (an upper-case prefix, an IPv6
+    // mapping key…): refused here rather than by the registry on the node.
+    if registry_ok {
+        for (field, p) in crate::assets::check_locations(assets) {
+            col.err(field, p.problem, p.fix);
         }
     }
 }

@@ -110,6 +110,23 @@ pub fn addon_images(component: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// Every image in the table, each once, in table order: each release's core images, then the
+/// add-on images. What can end up on a node whatever the cluster's version and add-ons (used
+/// for the registries nodes need a `hosts.toml` for, and to check a mirror mapping).
+pub fn all_images() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let all = RELEASES
+        .iter()
+        .flat_map(|r| r.core_images())
+        .chain(ADDON_IMAGES.iter().map(|a| a.image.to_string()));
+    for i in all {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

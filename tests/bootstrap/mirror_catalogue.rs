@@ -363,8 +363,14 @@ fn containerd_hosts_toml_points_where_the_catalogue_says() {
     let cfg = fixtures::config(&Variant::default());
     let cat = Catalogue::for_cluster(&cfg).unwrap();
     let a = &cfg.cluster.spec.assets;
+    // Nodes get a hosts.toml for every registry the catalogue pulls from.
+    let dirs: Vec<String> = kprov::assets::certs_d(a)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
     for i in &cat.images {
         let host = kprov::assets::ImageName::parse(&i.upstream).host;
+        assert!(dirs.contains(&host), "no certs.d/{host}: {dirs:?}");
         let toml = kprov::assets::hosts_toml(&host, a).expect("mirrored host");
         let loc = kprov::assets::registry_location(&host, a).unwrap();
         let (mhost, prefix) = loc.split_once('/').unwrap();

@@ -421,7 +421,11 @@ fn build_list(c: &(usize, Vec<(usize, String)>, Vec<Text>)) -> String {
 fn list_in_process(text: &str) -> Result<Result<Vec<ImageRef>, String>, String> {
     type Decided = Result<Result<Vec<ImageRef>, String>, String>;
     bounded("image list", text, || -> Decided {
-        match parse_image_list(LIST_FILE, text) {
+        let names = kprov::mirror::Naming {
+            source: None,
+            target: Some(mirror_assets()),
+        };
+        match parse_image_list(LIST_FILE, text, &names) {
             Ok(list) => {
                 let mut refs = Vec::new();
                 for r in &list {

@@ -1,5 +1,5 @@
 //! `kprov mirror` against real registries, token auth, TLS, S3 and HTTP targets on 127.0.0.1
-//! (`mirror_registry`, `mirror_transport`), with `skopeo` as the cross-check. Peers:
+//! (`mirror_registry`, `mirror_transport`; upstreams with a port: `mirror_port`), with `skopeo` as the cross-check. Peers:
 //! `bash tests/peers/install.sh` (`KPROV_SKIP_PEERS=1` skips).
 
 use std::path::Path;
@@ -8,6 +8,7 @@ use std::process::Command;
 use kprov_testkit::kprov_cmd::run;
 use kprov_testkit::KprovBin;
 
+mod mirror_port;
 mod mirror_registry;
 mod mirror_transport;
 
