@@ -5,8 +5,8 @@
 use kprov_providers::InstanceRequest;
 
 use super::{
-    manifests, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer, CRI_SOCKET,
-    ENV_PATH, NVIDIA_RUNTIME, SCRIPT_PATH,
+    manifests, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer,
+    CONTAINERD_UNIT_PATH, CRI_SOCKET, ENV_PATH, NVIDIA_RUNTIME, SCRIPT_PATH,
 };
 use crate::apply::RenderContext;
 use crate::assets;
@@ -100,6 +100,11 @@ impl Renderer {
         ));
         let mut uctx = tera::Context::new();
         uctx.insert("bin_dir", &self.options.bin_dir);
+        files.push(NodeFile::text(
+            CONTAINERD_UNIT_PATH,
+            "0644",
+            templates::render("containerd.service.tera", &uctx)?,
+        ));
         files.push(NodeFile::text(
             "/etc/systemd/system/kubelet.service",
             "0644",

@@ -32,8 +32,8 @@ pub use error::BootstrapError;
 pub use labels::{kubelet_may_set_label, GPU_NODE_LABEL, INSTANCE_GROUP_LABEL};
 pub use manifests::Manifest;
 pub use node::{
-    NodeAction, NodeFile, CRI_SOCKET, ENV_PATH, FETCH_BEGIN, FETCH_END, LOG_PATH, NVIDIA_RUNTIME,
-    REPORT_BEGIN, REPORT_END, SCRIPT_PATH,
+    NodeAction, NodeFile, CONTAINERD_UNIT_PATH, CRI_SOCKET, ENV_PATH, FETCH_BEGIN, FETCH_END,
+    LOG_PATH, NVIDIA_RUNTIME, REPORT_BEGIN, REPORT_END, SCRIPT_PATH,
 };
 pub use options::{file_name_of, BootstrapOptions};
 pub use redact::redact;

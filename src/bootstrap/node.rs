@@ -5,6 +5,9 @@
 pub const SCRIPT_PATH: &str = "/usr/local/lib/kprov/bootstrap.sh";
 /// The bootstrap's settings file on the node (sourced by the script; no secrets in it).
 pub const ENV_PATH: &str = "/etc/kprov/bootstrap.env";
+/// The unit of the containerd installed from the file repository (`bootstrap.sh` copies it to
+/// `/etc/systemd/system/` only when it installs that containerd).
+pub const CONTAINERD_UNIT_PATH: &str = "/etc/kprov/containerd.service";
 /// The bootstrap log on the node.
 pub const LOG_PATH: &str = "/var/log/kprov-bootstrap.log";
 /// containerd's CRI socket.

@@ -303,6 +303,10 @@ impl Renderer {
                 .unwrap_or_default(),
         );
         tctx.insert("files", &files);
+        tctx.insert(
+            "package_repos",
+            &package_repos(spec.assets.package_repository.as_ref()),
+        );
         tctx.insert("script_path", SCRIPT_PATH);
         templates::render("cloud-config.yaml.tera", &tctx)
     }
@@ -322,6 +326,60 @@ impl Renderer {
             req,
         )
     }
+}
+
+/// cloud-init's `apt:` and `yum_repos:` keys for `spec.assets.packageRepository` (top-level
+/// YAML, empty without one), so the `packages` phase installs from the reachable mirror.
+fn package_repos(repo: Option<&crate::spec::PackageRepository>) -> String {
+    use serde_yaml::{Mapping, Value};
+    let Some(repo) = repo else {
+        return String::new();
+    };
+    let mut top = Mapping::new();
+    if let Some(a) = &repo.apt {
+        let opts = if a.key.is_some() {
+            "[signed-by=$KEY_FILE]"
+        } else {
+            "[trusted=yes]"
+        };
+        let mut source = Mapping::new();
+        source.insert(
+            "source".into(),
+            format!(
+                "deb {opts} {} {} {}",
+                a.url,
+                a.suite,
+                a.components.join(" ")
+            )
+            .into(),
+        );
+        if let Some(k) = &a.key {
+            source.insert("key".into(), k.clone().into());
+        }
+        let mut sources = Mapping::new();
+        sources.insert("kprov-packages.list".into(), Value::Mapping(source));
+        let mut apt = Mapping::new();
+        apt.insert(
+            "preserve_sources_list".into(),
+            a.keep_default_sources.into(),
+        );
+        apt.insert("sources".into(), Value::Mapping(sources));
+        top.insert("apt".into(), Value::Mapping(apt));
+    }
+    if let Some(y) = &repo.yum {
+        let mut r = Mapping::new();
+        r.insert("name".into(), "kprov package mirror".into());
+        r.insert("baseurl".into(), y.baseurl.clone().into());
+        r.insert("enabled".into(), true.into());
+        r.insert("gpgcheck".into(), y.gpgkey.is_some().into());
+        if let Some(k) = &y.gpgkey {
+            r.insert("gpgkey".into(), k.clone().into());
+        }
+        let mut repos = Mapping::new();
+        repos.insert("kprov-packages".into(), Value::Mapping(r));
+        top.insert("yum_repos".into(), Value::Mapping(repos));
+    }
+    serde_yaml::to_string(&Value::Mapping(top)).expect("a YAML mapping serialises")
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use super::{
 use crate::assets;
 
 /// One download of `bootstrap.sh`: where from (the mirror when set), where to, the SHA-256 it
-/// must have, and for archives where to unpack which members.
+/// must have, for archives where to unpack which members, and for the container runtime the
+/// shell condition under which it is installed at all and what follows the install.
 #[derive(Serialize)]
 struct BinaryCtx {
     url: String,
@@ -19,6 +20,19 @@ struct BinaryCtx {
     archive: bool,
     extract_to: String,
     members: String,
+    when: &'static str,
+    then: &'static str,
+}
+
+/// When the runtime binaries are installed, and what follows: containerd only when the image
+/// has none of a version kprov's config suits (`kprov_image_containerd`), then its systemd unit;
+/// runc only when the image has none.
+fn runtime_rule(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "containerd" => ("! kprov_image_containerd", "kprov_containerd_unit"),
+        "runc" => ("! command -v runc >/dev/null 2>&1", ""),
+        _ => ("", ""),
+    }
 }
 
 impl Renderer {
@@ -26,8 +40,7 @@ impl Renderer {
         let bin = &self.options.bin_dir;
         let a = &self.config.cluster.spec.assets;
         self.release
-            .binaries
-            .iter()
+            .files()
             .map(|b| {
                 let upstream = b.url_for(req.arch);
                 let file = file_name_of(&upstream).to_string();
@@ -40,6 +53,16 @@ impl Renderer {
                     (true, "cni-plugins") => (
                         format!("/var/cache/kprov/{file}"),
                         "/opt/cni/bin".to_string(),
+                        String::new(),
+                    ),
+                    (true, "containerd") => (
+                        format!("/var/cache/kprov/{file}"),
+                        "/usr/local".to_string(),
+                        String::new(),
+                    ),
+                    (false, "runc") => (
+                        "/usr/local/sbin/runc".to_string(),
+                        String::new(),
                         String::new(),
                     ),
                     (true, other) => (
@@ -61,6 +84,8 @@ impl Renderer {
                     archive: b.archive,
                     extract_to,
                     members,
+                    when: runtime_rule(b.name).0,
+                    then: runtime_rule(b.name).1,
                 }
             })
             .collect()

@@ -17,6 +17,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/bootstrap.sh.tera"),
     ),
     (
+        "containerd.service.tera",
+        include_str!("../../templates/containerd.service.tera"),
+    ),
+    (
         "kubeadm-init.yaml.tera",
         include_str!("../../templates/kubeadm-init.yaml.tera"),
     ),

@@ -330,6 +330,56 @@ pub struct Assets {
     /// The mirrors speak plain HTTP (only for registries on trusted networks).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// Where nodes install OS packages from (conntrack, socat, ethtool, …) when the image's own
+    /// repositories are out of reach: written into cloud-init's `apt` / `yum_repos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_repository: Option<PackageRepository>,
+}
+
+/// A reachable mirror of the distribution's packages; give the kind(s) your images use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PackageRepository {
+    /// An APT repository, for Debian and Ubuntu images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apt: Option<AptRepository>,
+    /// A yum/dnf repository, for openEuler, CentOS, Rocky and Kylin-style images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yum: Option<YumRepository>,
+}
+
+/// One APT source (`deb URL SUITE COMPONENTS…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AptRepository {
+    /// Base URL (`http://mirror.example/debian`).
+    pub url: String,
+    /// Suite (`bookworm`, `jammy`).
+    pub suite: String,
+    /// Components (default `main`).
+    #[serde(default = "default_apt_components")]
+    pub components: Vec<String>,
+    /// ASCII-armored signing key; without it the source is marked `trusted=yes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Keep the image's own sources (default: replaced, since they are out of reach).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_default_sources: bool,
+}
+
+fn default_apt_components() -> Vec<String> {
+    vec!["main".to_string()]
+}
+
+/// One yum/dnf repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct YumRepository {
+    /// `baseurl` of the repository.
+    pub baseurl: String,
+    /// URL of the signing key; without it `gpgcheck` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpgkey: Option<String>,
 }
 
 /// Optional add-ons.

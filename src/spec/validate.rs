@@ -306,7 +306,52 @@ fn check_ssh_public_key(col: &mut Collector, ssh_public_key: Option<&str>) {
 
 /// Where binaries and images come from: URLs, a registry location, a known preset.
 fn check_assets(col: &mut Collector, assets: &Assets) {
-    for (field, url) in [("spec.assets.fileRepository", &assets.file_repository)] {
+    let repo = assets.package_repository.as_ref();
+    let apt = repo.and_then(|r| r.apt.as_ref());
+    let yum = repo.and_then(|r| r.yum.as_ref());
+    if let Some(a) = apt {
+        if a.suite.trim().is_empty() || a.suite.contains(char::is_whitespace) {
+            col.err(
+                "spec.assets.packageRepository.apt.suite",
+                format!("{:?} is not an APT suite", a.suite),
+                "write the distribution's codename, e.g. bookworm or jammy",
+            );
+        }
+        if a.components.is_empty()
+            || a.components
+                .iter()
+                .any(|c| c.is_empty() || c.contains(char::is_whitespace))
+        {
+            col.err(
+                "spec.assets.packageRepository.apt.components",
+                format!("{:?} is not a list of components", a.components),
+                "list components one a line, e.g. [main, contrib]",
+            );
+        }
+    }
+    let urls = [
+        (
+            "spec.assets.fileRepository",
+            assets.file_repository.as_ref(),
+            "https://files.example.com/k8s",
+        ),
+        (
+            "spec.assets.packageRepository.apt.url",
+            apt.map(|a| &a.url),
+            "http://mirror.example/debian",
+        ),
+        (
+            "spec.assets.packageRepository.yum.baseurl",
+            yum.map(|y| &y.baseurl),
+            "http://mirror.example/openeuler/$releasever/OS/$basearch",
+        ),
+        (
+            "spec.assets.packageRepository.yum.gpgkey",
+            yum.and_then(|y| y.gpgkey.as_ref()),
+            "http://mirror.example/openeuler/RPM-GPG-KEY-openEuler",
+        ),
+    ];
+    for (field, url, example) in urls {
         if let Some(u) = url {
             if reqwest::Url::parse(u)
                 .map(|u| !matches!(u.scheme(), "http" | "https"))
@@ -315,7 +360,7 @@ fn check_assets(col: &mut Collector, assets: &Assets) {
                 col.err(
                     field,
                     format!("{u:?} is not an http(s) URL"),
-                    "write it like https://files.example.com/k8s",
+                    format!("write it like {example}"),
                 );
             }
         }

@@ -67,9 +67,15 @@ impl Release {
         ]
     }
 
-    /// A binary by name.
+    /// A binary by name (the release's own or the runtime's).
     pub fn binary(&self, name: &str) -> Option<&'static BinaryAsset> {
-        self.binaries.iter().find(|b| b.name == name)
+        self.files().find(|b| b.name == name)
+    }
+
+    /// Every file a node of this release may download: the release's binaries, then the
+    /// container runtime ([`RUNTIME`], used when the image has no suitable one).
+    pub fn files(&self) -> impl Iterator<Item = &'static BinaryAsset> {
+        self.binaries.iter().chain(RUNTIME.iter())
     }
 }
 

@@ -15,6 +15,29 @@
 //   pkg/minikube/constants/constants_kubeadm_images.go. Pause and coredns match kubespray's
 //   pod_infra_supported_versions / coredns_supported_versions at 58425096.
 
+/// The container runtime nodes get from the file repository when their image lacks a suitable
+/// one (see `docs/bootstrap.md`, phase `binaries`): containerd's static release archive (1.7:
+/// kprov's `config.toml` is config version 2) and runc, the same for every Kubernetes release.
+/// SHA-256: kubespray master 46dbdd3994b32640bcd806b0097f50e8fdf1d514,
+/// roles/kubespray_defaults/vars/main/checksums.yml (`containerd_static_archive_checksums`,
+/// `runc_checksums`).
+pub static RUNTIME: &[BinaryAsset] = &[
+    BinaryAsset {
+        name: "containerd",
+        url: "https://github.com/containerd/containerd/releases/download/v1.7.34/containerd-static-1.7.34-linux-{arch}.tar.gz",
+        sha256_amd64: "8e244782bbbbe39b2213b961f0939974e88b33f68bed13c6b51f8b4c4ab8ca47",
+        sha256_arm64: "4aa54ecace7a22bc9e5dccbf06de7a0d8ad79db02fb04b348191802c8880cbc7",
+        archive: true,
+    },
+    BinaryAsset {
+        name: "runc",
+        url: "https://github.com/opencontainers/runc/releases/download/v1.3.6/runc.{arch}",
+        sha256_amd64: "3f3921dbbee7723e9868f97e88e51ffc910206e3ba55646e74d93d24ea76023c",
+        sha256_arm64: "6be27a061ef89bb14c6cb495405bba80f46cea213b8f79378a6086b1bac6b747",
+        archive: false,
+    },
+];
+
 /// Supported releases, oldest first.
 pub static RELEASES: &[Release] = &[
     Release {

@@ -155,10 +155,7 @@ fn handle(s: TcpStream, shared: &Shared) -> std::io::Result<()> {
         let files = shared.files.lock().unwrap();
         match shared.lookup {
             Lookup::Exact => files.get(&path).cloned(),
-            Lookup::Suffix => files
-                .iter()
-                .find(|(k, _)| path.ends_with(k.as_str()))
-                .map(|(_, d)| d.clone()),
+            Lookup::Suffix => suffix_lookup(&files, &path).cloned(),
         }
     });
     let (status, payload): (&str, Vec<u8>) = match data {
@@ -175,4 +172,20 @@ fn handle(s: TcpStream, shared: &Shared) -> std::io::Result<()> {
     )?;
     w.write_all(&payload)?;
     w.flush()
+}
+
+/// The content whose key `path` matches, the longest key winning: a key is a suffix of the
+/// path, or `PREFIX*SUFFIX` where the path's last segment starts with PREFIX and the path ends
+/// with SUFFIX (`containerd-static-*-linux-amd64.tar.gz` next to crictl's
+/// `-linux-amd64.tar.gz`).
+pub fn suffix_lookup<'a>(files: &'a BTreeMap<String, Vec<u8>>, path: &str) -> Option<&'a Vec<u8>> {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    files
+        .iter()
+        .filter(|(k, _)| match k.split_once('*') {
+            Some((pre, suf)) => last.starts_with(pre) && path.ends_with(suf),
+            None => path.ends_with(k.as_str()),
+        })
+        .max_by_key(|(k, _)| k.len())
+        .map(|(_, d)| d)
 }

@@ -668,3 +668,49 @@ fn golden_manifests() {
         }
     });
 }
+
+/// `spec.assets.packageRepository` reaches cloud-init as an `apt` source (signed by the given
+/// key, replacing the image's unreachable sources) and a `yum_repos` entry (gpgcheck on with a
+/// key); without it neither key is written.
+#[test]
+fn package_repository_becomes_apt_sources_and_yum_repos() {
+    let v = Variant::default();
+    let (req, ctx) = node(&v, NodeKind::Worker);
+    let doc = parse(
+        &fixtures::renderer(&v)
+            .render_cloud_config(&req, &ctx)
+            .expect("render"),
+    );
+    let src = &doc["apt"]["sources"]["kprov-packages.list"];
+    assert_eq!(
+        src["source"].as_str(),
+        Some(
+            format!(
+                "deb [signed-by=$KEY_FILE] {} bookworm main contrib",
+                fixtures::APT_REPOSITORY
+            )
+            .as_str()
+        ),
+        "{doc:?}"
+    );
+    assert!(src["key"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")));
+    assert_eq!(doc["apt"]["preserve_sources_list"].as_bool(), Some(false));
+    let yum = &doc["yum_repos"]["kprov-packages"];
+    assert_eq!(yum["baseurl"].as_str(), Some(fixtures::YUM_REPOSITORY));
+    assert_eq!(yum["gpgcheck"].as_bool(), Some(true));
+    assert_eq!(yum["enabled"].as_bool(), Some(true));
+
+    let bare = Variant {
+        mirror: false,
+        ..Variant::default()
+    };
+    let (req, ctx) = node(&bare, NodeKind::Worker);
+    let doc = parse(
+        &fixtures::renderer(&bare)
+            .render_cloud_config(&req, &ctx)
+            .expect("render"),
+    );
+    assert!(doc.get("apt").is_none() && doc.get("yum_repos").is_none());
+}

@@ -409,3 +409,73 @@ fn every_rendered_script_parses() {
     }
     println!("bash -n: {n} rendered scripts parse");
 }
+
+/// `kprov_image_containerd` (from the rendered script, run with bash against a stand-in
+/// `containerd` on PATH): the image's containerd is kept for 1.6 and 1.7 in both upstream
+/// (`v1.7.34`) and Debian (`1.6.20~ds1`) spelling, and replaced for 2.x, 1.5 or none.
+#[test]
+fn the_image_containerd_is_kept_only_for_the_versions_kprovs_config_suits() {
+    let v = Variant::default();
+    let r = fixtures::renderer(&v);
+    let (req, _) = node(&v, NodeKind::Worker);
+    let action = NodeAction::JoinWorker {
+        endpoint: "10.0.0.10:6443".into(),
+    };
+    let script = r.bootstrap_script(&req, &action).expect("script");
+    let func = section(&script, "kprov_image_containerd() {", "\n}\n");
+    let log = "kprov_log() { :; }\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = minimal_path(dir.path());
+    let awk = ["/usr/bin/awk", "/bin/awk"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("awk");
+    std::os::unix::fs::symlink(awk, bin.join("awk")).expect("symlink");
+    let cases = [
+        (
+            Some("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"),
+            true,
+        ),
+        (
+            Some("containerd github.com/containerd/containerd v1.7.34 0cd3a2d2"),
+            true,
+        ),
+        (
+            Some("containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7"),
+            false,
+        ),
+        (
+            Some("containerd github.com/containerd/containerd v1.5.18 abc"),
+            false,
+        ),
+        (None, false),
+    ];
+    for (version, kept) in cases {
+        let fake = bin.join("containerd");
+        let _ = std::fs::remove_file(&fake);
+        if let Some(v) = version {
+            std::fs::write(&fake, format!("#!/bin/bash\necho '{v}'\n")).expect("write");
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let out = bash(
+            &format!("{log}{func}\nkprov_image_containerd"),
+            Some(&bin),
+            &[],
+        );
+        assert_eq!(
+            out.status.success(),
+            kept,
+            "{version:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The runtime is fetched only under its condition, and the unit follows the install.
+    let block = section(&script, "if ! kprov_image_containerd; then", "  fi");
+    assert!(
+        block.contains("containerd-static-") && block.contains("kprov_containerd_unit"),
+        "{block}"
+    );
+    let runc = section(&script, "if ! command -v runc", "  fi");
+    assert!(runc.contains("\"/usr/local/sbin/runc\""), "{runc}");
+}

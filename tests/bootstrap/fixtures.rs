@@ -84,6 +84,10 @@ impl Default for Variant {
 /// A test CA bundle (a real self-signed certificate is not needed: nodes only store it).
 pub const TEST_CA_BUNDLE: &str =
     "-----BEGIN CERTIFICATE-----\nTEST-MIRROR-CA\n-----END CERTIFICATE-----\n";
+/// The APT package mirror of mirrored variants.
+pub const APT_REPOSITORY: &str = "http://apt.example.internal/debian";
+/// The yum package mirror of mirrored variants.
+pub const YUM_REPOSITORY: &str = "http://yum.example.internal/openeuler/24.03/OS/aarch64";
 /// The mirror registry of mirrored variants.
 pub const MIRROR_REGISTRY: &str = "mirror.example.internal:5000";
 /// The file repository of mirrored variants.
@@ -105,7 +109,7 @@ pub fn cluster_yaml(v: &Variant) -> String {
     );
     if v.mirror {
         s.push_str(&format!(
-            "  assets:\n    containerRegistry: {MIRROR_REGISTRY}\n    fileRepository: {FILE_REPOSITORY}\n    insecure: true\n    caBundle: |\n{}",
+            "  assets:\n    containerRegistry: {MIRROR_REGISTRY}\n    fileRepository: {FILE_REPOSITORY}\n    insecure: true\n    packageRepository:\n      apt: {{url: \"{APT_REPOSITORY}\", suite: bookworm, components: [main, contrib], key: \"-----BEGIN PGP PUBLIC KEY BLOCK-----\\nmDMEZkprovFakeKeyForRenderingTestsOnly\\n-----END PGP PUBLIC KEY BLOCK-----\\n\"}}\n      yum: {{baseurl: \"{YUM_REPOSITORY}\", gpgkey: \"{YUM_REPOSITORY}/RPM-GPG-KEY\"}}\n    caBundle: |\n{}",
             TEST_CA_BUNDLE.lines().map(|l| format!("      {l}\n")).collect::<String>()
         ));
     }

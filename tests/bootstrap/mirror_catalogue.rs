@@ -172,6 +172,10 @@ fn fetched(v: &Variant) -> (BTreeSet<String>, BTreeSet<String>) {
                         images.extend(found);
                     }
                 }
+                Action::PackageRepository(u) => assert!(
+                    u.starts_with(fixtures::APT_REPOSITORY) || u.starts_with(fixtures::YUM_REPOSITORY),
+                    "{at}: cloud-init configures the package repository {u}, which is not spec.assets.packageRepository"
+                ),
                 Action::Packages { function, .. } => assert_eq!(
                     function, "phase_packages",
                     "{at}: OS packages are installed (from the image's own repositories) only for missing commands in phase_packages"

@@ -726,8 +726,8 @@ fn cluster_catalogue_is_mirrored_and_checked() {
     assert_eq!(ups.len(), 9, "7 core + 2 flannel images: {ups:?}");
     assert_eq!(
         cat["files"].as_array().unwrap().len(),
-        10,
-        "5 binaries x 2 arches"
+        14,
+        "7 files (kubeadm, kubelet, kubectl, crictl, CNI plugins, containerd, runc) x 2 arches"
     );
     for i in cat["images"].as_array().unwrap() {
         assert_eq!(

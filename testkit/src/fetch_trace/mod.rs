@@ -31,6 +31,9 @@ pub enum Action {
     Apply(String),
     /// A package-manager install, in the named function.
     Packages { tool: String, function: String },
+    /// A package repository cloud-init configures (`apt` source URL, `yum_repos` baseurl or
+    /// gpgkey): the package manager fetches from it.
+    PackageRepository(String),
 }
 
 /// Everything read from one node's cloud-config.
@@ -65,7 +68,9 @@ pub fn trace(cloud_config: &str) -> Trace {
     let map = doc.as_mapping().expect("cloud-config is a mapping");
     for (k, _) in map {
         let k = k.as_str().unwrap_or("?");
-        if !QUIET_KEYS.contains(&k) {
+        if k == "apt" || k == "yum_repos" {
+            package_repositories(k, &doc[k], &mut t);
+        } else if !QUIET_KEYS.contains(&k) {
             t.problems.push(format!(
                 "cloud-config key `{k}`: may make cloud-init fetch something; teach fetch_trace.rs what"
             ));
@@ -186,4 +191,56 @@ pub fn manifest_images(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (images, elsewhere)
+}
+
+/// The repositories of cloud-init's `apt` (only `sources` entries with a `deb` line, and
+/// `preserve_sources_list`) and `yum_repos` (only `baseurl` and `gpgkey`); any other key may
+/// fetch from elsewhere and is a problem.
+fn package_repositories(key: &str, v: &serde_yaml::Value, t: &mut Trace) {
+    let map = v.as_mapping().cloned().unwrap_or_default();
+    for (k, entry) in &map {
+        let k = k.as_str().unwrap_or("?");
+        match (key, k) {
+            ("apt", "preserve_sources_list") => {}
+            ("apt", "sources") => {
+                for (name, src) in entry.as_mapping().cloned().unwrap_or_default() {
+                    let line = src["source"].as_str().unwrap_or_default();
+                    let url = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://") || w.starts_with("https://"));
+                    match url {
+                        Some(u) if line.starts_with("deb ") => {
+                            t.actions.insert(Action::PackageRepository(u.to_string()));
+                        }
+                        _ => t.problems.push(format!(
+                            "apt source {name:?}: {line:?} is not a `deb` line with an http(s) URL"
+                        )),
+                    }
+                    for (sk, _) in src.as_mapping().cloned().unwrap_or_default() {
+                        let sk = sk.as_str().unwrap_or("?");
+                        if !matches!(sk, "source" | "key") {
+                            t.problems.push(format!("apt source {name:?}: key `{sk}`"));
+                        }
+                    }
+                }
+            }
+            ("yum_repos", repo) => {
+                for (rk, rv) in entry.as_mapping().cloned().unwrap_or_default() {
+                    match rk.as_str().unwrap_or("?") {
+                        "baseurl" | "gpgkey" => t.actions.insert(Action::PackageRepository(
+                            rv.as_str().unwrap_or_default().to_string(),
+                        )),
+                        "name" | "enabled" | "gpgcheck" => true,
+                        other => {
+                            t.problems.push(format!("yum repo {repo}: key `{other}`"));
+                            true
+                        }
+                    };
+                }
+            }
+            (_, other) => t
+                .problems
+                .push(format!("{key}: key `{other}` may fetch something")),
+        }
+    }
 }

@@ -115,7 +115,8 @@ fn tgz(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// The file repository content (URL path suffix → bytes) for `arch`: stand-ins at the names
-/// kprov's bootstrap downloads (kubeadm, kubelet, kubectl, the crictl and CNI tarballs).
+/// kprov's bootstrap downloads (kubeadm, kubelet, kubectl, the crictl and CNI tarballs, the
+/// containerd tarball and runc).
 pub fn file_repository(arch: &str) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for t in ["kubeadm", "kubelet", "kubectl"] {
@@ -125,6 +126,20 @@ pub fn file_repository(arch: &str) -> BTreeMap<String, Vec<u8>> {
         format!("-linux-{arch}.tar.gz"),
         tgz(&[("crictl", stand_in("crictl"))]),
     );
+    // The container runtime: the VM images have containerd and runc, so nodes do not fetch
+    // these; they are in the catalogue, so the mirror and the bundle carry them.
+    files.insert(
+        format!("containerd-static-*-linux-{arch}.tar.gz"),
+        tgz(&[
+            ("bin/containerd", stand_in("containerd")),
+            ("bin/ctr", stand_in("ctr")),
+            (
+                "bin/containerd-shim-runc-v2",
+                stand_in("containerd-shim-runc-v2"),
+            ),
+        ]),
+    );
+    files.insert(format!("/runc.{arch}"), stand_in("runc"));
     files.insert(
         ".tgz".to_string(),
         tgz(&[
@@ -152,7 +167,7 @@ pub fn fetches(user_data: &str) -> Vec<(String, String)> {
 pub fn sha256sums(fetches: &[(String, String)], files: &BTreeMap<String, Vec<u8>>) -> String {
     let mut out = String::new();
     for (url, _) in fetches {
-        if let Some((_, data)) = files.iter().find(|(k, _)| url.ends_with(k.as_str())) {
+        if let Some(data) = crate::http_server::suffix_lookup(files, url) {
             let name = url.rsplit('/').next().unwrap_or(url);
             out.push_str(&format!("{}  {name}\n", hex::encode(Sha256::digest(data))));
         }
