@@ -109,7 +109,11 @@ fn calls(proxy: &FaultProxy) -> (u64, String) {
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let top = counts
         .iter()
-        .take(6)
+        .take(if std::env::var_os("KPROV_BENCH_ALL_CALLS").is_some() {
+            usize::MAX
+        } else {
+            6
+        })
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ");
