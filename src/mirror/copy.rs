@@ -314,12 +314,17 @@ fn filter_index(
             image: image.into(),
             message: "index without manifests".into(),
         })?;
+    let before = list.len();
     list.retain(|d| {
         let p: Option<Platform> = d
             .get("platform")
             .and_then(|p| serde_json::from_value(p.clone()).ok());
         filter.keeps(p.as_ref())
     });
+    if list.len() == before {
+        // Nothing dropped: keep the upstream bytes, and so the upstream digest.
+        return Ok(top.clone());
+    }
     if list.is_empty() {
         return Err(MirrorError::Usage(format!(
             "{image} has no manifest for --platform {}",

@@ -408,6 +408,14 @@ fn two_clusters_and_a_list_share_one_bundle_with_each_blob_once() {
         index["platforms"],
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // ... so the indexes travel as upstream wrote them (same digests).
+    for (i, g) in images.iter().zip(&set.images) {
+        assert_eq!(
+            i["manifest"]["digest"].as_str(),
+            Some(g.top.digest.as_str()),
+            "{i}"
+        );
+    }
     let blobs = names.iter().filter(|n| n.starts_with("blobs/")).count();
     let manifests: usize = set.images.iter().map(|i| 1 + i.children.len()).sum();
     assert_eq!(

@@ -535,6 +535,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 1:"), "{e}");
+        // A checksum cut short or garbled, the name intact.
+        let short = format!("{hex}  b.tar.part-0001\n{}  b.tar.part-0002\n", &hex[..63]);
+        let e = parse_sums(p, &short).unwrap_err().to_string();
+        assert!(e.contains("line 2:"), "{e}");
+        let garbled = format!("{}  b.tar.part-0001\n", hex.replacen('a', "g", 1));
+        let e = parse_sums(p, &garbled).unwrap_err().to_string();
+        assert!(e.contains("line 1:"), "{e}");
         let e = parse_sums(p, "\n").unwrap_err().to_string();
         assert!(e.contains("lists no parts"), "{e}");
     }
