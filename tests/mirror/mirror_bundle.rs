@@ -73,6 +73,65 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, b).unwrap();
 }
 
+/// Each bad copy of split bundle `bundle` (`nparts` parts) is refused naming the part or the
+/// list's line and the fix, before anything reaches `bad`; the bundle is restored after each.
+fn bad_parts_and_lists_load_nothing(bundle: &Path, bad: &Registry, nparts: usize) {
+    let dir = bundle.parent().unwrap();
+    let sums = dir.join("set.tar.SHA256SUMS");
+    // A corrupt part: named, with the fix, before anything is loaded.
+    let p2 = part(bundle, 2);
+    let good = std::fs::read(&p2).unwrap();
+    flip_byte(&p2, 150_000);
+    let (ok, _, err) = import(bundle, bad);
+    assert!(!ok);
+    assert!(
+        err.contains("set.tar.part-0002 is corrupt (sha256 ") && err.contains("fix: copy it again"),
+        "{err}"
+    );
+    assert_nothing_loaded(bad, "corrupt part");
+    let (ok, _, err) = verify(bundle);
+    assert!(!ok && err.contains("set.tar.part-0002 is corrupt"), "{err}");
+    std::fs::write(&p2, &good).unwrap();
+
+    // A missing part.
+    let p3 = part(bundle, 3);
+    let away = dir.join("away");
+    std::fs::rename(&p3, &away).unwrap();
+    let (ok, _, err) = import(bundle, bad);
+    assert!(!ok);
+    assert!(
+        err.contains("set.tar.part-0003 is missing; fix: copy it next to the others"),
+        "{err}"
+    );
+    assert_nothing_loaded(bad, "missing part");
+    std::fs::rename(&away, &p3).unwrap();
+
+    // A list cut in its last line, then one that lost its last line.
+    let text = std::fs::read_to_string(&sums).unwrap();
+    std::fs::write(&sums, &text[..text.len() - 30]).unwrap();
+    let (ok, _, err) = import(bundle, bad);
+    assert!(!ok);
+    assert!(
+        err.contains("set.tar.SHA256SUMS line")
+            && err.contains(&format!("line {nparts}:"))
+            && err.contains("fix: copy set.tar.SHA256SUMS again"),
+        "{err}"
+    );
+    assert_nothing_loaded(bad, "list cut mid-line");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&sums, lines[..nparts - 1].join("\n") + "\n").unwrap();
+    let (ok, _, err) = import(bundle, bad);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "set.tar.part-{nparts:04} is not listed in set.tar.SHA256SUMS"
+        )),
+        "{err}"
+    );
+    assert_nothing_loaded(bad, "list without its last line");
+    std::fs::write(&sums, &text).unwrap();
+}
+
 #[test]
 fn split_bundle_round_trip_and_a_bad_part_or_list_loads_nothing() {
     let t = "split_bundle_round_trip_and_a_bad_part_or_list_loads_nothing";
@@ -137,58 +196,7 @@ fn split_bundle_round_trip_and_a_bad_part_or_list_loads_nothing() {
     assert_eq!(v["platforms"], "all", "{out}");
     assert!(err.contains("ok"), "{err}");
 
-    // A corrupt part: named, with the fix, before anything is loaded.
-    let p2 = part(&bundle, 2);
-    let good = std::fs::read(&p2).unwrap();
-    flip_byte(&p2, 150_000);
-    let (ok, _, err) = import(&bundle, &bad);
-    assert!(!ok);
-    assert!(
-        err.contains("set.tar.part-0002 is corrupt (sha256 ") && err.contains("fix: copy it again"),
-        "{err}"
-    );
-    assert_nothing_loaded(&bad, "corrupt part");
-    let (ok, _, err) = verify(&bundle);
-    assert!(!ok && err.contains("set.tar.part-0002 is corrupt"), "{err}");
-    std::fs::write(&p2, &good).unwrap();
-
-    // A missing part.
-    let p3 = part(&bundle, 3);
-    let away = dir.path().join("away");
-    std::fs::rename(&p3, &away).unwrap();
-    let (ok, _, err) = import(&bundle, &bad);
-    assert!(!ok);
-    assert!(
-        err.contains("set.tar.part-0003 is missing; fix: copy it next to the others"),
-        "{err}"
-    );
-    assert_nothing_loaded(&bad, "missing part");
-    std::fs::rename(&away, &p3).unwrap();
-
-    // A list cut in its last line, then one that lost its last line.
-    let text = std::fs::read_to_string(&sums).unwrap();
-    std::fs::write(&sums, &text[..text.len() - 30]).unwrap();
-    let (ok, _, err) = import(&bundle, &bad);
-    assert!(!ok);
-    assert!(
-        err.contains("set.tar.SHA256SUMS line")
-            && err.contains(&format!("line {nparts}:"))
-            && err.contains("fix: copy set.tar.SHA256SUMS again"),
-        "{err}"
-    );
-    assert_nothing_loaded(&bad, "list cut mid-line");
-    let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(&sums, lines[..nparts - 1].join("\n") + "\n").unwrap();
-    let (ok, _, err) = import(&bundle, &bad);
-    assert!(!ok);
-    assert!(
-        err.contains(&format!(
-            "set.tar.part-{nparts:04} is not listed in set.tar.SHA256SUMS"
-        )),
-        "{err}"
-    );
-    assert_nothing_loaded(&bad, "list without its last line");
-    std::fs::write(&sums, &text).unwrap();
+    bad_parts_and_lists_load_nothing(&bundle, &bad, nparts);
 
     // From the parts (by base name) into a fresh registry: identical to the source.
     let (ok, _, err) = import(&bundle, &mi);

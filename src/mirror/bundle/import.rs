@@ -102,27 +102,10 @@ pub async fn import(
     };
     copy::execute(client, &plans, &source, opts, &mut report).await?;
     report.millis = started.elapsed().as_millis() as u64;
-    let mut nfiles = 0;
-    if let Some(target) = files_to {
-        let staging = PathBuf::from(format!("{}.files.partial", b.path.display()));
-        for f in &b.index.files {
-            let asset = FileAsset {
-                name: f.name.clone(),
-                upstream_url: f.upstream_url.clone(),
-                mirror_url: target.location(&f.upstream_url),
-                sha256: f.sha256.clone(),
-                arch: f.arch,
-            };
-            if files::present(client.http(), target, &asset).await? {
-                continue;
-            }
-            let local = staging.join(&f.entry);
-            b.extract_file(f, &local)?;
-            files::upload(client.http(), target, &asset, &local).await?;
-            nfiles += 1;
-        }
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-    }
+    let nfiles = match files_to {
+        Some(target) => upload_files(client, &b, target).await?,
+        None => 0,
+    };
     Ok(BundleReport {
         images: b.index.images.len(),
         blobs: b.entries.keys().filter(|k| k.starts_with("blobs/")).count(),
@@ -134,4 +117,33 @@ pub async fn import(
         copy: Some(report),
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Upload the bundle's files the target lacks (each extracted and SHA-256 checked first);
+/// returns how many were uploaded.
+async fn upload_files(
+    client: &RegistryClient,
+    b: &OpenBundle,
+    target: &FileTarget,
+) -> Result<usize, MirrorError> {
+    let staging = PathBuf::from(format!("{}.files.partial", b.path.display()));
+    let mut nfiles = 0;
+    for f in &b.index.files {
+        let asset = FileAsset {
+            name: f.name.clone(),
+            upstream_url: f.upstream_url.clone(),
+            mirror_url: target.location(&f.upstream_url),
+            sha256: f.sha256.clone(),
+            arch: f.arch,
+        };
+        if files::present(client.http(), target, &asset).await? {
+            continue;
+        }
+        let local = staging.join(&f.entry);
+        b.extract_file(f, &local)?;
+        files::upload(client.http(), target, &asset, &local).await?;
+        nfiles += 1;
+    }
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    Ok(nfiles)
 }

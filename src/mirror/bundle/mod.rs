@@ -16,7 +16,8 @@
 //! The tar is uncompressed (layers are gzip already), so the import reads blobs straight from
 //! their byte ranges, concurrently, and streams them to the registry while verifying digests.
 //! Export writes into `FILE.partial/` (each blob renamed into place only once verified) and tars
-//! it at the end, so an interrupted export resumes; import skips what the target already has,
+//! it at the end — whole, or with `--split` in numbered parts plus a `SHA256SUMS` list
+//! ([`parts`]), read back without concatenating them — so an interrupted export resumes; import skips what the target already has,
 //! so an interrupted import resumes too. A corrupted bundle is rejected naming the bad entry.
 
 use serde::{Deserialize, Serialize};
@@ -170,4 +171,29 @@ pub fn count_copied(outcomes: &[FileOutcome]) -> usize {
         .iter()
         .filter(|o| matches!(o, FileOutcome::Copied(_)))
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_without_platforms_still_reads_and_platforms_round_trip() {
+        // Written by kprov before bundles recorded their platforms.
+        let old: BundleIndex =
+            serde_json::from_str(r#"{"version":1,"cluster":"demo","images":[],"files":[]}"#)
+                .unwrap();
+        assert_eq!(old.platforms, None);
+        assert!(BundlePlatforms::describe(None).starts_with("all"));
+        for (p, json) in [
+            (BundlePlatforms::All(AllPlatforms::All), r#""all""#),
+            (
+                BundlePlatforms::Only(vec!["linux/arm64".into()]),
+                r#"["linux/arm64"]"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&p).unwrap(), json);
+            assert_eq!(serde_json::from_str::<BundlePlatforms>(json).unwrap(), p);
+        }
+    }
 }
