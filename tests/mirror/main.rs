@@ -1,5 +1,5 @@
 //! `kprov mirror` against real registries, token auth, TLS, S3 and HTTP targets on 127.0.0.1
-//! (`mirror_registry`, `mirror_transport`; upstreams with a port: `mirror_port`), with `skopeo` as the cross-check. Peers:
+//! (`mirror_registry`, `mirror_transport`; upstreams with a port: `mirror_port`; bundles that travel: `mirror_bundle`), with `skopeo` as the cross-check. Peers:
 //! `bash tests/peers/install.sh` (`KPROV_SKIP_PEERS=1` skips).
 
 use std::path::Path;
