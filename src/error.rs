@@ -42,7 +42,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         // A refused input (a bad image reference, a corrupt or incomplete bundle) is the
         // user's to fix, like a bad spec file: not a failure of kprov or of a remote side.
         if let Some(
-            crate::mirror::MirrorError::Usage(_) | crate::mirror::MirrorError::Bundle { .. },
+            crate::mirror::MirrorError::Usage(_)
+            | crate::mirror::MirrorError::Bundle { .. }
+            | crate::mirror::MirrorError::BundlePart { .. },
         ) = cause.downcast_ref::<crate::mirror::MirrorError>()
         {
             return EXIT_USAGE;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{current_cluster, open_store, Cli, ExitError};
+use super::{current_cluster, open_store, Cli, ExitError, Output};
 use crate::mirror::bundle;
-use crate::mirror::copy::{copy_images, CopyJob, CopyOptions, PlatformFilter};
+use crate::mirror::copy::{copy_images, CopyJob, CopyOptions};
 use crate::mirror::files::{self, FileTarget};
 use crate::mirror::registry::RegistryClient;
 use crate::mirror::{ImageRef, MirrorError, Naming};
@@ -19,11 +19,13 @@ use crate::spec::Assets;
 /// Arguments of `mirror`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  kprov mirror demo                                  # to the cluster's assets.containerRegistry\n  kprov mirror demo --to mirror.local:5000 --files-to s3://bucket/k8s\n  kprov mirror --from-file images.txt --to mirror.local:5000\n  kprov mirror demo --to-bundle demo.tar             # on the connected side\n  kprov mirror --from-bundle demo.tar --to mirror.local:5000 --files-to file:///srv/files"
+    after_help = "Examples:\n  kprov mirror demo                                  # to the cluster's assets.containerRegistry\n  kprov mirror demo --to mirror.local:5000 --files-to s3://bucket/k8s\n  kprov mirror --from-file images.txt --to mirror.local:5000\n  kprov mirror demo --to-bundle demo.tar             # on the connected side\n  kprov mirror --from-bundle demo.tar --to mirror.local:5000 --files-to file:///srv/files\n\nBundles on removable media:\n  kprov mirror prod staging --from-file extra.txt --to-bundle all.tar --split 4G\n                                                     # all.tar.part-0001… + all.tar.SHA256SUMS\n  sha256sum -c all.tar.SHA256SUMS                    # on the other side, in the parts' directory\n  kprov mirror --verify-bundle all.tar               # parts, index, every blob and file\n  kprov mirror --from-bundle all.tar --to mirror.local:5000"
 )]
 pub struct MirrorArgs {
-    /// Cluster whose catalogue is mirrored (default: the current cluster; not with --from-file/--from-bundle).
-    pub cluster: Option<String>,
+    /// Clusters whose catalogues are mirrored (default: the current cluster). Several (with
+    /// --to-bundle or --to) go into one run, each shared image and blob once.
+    #[arg(value_name = "CLUSTER")]
+    pub cluster: Vec<String>,
     /// Target registry `host[:port][/prefix]`; images keep their upstream host as first path
     /// segment. Default: the cluster's `assets` mapping.
     #[arg(long, value_name = "REGISTRY")]
@@ -37,19 +39,31 @@ pub struct MirrorArgs {
     /// Download files from this file repository (laid out HOST/PATH) instead of upstream.
     #[arg(long, value_name = "URL")]
     pub files_from: Option<String>,
-    /// Mirror the images listed in FILE (one reference a line, `#` comments) instead of a cluster's.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["cluster", "from_bundle"])]
+    /// Mirror the images listed in FILE (one reference a line, `#` comments): instead of a
+    /// cluster's, or with CLUSTERs in addition to theirs.
+    #[arg(long, value_name = "FILE", conflicts_with = "from_bundle")]
     pub from_file: Option<PathBuf>,
     /// Write an offline bundle (one tar) instead of copying to a registry.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "from_bundle", "files_to"])]
     pub to_bundle: Option<PathBuf>,
-    /// Load an offline bundle into --to (and its files into --files-to).
+    /// With --to-bundle: write parts of at most SIZE (`4G`, `700M`, `4Gi`) named
+    /// `FILE.part-0001`, … plus `FILE.SHA256SUMS` (check with `sha256sum -c`).
+    #[arg(long, value_name = "SIZE", requires = "to_bundle")]
+    pub split: Option<String>,
+    /// Load an offline bundle into --to (and its files into --files-to). FILE is the bundle, or
+    /// for a split one its base name (or `FILE.SHA256SUMS`): every part is checked first.
     #[arg(long, value_name = "FILE", conflicts_with = "cluster", requires = "to")]
     pub from_bundle: Option<PathBuf>,
+    /// Check a bundle (whole or split) without a registry: parts, index, every blob's digest
+    /// and size, every file's SHA-256; prints a summary, or names the first bad entry.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cluster", "to", "to_bundle", "from_bundle", "from_file", "files_to", "dry_run"])]
+    pub verify_bundle: Option<PathBuf>,
     /// Copy only these platforms of multi-arch images (`linux/arm64`, repeatable or comma
     /// separated). The index is rewritten to list only them, so its digest differs from
     /// upstream (pins of the upstream index digest will not resolve); platform manifests keep
-    /// their digests. Default: all platforms, byte-identical.
+    /// their digests. Default: all platforms, byte-identical — except --to-bundle of clusters,
+    /// which defaults to their instance groups' architectures (images pinned by digest keep
+    /// every platform).
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Vec<String>,
     /// Registry host spoken to over plain HTTP (repeatable). Only for trusted networks.
@@ -76,6 +90,10 @@ pub struct MirrorArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Report format on stdout: `json` is --json, `yaml` the same as YAML (default: none,
+    /// the summary goes to stderr).
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
     /// Check the inputs (image list, bundle with its manifests, mapping) and print what would
     /// be copied, `SOURCE -> TARGET` a line, without contacting any registry.
     #[arg(long, conflicts_with = "to_bundle")]
@@ -115,8 +133,31 @@ pub fn parse_image_list(
     Ok(list)
 }
 
+/// Print a report on stdout in the format asked for (nothing without `--json` / `-o`).
+fn print_report(a: &MirrorArgs, r: &impl serde::Serialize) -> anyhow::Result<()> {
+    match (a.json, a.output) {
+        (true, _) | (_, Some(Output::Json)) => println!("{}", serde_json::to_string_pretty(r)?),
+        (_, Some(Output::Yaml)) => print!("{}", serde_yaml::to_string(r)?),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Run `mirror`.
 pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
+    if let Some(b) = &a.verify_bundle {
+        return verify_bundle(a, b).await;
+    }
+    let split = a
+        .split
+        .as_deref()
+        .map(|s| match crate::spec::quantity::parse_bytes(s) {
+            Ok(0) | Err(_) => Err(ExitError::usage(format!(
+                "--split {s:?}: write the largest part size like 4G, 700M or 4Gi"
+            ))),
+            Ok(n) => Ok(n),
+        })
+        .transpose()?;
     let req = MirrorRequest {
         to: a.to.clone(),
         from: a.from.clone(),
@@ -138,11 +179,9 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     let client = RegistryClient::new(opts).map_err(usage)?;
     let copy_opts = CopyOptions {
         concurrency: a.concurrency.max(1),
-        platforms: if a.platform.is_empty() {
-            None
-        } else {
-            Some(PlatformFilter::parse(&a.platform).map_err(usage)?)
-        },
+        platforms: sel
+            .platforms(&a.platform, a.to_bundle.is_some())
+            .map_err(usage)?,
         progress: if a.no_progress {
             crate::report::Progress::hidden()
         } else {
@@ -160,23 +199,28 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
         return import_bundle(a, b, &client, &target_assets, files_to.as_ref(), &copy_opts).await;
     }
     if let Some(out) = &a.to_bundle {
-        let r = bundle::export(
-            &client,
-            sel.cluster_name.as_deref(),
-            &pairs,
-            &sel.files,
-            a.files_from.as_deref(),
+        let req = bundle::ExportRequest {
+            clusters: &sel.cluster_names,
+            images: &pairs,
+            files: &sel.files,
+            files_from: a.files_from.as_deref(),
             out,
-            &copy_opts,
-        )
-        .await?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
-        }
+            split,
+        };
+        let r = bundle::export(&client, &req, &copy_opts).await?;
+        print_report(a, &r)?;
+        let parts = match r.parts.len() {
+            0 => String::new(),
+            n => format!(
+                " in {n} parts (+ {})",
+                bundle::parts::sums_path(out).display()
+            ),
+        };
         eprintln!(
-            "bundle {}: {} images, {} distinct blobs ({} fetched by this run), {} files, {:.1} MB, {:.2} s",
+            "bundle {}: {} images ({} platforms), {} distinct blobs ({} fetched by this run), {} files, {:.1} MB{parts}, {:.2} s",
             out.display(),
             r.images,
+            bundle::BundlePlatforms::describe(r.platforms.as_ref()),
             r.blobs,
             r.blobs_fetched,
             r.files,
@@ -197,25 +241,61 @@ pub async fn run(cli: &Cli, a: &MirrorArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// What the flags select: an image list, a bundle (named later), or a cluster's catalogue.
+/// What the flags select: an image list and/or clusters' catalogues (merged, each image
+/// once), or a bundle (named later).
 async fn select(cli: &Cli, a: &MirrorArgs, req: &MirrorRequest) -> anyhow::Result<Selection> {
-    if let Some(list) = &a.from_file {
-        if a.to.is_none() && a.to_bundle.is_none() {
+    if a.from_bundle.is_some() {
+        return Ok(Selection::default());
+    }
+    let several = a.cluster.len() > 1 || (!a.cluster.is_empty() && a.from_file.is_some());
+    if a.to.is_none() && a.to_bundle.is_none() {
+        if a.from_file.is_some() {
             return Err(ExitError::usage(
                 "--from-file needs --to REGISTRY or --to-bundle FILE",
             ));
         }
-        return Ok(Selection::images(read_list(
-            list,
-            &req.naming(&Assets::default()),
-        )?));
+        if several {
+            return Err(ExitError::usage(
+                "several clusters need --to REGISTRY or --to-bundle FILE; to copy each to its own mirror, run kprov mirror once per cluster",
+            ));
+        }
     }
-    if a.from_bundle.is_some() {
-        return Ok(Selection::default());
+    let mut parts = Vec::new();
+    if !a.cluster.is_empty() || a.from_file.is_none() {
+        let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+        let names = match a.cluster.is_empty() {
+            true => vec![current_cluster(None, cli.name.as_deref(), &repo).await?],
+            false => a.cluster.clone(),
+        };
+        for name in names {
+            parts.push(Selection::cluster(&repo, &name).await?);
+        }
     }
-    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
-    let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-    Selection::cluster(&repo, &name).await
+    if let Some(list) = &a.from_file {
+        let names = req.naming(&Assets::default());
+        parts.push(Selection::images(read_list(list, &names)?));
+    }
+    Ok(Selection::merge(parts))
+}
+
+/// `--verify-bundle FILE`: check a bundle where it is, print what it holds.
+async fn verify_bundle(a: &MirrorArgs, b: &std::path::Path) -> anyhow::Result<()> {
+    let p = b.to_path_buf();
+    let r = tokio::task::spawn_blocking(move || bundle::verify(&p))
+        .await?
+        .map_err(usage)?;
+    print_report(a, &r)?;
+    eprintln!(
+        "bundle {}: ok — {} images, {} blobs, {} files, {:.1} MB in {} part(s), platforms {}",
+        r.bundle,
+        r.images,
+        r.blobs,
+        r.files,
+        r.bytes as f64 / 1e6,
+        r.parts,
+        r.platforms
+    );
+    Ok(())
 }
 
 /// `--from-bundle FILE`: load a bundle into the target registries (or list what would go where).
@@ -248,9 +328,7 @@ async fn import_bundle(
         return Ok(());
     }
     let r = bundle::import(client, b, &target_of, files_to, copy_opts).await?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    }
+    print_report(a, &r)?;
     if let Some(c) = &r.copy {
         eprintln!("bundle {}: {}", b.display(), c.summary());
     }
@@ -319,7 +397,7 @@ async fn copy_to_registries(
             files_list.len()
         );
     }
-    if a.json {
+    if a.json || a.output.is_some() {
         /// The copy report, plus file counts when files were copied.
         #[derive(serde::Serialize)]
         struct Json<'a> {
@@ -335,7 +413,7 @@ async fn copy_to_registries(
             files_copied: files_report.map(|f| f.0),
             files_present: files_report.map(|f| f.1),
         };
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        print_report(a, &j)?;
     }
     Ok(())
 }

@@ -92,7 +92,7 @@ pub enum Command {
     /// Operate on state stores (copy clusters between them).
     State(state::StateArgs),
     /// Copy a cluster's images and files to its mirrors, or into / out of an offline bundle.
-    Mirror(mirror::MirrorArgs),
+    Mirror(Box<mirror::MirrorArgs>),
     /// Check a cluster before create (`check assets NAME`: every asset is at its mirror).
     Check(assets::CheckArgs),
     /// Print the version.

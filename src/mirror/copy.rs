@@ -133,10 +133,11 @@ pub enum BlobSource {
     },
     /// A byte range of an offline bundle (an uncompressed tar entry).
     Bundle {
-        /// The bundle file.
+        /// The bundle (its file, or its parts' base name), for messages.
         path: std::path::PathBuf,
-        /// Offset of the entry's data.
-        offset: u64,
+        /// Where the entry's data is: `(file, offset, length)` per part it spans (one for a
+        /// whole bundle), read in order.
+        segments: Vec<(std::path::PathBuf, u64, u64)>,
         /// Entry name, for messages.
         entry: String,
     },
@@ -313,12 +314,17 @@ fn filter_index(
             image: image.into(),
             message: "index without manifests".into(),
         })?;
+    let before = list.len();
     list.retain(|d| {
         let p: Option<Platform> = d
             .get("platform")
             .and_then(|p| serde_json::from_value(p.clone()).ok());
         filter.keeps(p.as_ref())
     });
+    if list.len() == before {
+        // Nothing dropped: keep the upstream bytes, and so the upstream digest.
+        return Ok(top.clone());
+    }
     if list.is_empty() {
         return Err(MirrorError::Usage(format!(
             "{image} has no manifest for --platform {}",
@@ -458,18 +464,23 @@ async fn open_source(
             let resp = client.get_blob(registry, repo, &need.digest).await?;
             Ok(resp.bytes_stream().map_err(|e| e.to_string()).boxed())
         }
-        BlobSource::Bundle { path, offset, .. } => {
+        BlobSource::Bundle { segments, .. } => {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let mut f = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| MirrorError::io(path.display(), e))?;
-            f.seek(std::io::SeekFrom::Start(*offset))
-                .await
-                .map_err(|e| MirrorError::io(path.display(), e))?;
-            let r = f.take(need.size);
-            Ok(tokio_util::io::ReaderStream::with_capacity(r, 256 * 1024)
-                .map_err(|e| e.to_string())
-                .boxed())
+            // Each part's range in turn: a split bundle is read without concatenating it.
+            let s = futures::stream::iter(segments.clone())
+                .then(|(path, offset, len)| async move {
+                    let open = |e: std::io::Error| format!("{}: {e}", path.display());
+                    let mut f = tokio::fs::File::open(&path).await.map_err(open)?;
+                    f.seek(std::io::SeekFrom::Start(offset))
+                        .await
+                        .map_err(open)?;
+                    Ok::<_, String>(
+                        tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024)
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+                .try_flatten();
+            Ok(s.boxed())
         }
     }
 }

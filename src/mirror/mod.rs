@@ -147,6 +147,14 @@ pub enum MirrorError {
         /// What is wrong.
         problem: String,
     },
+    /// A part of a split bundle (or its `SHA256SUMS` list) is missing, corrupt or unlisted.
+    #[error("{part} {problem}")]
+    BundlePart {
+        /// The part (or list) file.
+        part: String,
+        /// What is wrong, and the fix.
+        problem: String,
+    },
     /// A file download or upload failed.
     #[error("file {url}: {message}")]
     File {

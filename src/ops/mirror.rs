@@ -5,9 +5,10 @@
 use crate::assets::image_ref;
 use crate::error::ExitError;
 use crate::mirror::catalogue::FileAsset;
+use crate::mirror::copy::PlatformFilter;
 use crate::mirror::{Catalogue, ImageRef, MirrorError, Naming};
 use crate::repo::Repo;
-use crate::spec::Assets;
+use crate::spec::{Arch, Assets};
 
 /// What is mirrored: a cluster's catalogue, an image list, or (for a bundle import) nothing
 /// named up front.
@@ -15,8 +16,10 @@ use crate::spec::Assets;
 pub struct Selection {
     /// The cluster's `spec.assets` (default for an image list).
     pub cluster_assets: Assets,
-    /// The cluster, when its catalogue is mirrored.
-    pub cluster_name: Option<String>,
+    /// The clusters whose catalogues are mirrored (empty for an image list).
+    pub cluster_names: Vec<String>,
+    /// The CPU architectures of those clusters' instance groups (a bundle's default platforms).
+    pub arches: Vec<Arch>,
     /// Files of the catalogue.
     pub files: Vec<FileAsset>,
     /// Upstream image references.
@@ -30,7 +33,8 @@ impl Selection {
         let cat = Catalogue::for_cluster_as_rendered(&s.config).map_err(usage)?;
         Ok(Selection {
             cluster_assets: s.config.cluster.spec.assets.clone(),
-            cluster_name: Some(name.to_string()),
+            cluster_names: vec![name.to_string()],
+            arches: s.config.arches(),
             files: cat.files.clone(),
             upstreams: cat.images.iter().map(|i| i.upstream.clone()).collect(),
         })
@@ -42,6 +46,60 @@ impl Selection {
             upstreams,
             ..Default::default()
         }
+    }
+
+    /// Several selections as one (several clusters, or clusters plus an image list): each
+    /// upstream image once (first-seen order), each file once, the union of architectures.
+    /// The first cluster's `spec.assets` stands for all (they only name the source registry
+    /// and its trust for a bundle, or are replaced by `--to`).
+    pub fn merge(parts: Vec<Selection>) -> Selection {
+        let mut out = Selection::default();
+        let mut first = true;
+        for p in parts {
+            if first && !p.cluster_names.is_empty() {
+                out.cluster_assets = p.cluster_assets.clone();
+                first = false;
+            }
+            out.cluster_names.extend(p.cluster_names);
+            out.arches.extend(p.arches);
+            for u in p.upstreams {
+                if !out.upstreams.contains(&u) {
+                    out.upstreams.push(u);
+                }
+            }
+            for f in p.files {
+                if !out
+                    .files
+                    .iter()
+                    .any(|g| g.upstream_url == f.upstream_url && g.arch == f.arch)
+                {
+                    out.files.push(f);
+                }
+            }
+        }
+        out.arches.sort();
+        out.arches.dedup();
+        out
+    }
+
+    /// The platforms a bundle of this selection holds: `--platform` when given, else the
+    /// clusters' architectures (`linux/amd64`, `linux/arm64`), else (an image list alone)
+    /// every platform (`None`). Copies to a registry keep every platform unless `--platform`
+    /// says otherwise.
+    pub fn platforms(
+        &self,
+        explicit: &[String],
+        to_bundle: bool,
+    ) -> Result<Option<PlatformFilter>, MirrorError> {
+        if !explicit.is_empty() {
+            return PlatformFilter::parse(explicit).map(Some);
+        }
+        if !to_bundle || self.arches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PlatformFilter(
+            self.arches.iter().map(|a| format!("linux/{a}")).collect(),
+        )))
     }
 }
 

@@ -5,6 +5,12 @@ use std::time::Duration;
 /// Parse a binary size into MiB. Accepts `Ki`, `Mi`, `Gi`, `Ti` suffixes and the decimal
 /// `K`, `M`, `G`, `T`; a bare number is bytes.
 pub fn parse_mib(s: &str) -> Result<u64, String> {
+    Ok(parse_bytes(s)? / (1024 * 1024))
+}
+
+/// Parse a size into bytes, with the units of [`parse_mib`] (`700M` is 700 000 000 bytes,
+/// `4Gi` is 4 GiB).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -27,7 +33,7 @@ pub fn parse_mib(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    Ok((bytes / (1024 * 1024)) as u64)
+    u64::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
 }
 
 /// Parse a duration like `90s`, `30m`, `24h`, `7d`, or a combination `1h30m`.
@@ -68,6 +74,9 @@ mod tests {
         assert_eq!(parse_mib("512Mi").unwrap(), 512);
         assert!(parse_mib("8GB").is_err());
         assert!(parse_mib("lots").is_err());
+        assert_eq!(parse_bytes("700M").unwrap(), 700_000_000);
+        assert_eq!(parse_bytes("4Gi").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
     }
 
     #[test]

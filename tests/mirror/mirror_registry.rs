@@ -12,7 +12,7 @@ use kprov_testkit::{images, peers, skopeo};
 
 use crate::kprov;
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -21,7 +21,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Upstream references of the set (`registry.k8s.io/pause:3.10`, …) as a list file.
-fn list_file(dir: &Path, refs: &[&str]) -> std::path::PathBuf {
+pub(crate) fn list_file(dir: &Path, refs: &[&str]) -> std::path::PathBuf {
     let p = dir.join(format!(
         "images-{}.txt",
         &images::digest(refs.join(",").as_bytes())[7..19]
