@@ -132,10 +132,11 @@ impl Parts {
             }
             None if sums_path(path).exists() || part_path(path, 1).exists() => path.to_path_buf(),
             None => {
-                return Err(MirrorError::io(
-                    path.display(),
-                    std::io::Error::from(std::io::ErrorKind::NotFound),
-                ))
+                // The OS's own words ("No such file or directory"), as for any other file.
+                let e = std::fs::metadata(path)
+                    .err()
+                    .unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+                return Err(MirrorError::io(path.display(), e));
             }
         };
         Parts::split(&base)
