@@ -141,6 +141,13 @@ fn strip_scheme(s: &str) -> &str {
         .unwrap_or(s)
 }
 
+/// Whether nodes take containerd and runc from the file repository when their image lacks
+/// them (a file repository is set: a restricted network), rather than from the distribution's
+/// package repositories.
+pub fn runtime_from_file_repository(assets: &Assets) -> bool {
+    assets.file_repository.is_some()
+}
+
 /// The reference nodes pull for an upstream image, e.g. `registry.k8s.io/pause:3.10` →
 /// `mirror.local:5000/registry.k8s.io/pause:3.10` with `containerRegistry: mirror.local:5000`.
 pub fn image_ref(upstream: &str, assets: &Assets) -> String {

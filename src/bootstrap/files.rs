@@ -100,11 +100,13 @@ impl Renderer {
         ));
         let mut uctx = tera::Context::new();
         uctx.insert("bin_dir", &self.options.bin_dir);
-        files.push(NodeFile::text(
-            CONTAINERD_UNIT_PATH,
-            "0644",
-            templates::render("containerd.service.tera", &uctx)?,
-        ));
+        if assets::runtime_from_file_repository(&spec.assets) {
+            files.push(NodeFile::text(
+                CONTAINERD_UNIT_PATH,
+                "0644",
+                templates::render("containerd.service.tera", &uctx)?,
+            ));
+        }
         files.push(NodeFile::text(
             "/etc/systemd/system/kubelet.service",
             "0644",

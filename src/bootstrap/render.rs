@@ -254,17 +254,43 @@ impl Renderer {
         ctx
     }
 
-    /// The node's `#cloud-config`, uncompressed.
+    /// The node's `#cloud-config`, uncompressed (large files embedded gzip + base64).
     pub fn render_cloud_config(
         &self,
         req: &InstanceRequest,
         ctx: &RenderContext,
     ) -> Result<String, BootstrapError> {
+        self.cloud_config(req, ctx, true)
+    }
+
+    /// The cloud-config as kprov gzips it when it is over the provider's limit: with its files
+    /// as text or embedded gzip + base64, whichever gzips smaller (text usually does: base64
+    /// of gzip does not compress; a very large manifest such as Calico's packs better alone).
+    pub fn render_cloud_config_for_gzip(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+    ) -> Result<String, BootstrapError> {
+        let embedded = self.cloud_config(req, ctx, true)?;
+        let plain = self.cloud_config(req, ctx, false)?;
+        let smaller = gzip(plain.as_bytes())?.len() < gzip(embedded.as_bytes())?.len();
+        Ok(if smaller { plain } else { embedded })
+    }
+
+    /// The cloud-config with `embed_compressed` deciding whether large files go in as gzip +
+    /// base64 (small when the user-data is sent as is) or as text (smaller once the whole
+    /// user-data is gzipped: base64 of gzip does not compress, text does).
+    fn cloud_config(
+        &self,
+        req: &InstanceRequest,
+        ctx: &RenderContext,
+        embed_compressed: bool,
+    ) -> Result<String, BootstrapError> {
         let action = self.action(req, ctx)?;
         let spec = &self.config.cluster.spec;
         let mut files = Vec::new();
         for f in self.files(req, ctx)? {
-            let (encoding, content) = if f.compress {
+            let (encoding, content) = if f.compress && embed_compressed {
                 use base64::Engine;
                 (
                     Some("gz+b64"),
@@ -319,12 +345,16 @@ impl Renderer {
         ctx: &RenderContext,
     ) -> Result<Vec<u8>, BootstrapError> {
         let text = self.render_cloud_config(req, ctx)?;
-        fit_user_data(
-            &text,
-            self.limit(),
-            self.config.cluster.spec.provider.name(),
-            req,
-        )
+        let limit = self.limit();
+        // Over the limit the whole user-data is gzipped: render the files as text for that,
+        // which gzip packs better than their embedded gzip + base64 (AWS's 16 KiB is tight for
+        // a first control plane).
+        let text = if limit.is_some_and(|l| text.len() > l) {
+            self.render_cloud_config_for_gzip(req, ctx)?
+        } else {
+            text
+        };
+        fit_user_data(&text, limit, self.config.cluster.spec.provider.name(), req)
     }
 }
 

@@ -40,7 +40,7 @@ impl Renderer {
         let bin = &self.options.bin_dir;
         let a = &self.config.cluster.spec.assets;
         self.release
-            .files()
+            .files_for(assets::runtime_from_file_repository(a))
             .map(|b| {
                 let upstream = b.url_for(req.arch);
                 let file = file_name_of(&upstream).to_string();
@@ -99,6 +99,10 @@ impl Renderer {
     ) -> Result<String, BootstrapError> {
         let mut ctx = self.common_ctx(req, action);
         ctx.insert("binaries", &self.binaries(req));
+        ctx.insert(
+            "runtime_from_repository",
+            &assets::runtime_from_file_repository(&self.config.cluster.spec.assets),
+        );
         ctx.insert("nvidia", &Self::is_nvidia(req));
         ctx.insert("nvidia_runtime", NVIDIA_RUNTIME);
         ctx.insert(

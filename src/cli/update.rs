@@ -30,7 +30,7 @@ pub struct UpdateArgs {
     pub lock_ttl: u64,
     /// Do not check that every mirrored image and file is in place before creating VMs (for
     /// mirrors only the nodes can reach). Without it, a missing asset stops the run (exit 2).
-    #[arg(long, env = "KPROV_SKIP_ASSET_CHECK")]
+    #[arg(long, env = "KPROV_SKIP_ASSET_CHECK", value_parser = clap::builder::BoolishValueParser::new())]
     pub skip_asset_check: bool,
     /// Lock options.
     #[command(flatten)]

@@ -171,7 +171,7 @@ impl Catalogue {
             }
         }
         let mut files = Vec::new();
-        for b in release.files() {
+        for b in release.files_for(assets::runtime_from_file_repository(assets)) {
             for &arch in &all {
                 let upstream = b.url_for(arch);
                 files.push(FileAsset {

@@ -77,6 +77,21 @@ impl Release {
     pub fn files(&self) -> impl Iterator<Item = &'static BinaryAsset> {
         self.binaries.iter().chain(RUNTIME.iter())
     }
+
+    /// The files nodes of a cluster download: the container runtime only when it comes from a
+    /// file repository (restricted networks); a connected node installs the distribution's
+    /// containerd and runc with its package manager instead (`docs/bootstrap.md`).
+    pub fn files_for(
+        &self,
+        runtime_from_repository: bool,
+    ) -> impl Iterator<Item = &'static BinaryAsset> {
+        let runtime: &'static [BinaryAsset] = if runtime_from_repository {
+            RUNTIME
+        } else {
+            &[]
+        };
+        self.binaries.iter().chain(runtime.iter())
+    }
 }
 
 /// An add-on or CNI image (multi-arch upstream unless `arches` says otherwise).
