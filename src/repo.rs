@@ -256,6 +256,26 @@ impl Repo {
         })
     }
 
+    /// Remove what an interrupted `delete` left under a cluster name whose `config.yaml` is
+    /// gone (its state is deleted config first): a new cluster of that name must not inherit
+    /// half of the old one's secrets (a `sa.pub` without its `sa.key` would stop it, an old CA
+    /// key would be reused). The lock is kept (its holder releases it). Returns the objects
+    /// removed; nothing when the cluster exists.
+    pub async fn clear_leftovers(&self, cluster: &str) -> Result<usize, RepoError> {
+        if self.store.get(&config_key(cluster)).await?.is_some() {
+            return Ok(0);
+        }
+        let lock = kprov_state::lease::lease_key(cluster);
+        let mut n = 0;
+        for k in self.store.list(&format!("{cluster}/")).await? {
+            if k != lock {
+                self.store.delete(&k, Condition::None).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Delete every object of a cluster except its lock (released by its holder).
     pub async fn delete_cluster(&self, cluster: &str) -> Result<usize, RepoError> {
         let keys = self.store.list(&format!("{cluster}/")).await?;

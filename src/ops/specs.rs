@@ -14,6 +14,15 @@ pub async fn store(
     spec: &LoadedSpec,
     previous: Option<&Stored>,
 ) -> anyhow::Result<Stored> {
+    if previous.is_none() {
+        let n = repo.clear_leftovers(spec.config.name()).await?;
+        if n > 0 {
+            tracing::info!(
+                "removed {n} objects an interrupted delete of cluster {} left behind",
+                spec.config.name()
+            );
+        }
+    }
     let stored = repo
         .save(&spec.config, previous)
         .await
@@ -61,4 +70,55 @@ pub fn with_groups(
     };
     spec::validate(&mut spec)?;
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delete killed after `config.yaml` went and before `sa.key`'s partner `sa.pub` did
+    /// leaves `sa.pub` alone: creating the cluster again starts clean and gets a working PKI.
+    #[tokio::test]
+    async fn a_new_cluster_does_not_inherit_an_interrupted_deletes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = kprov_state::open(&format!("file://{}", dir.path().display()))
+            .await
+            .unwrap();
+        let repo = Repo::new(state);
+        let yaml = "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {name: c1}\nspec:\n  provider: {zstack: {endpoint: \"http://127.0.0.1:9\"}}\n  kubernetesVersion: 1.33.13\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {name: control-plane}\nspec: {role: control-plane, count: 1, arch: amd64}\n";
+        let docs = spec::load_documents("c1.yaml", yaml).unwrap();
+        let (c, src) = docs.clusters.into_iter().next().unwrap();
+        let (groups, group_srcs) = docs.groups.into_iter().unzip();
+        let mut spec = LoadedSpec {
+            config: spec::ClusterConfig { cluster: c, groups },
+            cluster_src: src,
+            group_srcs,
+        };
+        spec::validate(&mut spec).unwrap();
+        store(&repo, &spec, None).await.unwrap();
+        // the interrupted delete: config first, then everything up to sa.key
+        let keys = repo.store.list("c1/").await.unwrap();
+        repo.store
+            .delete(&config_key("c1"), kprov_state::Condition::None)
+            .await
+            .unwrap();
+        for k in keys
+            .iter()
+            .filter(|k| **k <= crate::secrets::keys::sa_key("c1"))
+        {
+            repo.store
+                .delete(k, kprov_state::Condition::None)
+                .await
+                .unwrap();
+        }
+        assert!(repo
+            .store
+            .get(&crate::secrets::keys::sa_pub("c1"))
+            .await
+            .unwrap()
+            .is_some());
+        store(&repo, &spec, None)
+            .await
+            .expect("a new cluster of the name starts clean");
+    }
 }
