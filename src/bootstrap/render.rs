@@ -393,6 +393,17 @@ fn package_repos(repo: Option<&crate::spec::PackageRepository>) -> String {
             "preserve_sources_list".into(),
             a.keep_default_sources.into(),
         );
+        if !a.keep_default_sources {
+            // Without a template cloud-init writes its default sources.list, which names the
+            // distribution's public mirrors: apt would try them (DNS, timeouts) on a restricted
+            // network. The mirror is the only source.
+            apt.insert(
+                "sources_list".into(),
+                "# kprov: the image's sources are out of reach; spec.assets.packageRepository \
+                 is in sources.list.d/kprov-packages.list\n"
+                    .into(),
+            );
+        }
         apt.insert("sources".into(), Value::Mapping(sources));
         top.insert("apt".into(), Value::Mapping(apt));
     }

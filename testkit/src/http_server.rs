@@ -1,6 +1,6 @@
 //! A tiny HTTP/1.1 server on a free 127.0.0.1 port for tests: GET serves fixed bodies (by exact
 //! path, or by path suffix for the VMs' file repository), every request is recorded (when,
-//! method, path, body), and it stops when dropped.
+//! method, URL-decoded path, body), and it stops when dropped.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -130,7 +130,11 @@ fn handle(s: TcpStream, shared: &Shared) -> std::io::Result<()> {
     r.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
+    // Decoded, as a web server maps a URL to a file (apt asks for `socat_1.7%2b…_amd64.deb`).
+    let raw = parts.next().unwrap_or("");
+    let path = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned();
     let mut len = 0usize;
     loop {
         let mut h = String::new();

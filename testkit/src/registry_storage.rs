@@ -25,6 +25,21 @@ impl Registry {
         committed_blobs(&self.data)
     }
 
+    /// Bytes of every committed blob (each stored once: layers, configs and manifests).
+    pub fn committed_bytes(&self) -> u64 {
+        let mut files = Vec::new();
+        walk(
+            &self.data.join("docker/registry/v2/blobs/sha256"),
+            &mut files,
+        );
+        files
+            .iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "data"))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// `(repository, manifest digest)` of every manifest revision in the storage.
     pub fn manifest_revisions(&self) -> Vec<(String, String)> {
         manifest_revisions(&self.data)

@@ -701,7 +701,7 @@ fn golden_manifests() {
 }
 
 /// `spec.assets.packageRepository` reaches cloud-init as an `apt` source (signed by the given
-/// key, replacing the image's unreachable sources) and a `yum_repos` entry (gpgcheck on with a
+/// key, replacing the image's unreachable sources and cloud-init's default public mirrors) and a `yum_repos` entry (gpgcheck on with a
 /// key); without it neither key is written.
 #[test]
 fn package_repository_becomes_apt_sources_and_yum_repos() {
@@ -728,6 +728,12 @@ fn package_repository_becomes_apt_sources_and_yum_repos() {
         .as_str()
         .is_some_and(|k| k.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")));
     assert_eq!(doc["apt"]["preserve_sources_list"].as_bool(), Some(false));
+    // cloud-init's default sources.list would name the public mirrors: replaced by a comment
+    let list = doc["apt"]["sources_list"].as_str().unwrap_or_default();
+    assert!(
+        list.lines().all(|l| l.starts_with('#')) && list.contains("packageRepository"),
+        "sources_list: {list:?}"
+    );
     let yum = &doc["yum_repos"]["kprov-packages"];
     assert_eq!(yum["baseurl"].as_str(), Some(fixtures::YUM_REPOSITORY));
     assert_eq!(yum["gpgcheck"].as_bool(), Some(true));

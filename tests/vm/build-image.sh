@@ -12,9 +12,13 @@
 # Needs root and: mmdebstrap fdisk e2fsprogs qemu-utils grub-pc-bin (amd64); arm64 also
 # qemu-user-static + binfmt_misc + arch-test (see tests/vm/host-setup.sh --arm64).
 #
-# Besides cloud-init (NoCloud datasource only) the image carries what kprov's node bootstrap
-# needs from the OS (containerd, runc, iptables, conntrack, socat, ethtool, iproute2, curl, kmod,
-# procps), because a test VM's network reaches nothing but forwarded loopback ports.
+# The image is a *bare* OS, like a stock cloud image on a restricted network: cloud-init (NoCloud
+# datasource only), iptables, ethtool, iproute2, curl, kmod, procps — but no containerd, runc,
+# conntrack or socat. The VM tests give nodes those the way kprov's users do: the runtime from
+# the file repository, conntrack and socat from an internal APT repository
+# (spec.assets.packageRepository). For that repository the build keeps those packages' .debs
+# (with the dependencies the image lacks; downloaded, not installed) in $OUT/debs; the tests
+# index and serve them on a loopback port (kprov_testkit::vm::apt_repo).
 # kprov-egress-audit.service logs every new outgoing connection from early boot on (kernel log,
 # prefix `kprov-egress:`) so the air-gap test can prove what the guest tried to reach.
 set -euo pipefail
@@ -33,7 +37,7 @@ SECMIRROR=${SECMIRROR:-http://deb.debian.org/debian-security}
 mkdir -p "$(dirname "$OUT")"
 exec 9>"$OUT.lock"
 flock 9
-if [ -s "$OUT/base.qcow2" ] && [ -s "$OUT/cmdline" ]; then
+if [ -s "$OUT/base.qcow2" ] && [ -s "$OUT/cmdline" ] && [ -d "$OUT/debs" ]; then
   echo "cached image: $OUT" >&2
   echo "$OUT"
   exit 0
@@ -57,7 +61,10 @@ stamp() { awk -v a="$(date +%s.%N)" -v b="$t0" -v m="$*" 'BEGIN{printf "[%6.1fs]
 ROOTFS=$WORK/rootfs
 stamp "mmdebstrap $ARCH start"
 PKGS=systemd-sysv,udev,dbus,$KPKG,initramfs-tools,cloud-init,cloud-guest-utils,openssh-server,sudo,ifupdown,isc-dhcp-client,netbase,iproute2,e2fsprogs
-PKGS=$PKGS,containerd,runc,iptables,conntrack,socat,ethtool,curl,ca-certificates,kmod,procps
+PKGS=$PKGS,iptables,ethtool,curl,ca-certificates,kmod,procps
+# Downloaded for the tests' APT repository and file repository, not installed.
+LATER="containerd runc conntrack socat"
+mkdir -p "$WORK/debs"
 mmdebstrap --variant=minbase --architectures="$ARCH" \
   --include="$PKGS" \
   --aptopt='Acquire::Languages "none"' \
@@ -73,7 +80,7 @@ mmdebstrap --variant=minbase --architectures="$ARCH" \
   --customize-hook='printf "locale: C.UTF-8\n" > "$1/etc/cloud/cloud.cfg.d/91-kprov-locale.cfg"' \
   --customize-hook='printf "auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n" > "$1/etc/network/interfaces"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*key*' \
-  --customize-hook='chroot "$1" systemctl disable containerd >/dev/null 2>&1 || true' \
+  --customize-hook="mkdir -p \"\$1/var/tmp/kprov-debs/partial\" && chroot \"\$1\" apt-get install -y -q --download-only --no-install-recommends -o Dir::Cache::Archives=/var/tmp/kprov-debs $LATER && mv \"\$1\"/var/tmp/kprov-debs/*.deb '$WORK/debs/' && rm -rf \"\$1/var/tmp/kprov-debs\"" \
   --customize-hook="mkdir -p \"\$1/etc/systemd/system/sysinit.target.wants\" && cp '$HERE/kprov-egress-audit.service' \"\$1/etc/systemd/system/\" && ln -sf ../kprov-egress-audit.service \"\$1/etc/systemd/system/sysinit.target.wants/kprov-egress-audit.service\"" \
   --customize-hook='chroot "$1" apt-get clean; rm -rf "$1"/var/lib/apt/lists/*' \
   bookworm "$ROOTFS" \

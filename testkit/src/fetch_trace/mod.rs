@@ -193,8 +193,8 @@ pub fn manifest_images(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (images, elsewhere)
 }
 
-/// The repositories of cloud-init's `apt` (only `sources` entries with a `deb` line, and
-/// `preserve_sources_list`) and `yum_repos` (only `baseurl` and `gpgkey`); any other key may
+/// The repositories of cloud-init's `apt` (only `sources` entries with a `deb` line,
+/// `preserve_sources_list`, and a `sources_list` of comments) and `yum_repos` (only `baseurl` and `gpgkey`); any other key may
 /// fetch from elsewhere and is a problem.
 fn package_repositories(key: &str, v: &serde_yaml::Value, t: &mut Trace) {
     let map = v.as_mapping().cloned().unwrap_or_default();
@@ -202,6 +202,17 @@ fn package_repositories(key: &str, v: &serde_yaml::Value, t: &mut Trace) {
         let k = k.as_str().unwrap_or("?");
         match (key, k) {
             ("apt", "preserve_sources_list") => {}
+            // the replacement sources.list: comments only, or its sources would be fetched
+            ("apt", "sources_list") => {
+                let text = entry.as_str().unwrap_or_default();
+                if let Some(l) = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                {
+                    t.problems
+                        .push(format!("apt sources_list has a source line: {l:?}"));
+                }
+            }
             ("apt", "sources") => {
                 for (name, src) in entry.as_mapping().cloned().unwrap_or_default() {
                     let line = src["source"].as_str().unwrap_or_default();

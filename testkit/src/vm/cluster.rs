@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use super::bare_image::{APT_SUITE, GUEST_APT_PORT};
 use super::stand_ins::{GUEST_CALLBACK_PORT, GUEST_FILES_PORT, GUEST_REGISTRY_PORT};
 use super::virsh::force_cleanup;
 use crate::kprov_cmd::{Kprov, KprovBin};
@@ -82,6 +83,25 @@ impl Kprov {
         .unwrap();
         spec["provider"]["libvirt"] = lv;
         spec["assets"]["insecure"] = serde_yaml::Value::Bool(true);
+        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    }
+
+    /// Point cluster `name`'s nodes at an internal APT repository (`spec.assets.
+    /// packageRepository`, suite [`APT_SUITE`], component `main`, unsigned) that the guests
+    /// reach at `10.0.2.100:GUEST_APT_PORT`, forwarded to `port` on the host's loopback.
+    pub fn use_apt_repository(&self, name: &str, port: u16) {
+        let path = self.state.path().join(name).join("config.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let spec = doc.get_mut("spec").expect("spec");
+        spec["provider"]["libvirt"]["network"]["user"]["forwards"]
+            .as_mapping_mut()
+            .expect("forwards written by create_cluster")
+            .insert(GUEST_APT_PORT.into(), port.into());
+        spec["assets"]["packageRepository"] = serde_yaml::from_str(&format!(
+            "apt: {{url: 'http://10.0.2.100:{GUEST_APT_PORT}', suite: {APT_SUITE}, components: [main]}}"
+        ))
+        .unwrap();
         std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
     }
 }

@@ -4,13 +4,14 @@
 //! libvirt clusters.
 //!
 //! Network rule: everything listens on 127.0.0.1 only; the VMs use QEMU user networking with
-//! `restrict=on` and reach nothing but `10.0.2.100:{8080,8081,5000}`, forwarded to these
+//! `restrict=on` and reach nothing but `10.0.2.100:{8080,8081,8082,5000}`, forwarded to these
 //! listeners.
 //!
 //! One VM test at a time: every test that uses the host's libvirtd holds [`vm_lock`] (tests of
 //! one binary run in parallel threads) and [`host_lock`] (other processes: another `cargo test`,
 //! CI).
 
+mod bare_image;
 mod cluster;
 mod host;
 mod libvirtd;
@@ -23,6 +24,7 @@ pub use crate::http_server::{serve_suffix, Seen, Server};
 pub use crate::kprov_cmd::{Kprov, KprovBin};
 pub use crate::peers::repo_root;
 pub use crate::wait::wait_for;
+pub use bare_image::*;
 pub use cluster::delete_cluster_and_leftovers;
 pub use host::*;
 pub use libvirtd::*;

@@ -51,7 +51,9 @@ if "{tool}" == "kubeadm" and args[:1] in (["init"], ["join"]):
     rec["sysctls"] = {{k: sh("sysctl -n " + k).strip() for k in ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"]}}
     rec["hosts_toml"] = {{p: read(p) for p in glob.glob("/etc/containerd/certs.d/*/hosts.toml")}}
     rec["containerd_active"] = sh("systemctl is-active containerd").strip()
-    rec["binaries"] = sh("sha256sum /usr/local/bin/kubeadm /usr/local/bin/kubelet /usr/local/bin/kubectl /usr/local/bin/crictl")
+    rec["binaries"] = sh("sha256sum /usr/local/bin/kubeadm /usr/local/bin/kubelet /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/containerd /usr/local/bin/ctr /usr/local/bin/containerd-shim-runc-v2 /usr/local/sbin/runc")
+    rec["commands"] = {{c: sh("command -v " + c).strip() for c in ["containerd", "runc", "conntrack", "socat"]}}
+    rec["containerd_exec"] = sh("systemctl show -p ExecStart --value containerd")
     rec["registry_v2"] = sh("curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://10.0.2.100:{reg}/v2/")
     # Pull what kubelet and kubeadm would pull on this node, through containerd and the
     # rendered hosts.toml: the sandbox (pause) image from containerd's config; on the control
@@ -98,7 +100,8 @@ sys.exit(0)
     .into_bytes()
 }
 
-fn tgz(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+/// A gzipped tar of `entries` (name → executable content).
+pub(crate) fn tgz(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::default(),
@@ -126,8 +129,9 @@ pub fn file_repository(arch: &str) -> BTreeMap<String, Vec<u8>> {
         format!("-linux-{arch}.tar.gz"),
         tgz(&[("crictl", stand_in("crictl"))]),
     );
-    // The container runtime: the VM images have containerd and runc, so nodes do not fetch
-    // these; they are in the catalogue, so the mirror and the bundle carry them.
+    // The container runtime: stand-ins here; the VM tests put the real one in its place
+    // (`use_real_runtime`), since their bare image has none and kubeadm's stand-in pulls
+    // through it.
     files.insert(
         format!("containerd-static-*-linux-{arch}.tar.gz"),
         tgz(&[

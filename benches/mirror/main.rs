@@ -10,6 +10,9 @@
 //!   process) — goal: kprov ≥ 2× faster; MB/s of all; manifests checked byte-identical with
 //!   skopeo and every target's stored blobs (layers, configs, manifests) equal to the source's;
 //! * re-mirror with nothing changed, against both peers' second runs (goal: ≥ 5× faster);
+//! * offline bundles and the asset check on the same set ([`bundle`]): export and import vs
+//!   skopeo's `oci:` layout (goal ≥ 1.5× each), bundle bytes vs distinct blob bytes (goal ≤
+//!   1.01×), `check assets` on a full catalogue vs as many `skopeo inspect --raw` calls;
 //! * an image with a 1 GiB layer: kprov (goal < 100 MiB peak RSS) and `skopeo copy`.
 //!
 //! With `KPROV_BENCH_OCI_SPIKE=PATH` (the binary of `benches/oci-client-spike`, built on its
@@ -17,6 +20,8 @@
 //! measured the same way into a fifth registry (issue 14: should kprov adopt oci-client?).
 //!
 //! Needs the peers (`bash tests/peers/install.sh`); `KPROV_SKIP_PEERS=1` skips.
+
+mod bundle;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -405,6 +410,10 @@ fn main() {
             o.secs / k2.secs
         ))
     );
+    bundle::bundle_vs_skopeo(&up, &set, K8S_LIKE, &l, dir.path(), total, || {
+        start().expect("docker-registry")
+    });
+    bundle::check_vs_skopeo_inspect(&start().expect("docker-registry"), dir.path());
     drop(set);
 
     // 1 GiB layer, streamed from disk into the upstream, then mirrored by each copier.
