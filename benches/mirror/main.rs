@@ -125,6 +125,13 @@ fn measured(c: Command, what: &str) -> Run {
     if std::path::Path::new("/usr/bin/time").exists() {
         let mut tv = Command::new("/usr/bin/time");
         tv.arg("-v").arg(c.get_program()).args(c.get_args());
+        // `c`'s environment too (check assets finds its state store there)
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => tv.env(k, v),
+                None => tv.env_remove(k),
+            };
+        }
         let out = tv.output().expect("time -v");
         let secs = t.elapsed().as_secs_f64();
         let err = String::from_utf8_lossy(&out.stderr);

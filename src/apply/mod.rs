@@ -142,7 +142,7 @@ async fn run(
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::Create(r) | Change::Replace { new: r, .. } => Some(r.clone()),
+            Change::Create(r) => Some(r.clone()),
             _ => None,
         })
         .collect();
@@ -163,8 +163,8 @@ async fn run(
     if !creates.is_empty() {
         ex.network().await?;
     }
-    // Phase 2: deletes (including the old half of replaces), then creates. Replaces delete first
-    // because the new instance reuses the deterministic name.
+    // Phase 2: deletes, then creates. A running instance whose spec changed is not in the plan's
+    // changes: `rolling-update` replaces it with a surge instance first.
     ex.delete_instances().await;
     if !creates.is_empty() {
         ex.create_instances(creates).await?;
@@ -242,16 +242,14 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Delete the instances the plan removes, including the old half of replacements.
+    /// Delete the instances the plan removes.
     async fn delete_instances(&mut self) {
         let deletes: Vec<(String, Instance)> = self
             .plan
             .changes
             .iter()
             .filter_map(|c| match c {
-                Change::Delete { old, .. } | Change::Replace { old, .. } => {
-                    Some((format!("delete/{}", old.id), old.clone()))
-                }
+                Change::Delete { old, .. } => Some((format!("delete/{}", old.id), old.clone())),
                 _ => None,
             })
             .collect();

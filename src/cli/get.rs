@@ -229,18 +229,21 @@ async fn instance_groups(repo: &Repo, name: &str, output: Output) -> anyhow::Res
     )
 }
 
-/// `get instances NAME`: what the cloud holds for the cluster, found by tag.
+/// `get instances NAME`: what the cloud holds for the cluster, found by tag, with each
+/// instance's status against the spec (and the spec's instances the cloud lacks).
 async fn instances(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()> {
     let s = repo.require(name).await?;
     let cloud = crate::cloud::connect(name, &s.config.cluster.spec).await?;
-    let mut list = cloud.list_instances(name).await?;
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows = list
+    let list = cloud.list_instances(name).await?;
+    let rows = crate::ops::instances::statuses(&s.config, &list);
+    let table = rows
         .iter()
-        .map(|i| {
+        .map(|r| {
+            let i = &r.instance;
             vec![
                 i.name.to_string(),
                 i.id.clone(),
+                r.status.as_str().to_string(),
                 i.state.clone(),
                 i.address.clone().unwrap_or_else(|| "-".into()),
                 i.instance_group().unwrap_or("-").to_string(),
@@ -253,8 +256,20 @@ async fn instances(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()
         .collect();
     emit(
         output,
-        &list,
-        &["NAME", "ID", "STATE", "ADDRESS", "GROUP", "ROLE"],
-        rows,
-    )
+        &rows,
+        &["NAME", "ID", "STATUS", "STATE", "ADDRESS", "GROUP", "ROLE"],
+        table,
+    )?;
+    let n = rows
+        .iter()
+        .filter(|r| r.status == crate::ops::instances::Status::NeedsUpdate)
+        .count();
+    if n > 0 && output == Output::Table {
+        eprintln!(
+            "{n} instance{} need{} an update: `kprov update cluster {name}` shows why",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" }
+        );
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod access;
 pub mod assets;
 pub mod converge;
 pub mod delete;
+pub mod instances;
 pub mod lock;
 pub mod mirror;
 pub mod plan;

@@ -77,7 +77,7 @@ fn creating(plan: &Plan) -> Vec<InstanceRequest> {
     plan.changes
         .iter()
         .filter_map(|c| match c {
-            Change::Create(r) | Change::Replace { new: r, .. } => Some(r.clone()),
+            Change::Create(r) => Some(r.clone()),
             _ => None,
         })
         .collect()

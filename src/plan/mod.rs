@@ -1,5 +1,7 @@
 //! The plan: desired resources (from the spec) minus observed resources (from the cloud, found by
-//! tag) gives `Create` / `Replace` / `Delete` changes. Computing a plan changes nothing anywhere.
+//! tag) gives `Create` / `Delete` changes, and the running instances whose spec changed
+//! ([`NeedsUpdate`]: `update` never destroys those; `rolling-update` replaces them). Computing a
+//! plan changes nothing anywhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -51,13 +53,53 @@ pub fn instance_name(cluster: &str, group: &str, i: u32) -> String {
     format!("{cluster}-{group}-{i}")
 }
 
-/// A short hash of everything that, when changed, needs a new machine.
-fn shape_hash(req: &InstanceRequest) -> String {
+/// A short hash of the machine: what, when changed, needs a new VM.
+fn machine_hash(req: &InstanceRequest) -> String {
     let shape = serde_json::json!({
         "arch": req.arch, "size": req.size, "image": req.image, "rootDisk": req.root_disk_gib,
         "gpu": req.gpu, "role": req.role,
     });
     hex::encode(&Sha256::digest(shape.to_string().as_bytes())[..6])
+}
+
+/// A short hash of the node configuration rendered into a group's user-data: the Kubernetes
+/// version, networking and CNI, control-plane endpoint, mirrors and file/package repositories,
+/// add-ons, SSH key, and the group's labels and taints. Not the provider's location, and not
+/// what rotates (the bootstrap token and its TTL): a running node never re-reads those.
+fn node_config_hash(cfg: &ClusterConfig, g: &InstanceGroup) -> String {
+    let s = &cfg.cluster.spec;
+    let inputs = serde_json::json!({
+        "kubernetesVersion": s.kubernetes_version, "networking": s.networking,
+        "controlPlane": s.control_plane, "assets": s.assets, "addons": s.addons,
+        "sshPublicKey": s.ssh_public_key, "labels": g.spec.labels, "taints": g.spec.taints,
+    });
+    hex::encode(&Sha256::digest(inputs.to_string().as_bytes())[..6])
+}
+
+/// The `TAG_SPEC_HASH` value: `MACHINE-NODECONFIG` (12 hex digits each).
+fn spec_hash(req: &InstanceRequest, node_config: &str) -> String {
+    format!("{}-{node_config}", machine_hash(req))
+}
+
+/// What differs between an instance's recorded spec hash and the desired one, for humans.
+pub fn what_changed(recorded: Option<&str>, desired: &str) -> &'static str {
+    let split = |h: &str| {
+        h.split_once('-')
+            .map(|(m, c)| (m.to_string(), c.to_string()))
+    };
+    match (recorded.and_then(split), split(desired)) {
+        (Some((m1, c1)), Some((m2, c2))) if m1 != m2 && c1 != c2 => {
+            "machine and node configuration changed"
+        }
+        (Some((m1, _)), Some((m2, _))) if m1 != m2 => {
+            "machine changed: size, image, arch, GPU, root disk or role"
+        }
+        (Some(_), Some(_)) => {
+            "node configuration changed: Kubernetes version, networking, mirrors, add-ons, labels or taints"
+        }
+        // recorded by an older kprov (machine hash only) or missing
+        _ => "spec recorded by an older kprov",
+    }
 }
 
 /// Compute the desired resources of a (validated) cluster.
@@ -66,6 +108,7 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
     let mut instances = Vec::new();
     for g in &cfg.groups {
         let count = g.spec.count.max(0) as u32;
+        let node_config = node_config_hash(cfg, g);
         for i in 0..count {
             let mut req = InstanceRequest {
                 cluster: cluster.clone(),
@@ -93,7 +136,7 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
                 user_data: Vec::new(),
                 tags: BTreeMap::new(),
             };
-            let hash = shape_hash(&req);
+            let hash = spec_hash(&req, &node_config);
             req.tags = BTreeMap::from([
                 (TAG_CLUSTER.to_string(), cluster.clone()),
                 (TAG_INSTANCE_GROUP.to_string(), g.name().to_string()),
@@ -129,13 +172,6 @@ pub enum Change {
     CreateNetwork(NetworkRequest),
     /// Create an instance.
     Create(InstanceRequest),
-    /// Replace an instance whose shape changed.
-    Replace {
-        /// The instance now.
-        old: Instance,
-        /// What it becomes.
-        new: InstanceRequest,
-    },
     /// Delete an instance the spec no longer has (or a duplicate).
     Delete {
         /// The instance.
@@ -143,6 +179,18 @@ pub enum Change {
         /// Why the instance goes (not in the spec, a stray, a duplicate).
         reason: String,
     },
+}
+
+/// A running instance whose desired spec differs from the one it was made with: `update` keeps
+/// it, `rolling-update` replaces it.
+#[derive(Debug, Clone)]
+pub struct NeedsUpdate {
+    /// The instance now.
+    pub old: Instance,
+    /// What it would be made as today.
+    pub new: InstanceRequest,
+    /// What changed ([`what_changed`]).
+    pub what: &'static str,
 }
 
 /// The plan for one cluster.
@@ -154,6 +202,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Instances already as desired.
     pub unchanged: usize,
+    /// Instances kept although their spec changed (not changes: `update` leaves them running).
+    pub needs_update: Vec<NeedsUpdate>,
     /// `host:port` nodes join, when known before creating anything (the spec's endpoint, or
     /// the address of an existing control-plane instance).
     pub control_plane_endpoint: Option<String>,
@@ -166,7 +216,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Nothing to do.
+    /// Nothing for `update` to do (instances needing a rolling update do not count).
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.repairs.is_empty()
     }
@@ -187,7 +237,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     if observed.is_empty() && !desired.instances.is_empty() {
         changes.push(Change::CreateNetwork(desired.network.clone()));
     }
-    let mut replaces = Vec::new();
+    let mut needs_update = Vec::new();
     let mut deletes = Vec::new();
     for req in &desired.instances {
         match by_id.remove(req.id.as_str()) {
@@ -201,10 +251,17 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
                         reason: format!("duplicate of {}", first.id),
                     });
                 }
-                if first.tags.get(TAG_SPEC_HASH) != req.tags.get(TAG_SPEC_HASH) {
-                    replaces.push(Change::Replace {
+                let want = req
+                    .tags
+                    .get(TAG_SPEC_HASH)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let have = first.tags.get(TAG_SPEC_HASH).map(String::as_str);
+                if have != Some(want) {
+                    needs_update.push(NeedsUpdate {
                         old: first.clone(),
                         new: req.clone(),
+                        what: what_changed(have, want),
                     });
                 } else {
                     unchanged += 1;
@@ -220,13 +277,18 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
             reason: "not in the spec".into(),
         });
     }
-    changes.extend(replaces);
     changes.extend(deletes);
     // An existing, kept control plane tells every new node where to join.
     let mut cps: Vec<&Instance> = observed
         .iter()
-        .filter(|i| i.tags.get(TAG_ROLE).map(String::as_str) == Some("control-plane") && i.address.is_some())
-        .filter(|i| !changes.iter().any(|c| matches!(c, Change::Delete { old, .. } | Change::Replace { old, .. } if old.id == i.id)))
+        .filter(|i| {
+            i.tags.get(TAG_ROLE).map(String::as_str) == Some("control-plane") && i.address.is_some()
+        })
+        .filter(|i| {
+            !changes
+                .iter()
+                .any(|c| matches!(c, Change::Delete { old, .. } if old.id == i.id))
+        })
         .collect();
     cps.sort_by(|a, b| a.name.cmp(&b.name));
     let control_plane_endpoint = match &desired.endpoint {
@@ -243,6 +305,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         cluster: desired.network.cluster.clone(),
         changes,
         unchanged,
+        needs_update,
         control_plane_endpoint,
         api_port: desired.api_port,
         spec_endpoint: desired.endpoint.clone(),
@@ -306,9 +369,10 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
             "No changes needed for cluster {} ({} instances up to date).",
             plan.cluster, plan.unchanged
         );
+        rolling_update_hint(plan, paint, &mut out);
         return out;
     }
-    let (mut creates, mut replaces, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut creates, mut deletes) = (Vec::new(), Vec::new());
     for c in &plan.changes {
         match c {
             Change::CreateNetwork(n) => creates.push(format!("  {:<9} {}", "Network", n.cluster)),
@@ -318,13 +382,6 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
                 r.name,
                 describe(r)
             )),
-            Change::Replace { old, new } => replaces.push(format!(
-                "  {:<9} {:<32} {}  (shape changed; replaces {})",
-                "Instance",
-                new.name,
-                describe(new),
-                old.id
-            )),
             Change::Delete { old, reason } => deletes.push(format!(
                 "  {:<9} {:<32} {}  ({reason})",
                 "Instance", old.name, old.id
@@ -333,7 +390,6 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
     }
     for (title, lines, c) in [
         ("Will create resources:", creates, Tone::Add),
-        ("Will replace resources:", replaces, Tone::Change),
         ("Will delete resources:", deletes, Tone::Remove),
     ] {
         if lines.is_empty() {
@@ -361,7 +417,39 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
         plan.unchanged,
         if plan.unchanged == 1 { "" } else { "s" }
     );
+    rolling_update_hint(plan, paint, &mut out);
     out
+}
+
+/// The instances `update` keeps although their spec changed, and the command that replaces
+/// them.
+fn rolling_update_hint(plan: &Plan, paint: &dyn Paint, out: &mut String) {
+    let n = plan.needs_update.len();
+    if n == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.paint("Need a rolling update (kept running):", Tone::Change)
+    );
+    for u in &plan.needs_update {
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<32} {}  ({})",
+            "Instance",
+            u.old.name,
+            describe(&u.new),
+            u.what
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{n} instance{} need{} a rolling update: run `kprov rolling-update cluster {}`",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "s" } else { "" },
+        plan.cluster
+    );
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn converged_cluster_has_an_empty_plan_and_a_known_endpoint() {
 }
 
 #[test]
-fn scale_down_resize_and_strays_become_deletes_and_replaces() {
+fn scale_down_and_strays_become_deletes_and_a_resize_needs_a_rolling_update() {
     let before = desired(&demo(3, "{cpu: 16, memory: 64Gi}"));
     let mut seen = observe(&before.instances);
     // a stray instance with the cluster tag but no instance id (e.g. made by hand or a crashed tool)
@@ -94,15 +94,69 @@ fn scale_down_resize_and_strays_become_deletes_and_replaces() {
         .map(|c| match c {
             Change::CreateNetwork(_) => "network",
             Change::Create(_) => "create",
-            Change::Replace { .. } => "replace",
             Change::Delete { .. } => "delete",
         })
         .collect();
-    assert_eq!(
-        kinds,
-        vec!["replace", "replace", "delete", "delete", "delete"]
-    );
+    // the resized nodes are kept running: nothing of theirs is deleted or re-created
+    assert_eq!(kinds, vec!["delete", "delete", "delete"]);
+    let kept: Vec<&str> = plan
+        .needs_update
+        .iter()
+        .map(|u| u.old.id.as_str())
+        .collect();
+    assert_eq!(kept, ["vm-1", "vm-2"]);
+    assert!(plan
+        .needs_update
+        .iter()
+        .all(|u| u.what.starts_with("machine changed")));
     insta::assert_snapshot!("mixed_plan", render(&plan, &crate::report::Plain));
+}
+
+/// Everything rendered into a node counts: a new Kubernetes version or a new registry mirror
+/// makes every instance NeedsUpdate (node configuration), a new token TTL does not; none of
+/// it is a change `update` makes.
+#[test]
+fn node_configuration_changes_need_a_rolling_update_but_token_ttl_does_not() {
+    let base = demo(2, "{cpu: 16, memory: 64Gi}");
+    let seen = observe(&desired(&base).instances);
+    let mut ttl = base.clone();
+    ttl.cluster.spec.bootstrap.token_ttl = "48h".into();
+    let plan = diff(&desired(&ttl), &seen);
+    assert!(plan.is_empty() && plan.needs_update.is_empty());
+    let mut mirror = base.clone();
+    mirror.cluster.spec.assets.container_registry = Some("mirror.corp:5000".into());
+    let plan = diff(&desired(&mirror), &seen);
+    assert!(
+        plan.is_empty(),
+        "update changes nothing: {:?}",
+        plan.changes
+    );
+    assert_eq!(plan.needs_update.len(), 3);
+    assert!(plan
+        .needs_update
+        .iter()
+        .all(|u| u.what.starts_with("node configuration changed")));
+    let text = render(&plan, &crate::report::Plain);
+    assert!(
+        text.contains("3 instances need a rolling update: run `kprov rolling-update cluster demo`"),
+        "{text}"
+    );
+    let mut labels = base.clone();
+    labels.groups[1]
+        .spec
+        .labels
+        .insert("tier".into(), "gpu".into());
+    let plan = diff(&desired(&labels), &seen);
+    let names: Vec<&str> = plan
+        .needs_update
+        .iter()
+        .map(|u| u.old.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["demo-gpu-0", "demo-gpu-1"],
+        "only the labelled group"
+    );
 }
 
 #[test]

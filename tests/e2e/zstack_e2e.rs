@@ -210,6 +210,53 @@ async fn full_lifecycle_plan_apply_noop_delete() {
     for n in expected_names() {
         assert!(listed.contains(&n), "{listed}");
     }
+    assert_eq!(listed.matches(" Ready ").count(), 4, "{listed}");
+
+    // A changed control-plane size: `update --yes` keeps every VM running (the only control
+    // plane included) and names what needs a rolling update.
+    let uuids = |env: &Env| {
+        let mut v: Vec<String> = env.sim.vms().into_iter().map(|v| v.uuid).collect();
+        v.sort();
+        v
+    };
+    let before_uuids = uuids(&env);
+    let spec = env.ok(&["get", "cluster", "demo", "-o", "yaml"]).await;
+    let docs: Vec<String> = spec
+        .split("\n---\n")
+        .map(|d| {
+            let mut v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
+            if v["metadata"]["name"] == "control-plane" {
+                v["spec"]["size"] = serde_yaml::from_str("{cpu: 8, memory: 16Gi}").unwrap();
+            }
+            serde_yaml::to_string(&v).unwrap()
+        })
+        .collect();
+    let file = env.state.path().join("resized.yaml");
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    env.ok(&["create", "-f", file.to_str().unwrap(), "--replace"])
+        .await;
+    let changed = env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert!(
+        changed
+            .contains("1 instance needs a rolling update: run `kprov rolling-update cluster demo`")
+            && changed.contains("machine changed"),
+        "{changed}"
+    );
+    assert_eq!(uuids(&env), before_uuids, "no VM deleted or created");
+    let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let status = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        status("demo-control-plane-0").as_deref(),
+        Some("NeedsUpdate")
+    );
+    assert_eq!(status("demo-nodes-0").as_deref(), Some("Ready"));
     let preview = env.ok(&["delete", "cluster", "demo"]).await;
     assert!(
         preview.contains("Must specify --yes") && preview.contains("demo-nodes-1"),

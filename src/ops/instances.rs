@@ -1,0 +1,168 @@
+//! `get instances`: what the cloud holds for a cluster, each with its status against the spec —
+//! and the instances the spec wants that the cloud does not hold.
+
+use serde::Serialize;
+
+use kprov_providers::{Instance, TAG_INSTANCE_ID, TAG_SPEC_HASH};
+
+use crate::plan::{desired, what_changed};
+use crate::spec::ClusterConfig;
+
+/// An instance's status against the spec (kops' `get instances` STATUS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Running, made with the current spec.
+    Ready,
+    /// Running, but made with an older spec: `kprov rolling-update cluster` replaces it.
+    NeedsUpdate,
+    /// Held by the cloud but not running (starting, stopped, failed).
+    NotReady,
+    /// In the spec, not in the cloud: `kprov update cluster --yes` creates it.
+    Missing,
+}
+
+impl Status {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "Ready",
+            Status::NeedsUpdate => "NeedsUpdate",
+            Status::NotReady => "NotReady",
+            Status::Missing => "Missing",
+        }
+    }
+}
+
+/// One row of `get instances`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// The instance (a `Missing` one: the desired name and id, no state or address).
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// Its status against the spec.
+    pub status: Status,
+    /// For `NeedsUpdate`: what changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Status of every instance in `observed` against `config`, plus a `Missing` row for each
+/// desired instance the cloud does not hold; sorted by name. Readiness here is the cloud's view
+/// (running or not), not the Kubernetes Node's.
+pub fn statuses(config: &ClusterConfig, observed: &[Instance]) -> Vec<InstanceStatus> {
+    let want = desired(config);
+    let mut rows: Vec<InstanceStatus> = observed
+        .iter()
+        .map(|i| {
+            let req = i
+                .tags
+                .get(TAG_INSTANCE_ID)
+                .and_then(|id| want.instances.iter().find(|r| &r.id == id));
+            let running = i.state.eq_ignore_ascii_case("running");
+            let (status, reason) = match req {
+                Some(r) if r.tags.get(TAG_SPEC_HASH) != i.tags.get(TAG_SPEC_HASH) => (
+                    Status::NeedsUpdate,
+                    Some(
+                        what_changed(
+                            i.tags.get(TAG_SPEC_HASH).map(String::as_str),
+                            r.tags.get(TAG_SPEC_HASH).map(String::as_str).unwrap_or(""),
+                        )
+                        .to_string(),
+                    ),
+                ),
+                // not in the spec (scaled away, a stray): `update --yes` deletes it
+                None => (
+                    Status::NeedsUpdate,
+                    Some("not in the spec: `kprov update cluster --yes` deletes it".into()),
+                ),
+                Some(_) if running => (Status::Ready, None),
+                Some(_) => (Status::NotReady, None),
+            };
+            InstanceStatus {
+                instance: i.clone(),
+                status,
+                reason,
+            }
+        })
+        .collect();
+    for r in &want.instances {
+        let held = observed
+            .iter()
+            .any(|i| i.tags.get(TAG_INSTANCE_ID) == Some(&r.id));
+        if !held {
+            rows.push(InstanceStatus {
+                instance: Instance {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    state: "-".into(),
+                    address: None,
+                    tags: r.tags.clone(),
+                },
+                status: Status::Missing,
+                reason: None,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        a.instance
+            .name
+            .cmp(&b.instance.name)
+            .then(a.instance.id.cmp(&b.instance.id))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::demo;
+
+    fn held(config: &ClusterConfig) -> Vec<Instance> {
+        desired(config)
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(n, r)| Instance {
+                id: format!("vm-{n}"),
+                name: r.name.clone(),
+                state: "Running".into(),
+                address: Some(format!("10.0.0.{n}")),
+                tags: r.tags.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_status_from_one_spec_change() {
+        let before = demo(2, "{cpu: 16, memory: 64Gi}");
+        let mut seen = held(&before);
+        seen[1].state = "Starting".into();
+        seen.remove(2); // demo-gpu-1 gone from the cloud
+        let mut after = demo(3, "{cpu: 16, memory: 64Gi}");
+        after.groups[0].spec.size = Some(crate::spec::Size {
+            cpu: 8,
+            memory: "16Gi".into(),
+        });
+        let rows = statuses(&after, &seen);
+        let got: Vec<(&str, Status)> = rows
+            .iter()
+            .map(|r| (r.instance.name.as_str(), r.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("demo-control-plane-0", Status::NeedsUpdate),
+                ("demo-gpu-0", Status::NotReady),
+                ("demo-gpu-1", Status::Missing),
+                ("demo-gpu-2", Status::Missing),
+            ]
+        );
+        assert!(rows[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("machine changed")));
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["status"], "NeedsUpdate");
+        assert_eq!(json["name"], "demo-control-plane-0");
+    }
+}
