@@ -237,6 +237,7 @@ fn group(cluster: &str, name: &str, f: GroupFlags<'_>) -> InstanceGroup {
             gpu,
             labels: node_labels,
             taints,
+            rolling_update: None,
         },
     }
 }

@@ -8,12 +8,16 @@ use crate::spec::load::Source;
 use crate::spec::{self, InstanceGroup, LoadedSpec};
 
 /// Store `spec` (validated) as a new cluster (`previous: None`, refused with exit 2 when one of
-/// that name exists) or as the next generation after `previous`, then ensure its secrets.
+/// that name exists) or as the next generation after `previous` (a Kubernetes version change
+/// must follow kubeadm's skew policy), then ensure its secrets.
 pub async fn store(
     repo: &Repo,
     spec: &LoadedSpec,
     previous: Option<&Stored>,
 ) -> anyhow::Result<Stored> {
+    if let Some(prev) = previous {
+        spec::upgrade::check_upgrade(spec, &prev.config.cluster.spec.kubernetes_version)?;
+    }
     if previous.is_none() {
         let n = repo.clear_leftovers(spec.config.name()).await?;
         if n > 0 {

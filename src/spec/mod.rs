@@ -16,6 +16,7 @@ pub mod error;
 pub mod load;
 pub mod locate;
 pub mod quantity;
+pub mod upgrade;
 pub mod validate;
 pub mod versions;
 
@@ -555,6 +556,67 @@ pub struct InstanceGroupSpec {
     /// Kubernetes node taints, `key[=value]:Effect`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<String>,
+    /// How `rolling-update` replaces this group's instances (kops' `rollingUpdate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// `maxSurge` / `maxUnavailable` of a group's rolling update, each an instance count (`2`) or
+/// a percentage of the group's count (`"25%"`), with kops' semantics: surge rounds up,
+/// unavailable rounds down. Default: maxSurge 1, maxUnavailable 0 (every provider kprov drives
+/// can create an extra instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RollingUpdate {
+    /// Extra instances made before old ones go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrPercent>,
+    /// Instances that may be down at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrPercent>,
+}
+
+/// An instance count or a percentage (`"25%"`) of a group's count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrPercent {
+    /// An instance count.
+    Int(i64),
+    /// A percentage, written `"N%"` (or a count as a string, `"2"`).
+    Str(String),
+}
+
+impl IntOrPercent {
+    /// The count for a group of `count` instances (`round_up`: surge; else down), or why the
+    /// value is not a count or a percentage from 0% to 100%.
+    pub fn resolve(&self, count: u32, round_up: bool) -> Result<u32, String> {
+        match self {
+            IntOrPercent::Int(n) if *n < 0 => Err(format!("{n} is negative")),
+            IntOrPercent::Int(n) => Ok(u32::try_from(*n).unwrap_or(u32::MAX)),
+            IntOrPercent::Str(s) => match s.strip_suffix('%') {
+                Some(p) => {
+                    let p: u64 = p
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("{s:?} is not a percentage like \"25%\""))?;
+                    if p > 100 {
+                        return Err(format!("{s} is over 100%"));
+                    }
+                    let scaled = u64::from(count) * p;
+                    let n = if round_up {
+                        scaled.div_ceil(100)
+                    } else {
+                        scaled / 100
+                    };
+                    Ok(n as u32)
+                }
+                None => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a count (2) or a percentage (\"25%\")")),
+            },
+        }
+    }
 }
 
 fn default_arch() -> Arch {

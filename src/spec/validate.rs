@@ -109,6 +109,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
             control_planes += gs.count.max(0);
         }
         check_group_count_size(&mut col, gs);
+        check_group_rolling_update(&mut col, gs);
         check_group_image_gpu(&mut col, gs, &s.provider);
         check_group_taints_labels(&mut col, gs);
         errors.append(&mut col.errors);
@@ -510,6 +511,48 @@ fn check_group_kind_name(
 
 /// An instance group's count and machine size: size or flavor, kubeadm's minimums for a
 /// control plane, a root disk big enough for a node.
+/// `spec.rollingUpdate`: counts or percentages up to 100%, and not both zero (nothing could
+/// ever be replaced).
+fn check_group_rolling_update(col: &mut Collector, gs: &InstanceGroupSpec) {
+    let Some(ru) = &gs.rolling_update else {
+        return;
+    };
+    let count = gs.count.clamp(0, 1000) as u32;
+    let mut zero = [false, false];
+    for (i, (field, v, up)) in [
+        ("spec.rollingUpdate.maxSurge", &ru.max_surge, true),
+        (
+            "spec.rollingUpdate.maxUnavailable",
+            &ru.max_unavailable,
+            false,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some(v) = v else {
+            // defaults: maxSurge 1, maxUnavailable 0
+            zero[i] = i == 1;
+            continue;
+        };
+        match v.resolve(count.max(1), up) {
+            Ok(n) => zero[i] = n == 0,
+            Err(e) => col.err(
+                field,
+                e,
+                "give an instance count (e.g. 1) or a percentage of the group from 0% to 100% (e.g. \"25%\")",
+            ),
+        }
+    }
+    if zero == [true, true] {
+        col.err(
+            "spec.rollingUpdate",
+            "maxSurge and maxUnavailable are both 0: no instance could ever be replaced",
+            "set maxSurge to 1 (an extra instance first) or maxUnavailable to 1 (one down at a time)",
+        );
+    }
+}
+
 fn check_group_count_size(col: &mut Collector, gs: &InstanceGroupSpec) {
     if gs.count < 0 {
         col.err(
