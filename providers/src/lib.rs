@@ -541,6 +541,19 @@ pub fn instance_id(cluster: &str, ig: &str, index: u32) -> String {
         .to_string()
 }
 
+/// The idempotency key of the instance that replaces slot `index` of `ig` with the spec whose
+/// hash is `spec_hash` (a rolling update's surge instance): deterministic like
+/// [`instance_id`], so a re-run finds the replacement it made before instead of a second one.
+pub fn replacement_instance_id(cluster: &str, ig: &str, index: u32, spec_hash: &str) -> String {
+    const NS: uuid::Uuid = uuid::uuid!("3c5d2b9e-6f1a-5c7e-9a44-6b7e2f1d0c11");
+    uuid::Uuid::new_v5(
+        &NS,
+        format!("{cluster}/{ig}/{index}/{spec_hash}").as_bytes(),
+    )
+    .simple()
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

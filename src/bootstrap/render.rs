@@ -24,7 +24,9 @@ struct FileCtx {
     content: String,
 }
 
-/// Renders user-data for a cluster's nodes. Implements [`UserData`] for the executor.
+/// Renders user-data for a cluster's nodes. Implements [`UserData`] for the executor. Cloned
+/// per step of a rolling update (the secrets it holds stay in memory, never printed).
+#[derive(Clone)]
 pub struct Renderer {
     pub(super) config: ClusterConfig,
     pub(super) secrets: ClusterSecrets,

@@ -15,6 +15,7 @@ pub mod export;
 pub mod get;
 pub mod mirror;
 pub mod output;
+pub mod rolling_update;
 pub mod state;
 pub mod update;
 pub mod userdata;
@@ -85,6 +86,8 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show what must change to make the cloud match the spec; apply it with --yes.
     Update(update::UpdateArgs),
+    /// Replace the instances whose spec changed, group by group (plan; --yes replaces).
+    RollingUpdate(rolling_update::RollingUpdateArgs),
     /// Delete a cluster: every cloud resource it owns, then its state.
     Delete(delete::DeleteArgs),
     /// Export a kubeconfig for a cluster, with a short-lived admin client certificate.
@@ -307,6 +310,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Create(ref a) => create::run(&cli, a).await,
         Command::Get(ref a) => get::run(&cli, a).await,
         Command::Update(ref a) => update::run(&cli, a).await,
+        Command::RollingUpdate(ref a) => rolling_update::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
         Command::State(ref a) => state::run(&cli, a).await,

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use kprov_providers::{Instance, TAG_INSTANCE_ID, TAG_SPEC_HASH};
+use kprov_providers::Instance;
 
-use crate::plan::{desired, what_changed};
+use crate::plan::{desired, diff, Change};
 use crate::spec::ClusterConfig;
 
 /// An instance's status against the spec (kops' `get instances` STATUS).
@@ -47,36 +47,35 @@ pub struct InstanceStatus {
 }
 
 /// Status of every instance in `observed` against `config`, plus a `Missing` row for each
-/// desired instance the cloud does not hold; sorted by name. Readiness here is the cloud's view
-/// (running or not), not the Kubernetes Node's.
+/// desired instance the cloud does not hold; sorted by name. The same diff as `update`'s plan
+/// decides. Readiness here is the cloud's view (running or not), not the Kubernetes Node's.
 pub fn statuses(config: &ClusterConfig, observed: &[Instance]) -> Vec<InstanceStatus> {
-    let want = desired(config);
+    let plan = diff(&desired(config), observed);
     let mut rows: Vec<InstanceStatus> = observed
         .iter()
         .map(|i| {
-            let req = i
-                .tags
-                .get(TAG_INSTANCE_ID)
-                .and_then(|id| want.instances.iter().find(|r| &r.id == id));
-            let running = i.state.eq_ignore_ascii_case("running");
-            let (status, reason) = match req {
-                Some(r) if r.tags.get(TAG_SPEC_HASH) != i.tags.get(TAG_SPEC_HASH) => (
+            let outdated = plan.needs_update.iter().find(|u| u.old.id == i.id);
+            let deleted = plan.changes.iter().find_map(|c| match c {
+                Change::Delete { old, reason } if old.id == i.id => Some(reason.clone()),
+                _ => None,
+            });
+            let (status, reason) = match (outdated, deleted) {
+                (Some(u), _) => (
                     Status::NeedsUpdate,
-                    Some(
-                        what_changed(
-                            i.tags.get(TAG_SPEC_HASH).map(String::as_str),
-                            r.tags.get(TAG_SPEC_HASH).map(String::as_str).unwrap_or(""),
-                        )
-                        .to_string(),
-                    ),
+                    Some(match &u.replaced_by {
+                        Some(r) => format!(
+                            "{}; replaced by {}, to be drained and deleted",
+                            u.what, r.name
+                        ),
+                        None => u.what.to_string(),
+                    }),
                 ),
-                // not in the spec (scaled away, a stray): `update --yes` deletes it
-                None => (
+                (None, Some(why)) => (
                     Status::NeedsUpdate,
-                    Some("not in the spec: `kprov update cluster --yes` deletes it".into()),
+                    Some(format!("{why}: `kprov update cluster --yes` deletes it")),
                 ),
-                Some(_) if running => (Status::Ready, None),
-                Some(_) => (Status::NotReady, None),
+                _ if i.state.eq_ignore_ascii_case("running") => (Status::Ready, None),
+                _ => (Status::NotReady, None),
             };
             InstanceStatus {
                 instance: i.clone(),
@@ -85,11 +84,8 @@ pub fn statuses(config: &ClusterConfig, observed: &[Instance]) -> Vec<InstanceSt
             }
         })
         .collect();
-    for r in &want.instances {
-        let held = observed
-            .iter()
-            .any(|i| i.tags.get(TAG_INSTANCE_ID) == Some(&r.id));
-        if !held {
+    for c in &plan.changes {
+        if let Change::Create(r) = c {
             rows.push(InstanceStatus {
                 instance: Instance {
                     id: r.id.clone(),

@@ -4,7 +4,9 @@
 //!
 //! `update`: [`lock::acquire`] → [`plan::plan`] (validate, connect, observe, diff, repairs,
 //! capacity check, user-data fit) → [`converge::apply`] (journal, secrets, executor) →
-//! [`lock::release`]. `delete`: [`delete::target`], then [`delete::Target::inventory`] or, under the lock,
+//! [`lock::release`]. `rolling-update`: [`plan::plan`] → [`rolling::roll`] (replacements made
+//! next to the old instances, then the old ones deleted, each step through [`converge::apply`]).
+//! `delete`: [`delete::target`], then [`delete::Target::inventory`] or, under the lock,
 //! [`delete::Target::delete`].
 
 pub mod access;
@@ -15,6 +17,7 @@ pub mod instances;
 pub mod lock;
 pub mod mirror;
 pub mod plan;
+pub mod rolling;
 pub mod specs;
 
 pub use converge::{apply, ApplyOptions};

@@ -52,25 +52,39 @@ pub async fn plan(repo: &Repo, name: &str) -> anyhow::Result<PlanReport> {
     let mut plan = plan::diff(&desired, &observed);
     plan.repairs = cloud.pending_repairs(name, &observed).await?;
 
-    let creating = creating(&plan);
-    let renderer = if creating.is_empty() {
-        None
-    } else {
-        check_capacity(cloud.as_ref(), name, &creating).await?;
-        let renderer = crate::bootstrap::renderer(repo, &config)
-            .await?
-            .with_user_data_limit(cloud.user_data_limit());
-        check_user_data_fits(&renderer, name, &creating)?;
-        Some(renderer)
-    };
-    Ok(PlanReport {
+    let mut report = PlanReport {
         cluster: name.to_string(),
         generation: stored.generation,
         config,
         cloud,
         plan,
-        renderer,
-    })
+        renderer: None,
+    };
+    let creating = creating(&report.plan);
+    if !creating.is_empty() {
+        report.prepare_creates(repo, &creating).await?;
+    }
+    Ok(report)
+}
+
+impl PlanReport {
+    /// Before `creating` is created (the plan's creates, or a rolling update's replacements):
+    /// refuse (exit 2, nothing changed) what the cloud cannot hold or whose user-data the
+    /// provider cannot deliver, and keep the renderer that passed the size check.
+    pub async fn prepare_creates(
+        &mut self,
+        repo: &Repo,
+        creating: &[InstanceRequest],
+    ) -> anyhow::Result<()> {
+        let name = self.cluster.as_str();
+        check_capacity(self.cloud.as_ref(), name, creating).await?;
+        let renderer = crate::bootstrap::renderer(repo, &self.config)
+            .await?
+            .with_user_data_limit(self.cloud.user_data_limit());
+        check_user_data_fits(&renderer, name, creating)?;
+        self.renderer = Some(renderer);
+        Ok(())
+    }
 }
 
 fn creating(plan: &Plan) -> Vec<InstanceRequest> {

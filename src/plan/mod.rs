@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use kprov_providers::{
-    instance_id, GpuRequest, Instance, InstanceRequest, MachineSize, NetworkRequest, TAG_CLUSTER,
-    TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
+    instance_id, replacement_instance_id, GpuRequest, Instance, InstanceRequest, MachineSize,
+    NetworkRequest, TAG_CLUSTER, TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE,
+    TAG_SPEC_HASH,
 };
 
 use crate::report::{Paint, Tone};
@@ -187,10 +188,26 @@ pub enum Change {
 pub struct NeedsUpdate {
     /// The instance now.
     pub old: Instance,
-    /// What it would be made as today.
+    /// What its slot's instance is made as today (the slot's first-generation name and id).
     pub new: InstanceRequest,
     /// What changed ([`what_changed`]).
     pub what: &'static str,
+    /// The up-to-date instance a rolling update already made for this slot, if any: the old
+    /// one only waits to be drained and deleted.
+    pub replaced_by: Option<Instance>,
+}
+
+/// The request for the instance that replaces slot `req` during a rolling update, next to the
+/// old one (surge): the slot's name with a short suffix of the new spec hash, and an id
+/// derived from slot and hash, so a re-run finds it instead of making a second one.
+pub fn replacement_request(req: &InstanceRequest) -> InstanceRequest {
+    let hash = req.tags.get(TAG_SPEC_HASH).cloned().unwrap_or_default();
+    let short = hex::encode(&Sha256::digest(hash.as_bytes())[..3]);
+    let mut r = req.clone();
+    r.name = format!("{}-{short}", req.name);
+    r.id = replacement_instance_id(&req.cluster, &req.instance_group, req.index, &hash);
+    r.tags.insert(TAG_INSTANCE_ID.to_string(), r.id.clone());
+    r
 }
 
 /// The plan for one cluster.
@@ -222,14 +239,23 @@ impl Plan {
     }
 }
 
-/// Diff desired against observed instances (found by the cluster tag).
+/// An instance's slot: its group and index (from its tags).
+fn slot_of(i: &Instance) -> Option<(String, u32)> {
+    Some((i.instance_group()?.to_string(), i.index()?))
+}
+
+/// Diff desired against observed instances (found by the cluster tag). Instances are matched
+/// to the spec by slot (group + index), so a rolling update's replacement (another name and id)
+/// is the slot's instance once it exists: in a slot, the instances with the desired spec hash
+/// are current (the first kept, others duplicates to delete) and the rest need an update
+/// (kept running for `rolling-update`, which knows whether their replacement exists).
 pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
-    let mut by_id: HashMap<&str, Vec<&Instance>> = HashMap::new();
+    let mut by_slot: HashMap<(String, u32), Vec<&Instance>> = HashMap::new();
     let mut strays = Vec::new();
     for inst in observed {
-        match inst.tags.get(TAG_INSTANCE_ID) {
-            Some(id) => by_id.entry(id.as_str()).or_default().push(inst),
-            None => strays.push(inst),
+        match (inst.tags.get(TAG_INSTANCE_ID), slot_of(inst)) {
+            (Some(_), Some(slot)) => by_slot.entry(slot).or_default().push(inst),
+            _ => strays.push(inst),
         }
     }
     let mut changes = Vec::new();
@@ -240,36 +266,56 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     let mut needs_update = Vec::new();
     let mut deletes = Vec::new();
     for req in &desired.instances {
-        match by_id.remove(req.id.as_str()) {
-            None => changes.push(Change::Create(req.clone())),
-            Some(mut found) => {
-                found.sort_by(|a, b| a.id.cmp(&b.id));
-                let first = found.remove(0);
-                for dup in found {
-                    deletes.push(Change::Delete {
-                        old: dup.clone(),
-                        reason: format!("duplicate of {}", first.id),
-                    });
-                }
-                let want = req
-                    .tags
-                    .get(TAG_SPEC_HASH)
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                let have = first.tags.get(TAG_SPEC_HASH).map(String::as_str);
-                if have != Some(want) {
-                    needs_update.push(NeedsUpdate {
-                        old: first.clone(),
-                        new: req.clone(),
-                        what: what_changed(have, want),
-                    });
-                } else {
-                    unchanged += 1;
-                }
+        let slot = (req.instance_group.clone(), req.index);
+        let Some(mut found) = by_slot.remove(&slot) else {
+            changes.push(Change::Create(req.clone()));
+            continue;
+        };
+        found.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let want = req
+            .tags
+            .get(TAG_SPEC_HASH)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let (current, outdated): (Vec<&Instance>, Vec<&Instance>) = found
+            .into_iter()
+            .partition(|i| i.tags.get(TAG_SPEC_HASH).map(String::as_str) == Some(want));
+        // A second instance of the slot made for the same spec (a cloud without idempotent
+        // creates, or a replacement made twice) is a duplicate.
+        let kept_current = current.first().map(|c| (*c).clone());
+        for dup in current.iter().skip(1) {
+            deletes.push(Change::Delete {
+                old: (*dup).clone(),
+                reason: format!("duplicate of {}", current[0].id),
+            });
+        }
+        let mut outdated_kept = Vec::new();
+        for i in &outdated {
+            let dup = outdated_kept
+                .iter()
+                .any(|k: &&Instance| k.tags.get(TAG_INSTANCE_ID) == i.tags.get(TAG_INSTANCE_ID));
+            if dup {
+                deletes.push(Change::Delete {
+                    old: (*i).clone(),
+                    reason: format!("duplicate of {}", outdated_kept[0].id),
+                });
+            } else {
+                outdated_kept.push(*i);
             }
         }
+        if kept_current.is_some() {
+            unchanged += 1;
+        }
+        for old in outdated_kept {
+            needs_update.push(NeedsUpdate {
+                old: old.clone(),
+                new: req.clone(),
+                what: what_changed(old.tags.get(TAG_SPEC_HASH).map(String::as_str), want),
+                replaced_by: kept_current.clone(),
+            });
+        }
     }
-    let mut rest: Vec<&Instance> = by_id.into_values().flatten().chain(strays).collect();
+    let mut rest: Vec<&Instance> = by_slot.into_values().flatten().chain(strays).collect();
     rest.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     for old in rest {
         deletes.push(Change::Delete {

@@ -178,3 +178,68 @@ fn ids_are_deterministic_and_tags_complete() {
         }
     }
 }
+
+/// A rolling update's replacement (another name and id, same slot) is the slot's instance: next
+/// to the old one it makes the old one "replaced" (kept for the drain), alone it is simply the
+/// slot's instance; a second replacement for the same spec is a duplicate. `update` never
+/// creates the slot's first-generation instance again.
+#[test]
+fn a_replacement_is_its_slots_instance() {
+    let before = demo(2, "{cpu: 16, memory: 64Gi}");
+    let seen = observe(&desired(&before).instances);
+    let after = demo(2, "{cpu: 32, memory: 128Gi}");
+    let want = desired(&after);
+    let node0 = want
+        .instances
+        .iter()
+        .find(|r| r.name == "demo-gpu-0")
+        .unwrap();
+    let repl = replacement_request(node0);
+    assert_ne!(repl.id, node0.id);
+    assert!(repl.name.starts_with("demo-gpu-0-") && repl.name.len() == "demo-gpu-0-".len() + 6);
+    assert_eq!(replacement_request(node0).id, repl.id, "deterministic");
+    let made = |id: &str| Instance {
+        id: id.into(),
+        name: repl.name.clone(),
+        state: "Running".into(),
+        address: Some("172.20.0.99".into()),
+        tags: repl.tags.clone(),
+    };
+    // surge: old and replacement side by side
+    let mut with_repl = seen.clone();
+    with_repl.push(made("vm-r"));
+    let plan = diff(&want, &with_repl);
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    let u = plan
+        .needs_update
+        .iter()
+        .find(|u| u.old.name == "demo-gpu-0")
+        .unwrap();
+    assert_eq!(u.replaced_by.as_ref().map(|r| r.id.as_str()), Some("vm-r"));
+    let u1 = plan
+        .needs_update
+        .iter()
+        .find(|u| u.old.name == "demo-gpu-1")
+        .unwrap();
+    assert!(u1.replaced_by.is_none());
+    // the old one gone: the replacement is the slot's instance, nothing to create
+    let mut done = with_repl.clone();
+    done.retain(|i| i.name != "demo-gpu-0");
+    let plan = diff(&want, &done);
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    let left: Vec<&str> = plan
+        .needs_update
+        .iter()
+        .map(|u| u.old.name.as_str())
+        .collect();
+    assert_eq!(left, ["demo-gpu-1"]);
+    // the replacement made twice: one is a duplicate
+    let mut twice = done.clone();
+    twice.push(made("vm-r2"));
+    let plan = diff(&want, &twice);
+    assert!(
+        matches!(&plan.changes[..], [Change::Delete { old, reason }] if old.id == "vm-r2" && reason.contains("duplicate of vm-r")),
+        "{:?}",
+        plan.changes
+    );
+}

@@ -13,14 +13,16 @@ use crate::KPROV;
 /// (tests/peers/leakscan.py) can search every kprov output for it.
 const ZSTACK_PASSWORD: &str = "Zs-E2e-Pw-4c9d1b";
 
-struct Env {
-    sim: SimHandle,
-    state: tempfile::TempDir,
+/// A ZStack simulator and a state store, with the kprov commands that use both (also used by
+/// `rolling_update`).
+pub(crate) struct Env {
+    pub(crate) sim: SimHandle,
+    pub(crate) state: tempfile::TempDir,
 }
 
 impl Env {
     /// A simulator with `cfg` whose admin logs in with [`ZSTACK_PASSWORD`].
-    async fn new(cfg: SimConfig) -> Env {
+    pub(crate) async fn new(cfg: SimConfig) -> Env {
         let sim = Simulator::start(SimConfig {
             admin_account: ("admin".into(), ZSTACK_PASSWORD.into()),
             ..cfg
@@ -33,7 +35,7 @@ impl Env {
         }
     }
 
-    async fn default() -> Env {
+    pub(crate) async fn default() -> Env {
         Env::new(SimConfig {
             job_delay: Duration::from_millis(20),
             ..SimConfig::default()
@@ -41,7 +43,7 @@ impl Env {
         .await
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = KPROV.command();
         c.args(args)
             .env(
@@ -56,14 +58,14 @@ impl Env {
         c
     }
 
-    async fn run(&self, args: &[&str]) -> Output {
+    pub(crate) async fn run(&self, args: &[&str]) -> Output {
         let mut c = self.cmd(args);
         tokio::task::spawn_blocking(move || c.output().unwrap())
             .await
             .unwrap()
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
         let text = format!(
             "{}{}",
@@ -74,7 +76,7 @@ impl Env {
         text
     }
 
-    async fn create(&self, extra: &[&str]) {
+    pub(crate) async fn create(&self, extra: &[&str]) {
         let ep = self.sim.endpoint();
         let mut args = vec![
             "create",
@@ -100,7 +102,7 @@ impl Env {
     }
 
     /// VMs that are not Destroyed, by name.
-    fn live_vm_names(&self) -> Vec<String> {
+    pub(crate) fn live_vm_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .sim
             .vms()
@@ -110,6 +112,26 @@ impl Env {
             .collect();
         v.sort();
         v
+    }
+
+    /// Set `spec.FIELD` of instance group `group` of cluster `demo` to the YAML `value`, the way
+    /// a user does: `get cluster -o yaml`, edit, `create -f FILE --replace`.
+    pub(crate) async fn set_group_spec(&self, group: &str, field: &str, value: &str) {
+        let spec = self.ok(&["get", "cluster", "demo", "-o", "yaml"]).await;
+        let docs: Vec<String> = spec
+            .split("\n---\n")
+            .map(|d| {
+                let mut v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
+                if v["metadata"]["name"] == group {
+                    v["spec"][field] = serde_yaml::from_str(value).unwrap();
+                }
+                serde_yaml::to_string(&v).unwrap()
+            })
+            .collect();
+        let file = self.state.path().join("edited.yaml");
+        std::fs::write(&file, docs.join("---\n")).unwrap();
+        self.ok(&["create", "-f", file.to_str().unwrap(), "--replace"])
+            .await;
     }
 
     async fn kprov_user_tags(&self) -> usize {
@@ -220,20 +242,7 @@ async fn full_lifecycle_plan_apply_noop_delete() {
         v
     };
     let before_uuids = uuids(&env);
-    let spec = env.ok(&["get", "cluster", "demo", "-o", "yaml"]).await;
-    let docs: Vec<String> = spec
-        .split("\n---\n")
-        .map(|d| {
-            let mut v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
-            if v["metadata"]["name"] == "control-plane" {
-                v["spec"]["size"] = serde_yaml::from_str("{cpu: 8, memory: 16Gi}").unwrap();
-            }
-            serde_yaml::to_string(&v).unwrap()
-        })
-        .collect();
-    let file = env.state.path().join("resized.yaml");
-    std::fs::write(&file, docs.join("---\n")).unwrap();
-    env.ok(&["create", "-f", file.to_str().unwrap(), "--replace"])
+    env.set_group_spec("control-plane", "size", "{cpu: 8, memory: 16Gi}")
         .await;
     let changed = env.ok(&["update", "cluster", "demo", "--yes"]).await;
     assert!(

@@ -1,0 +1,319 @@
+//! Rolling updates: replace the instances whose spec changed ([`crate::plan::NeedsUpdate`]),
+//! group by group — control planes first, one at a time, then node groups — within each
+//! group's `rollingUpdate` budget (maxSurge extra instances, maxUnavailable down). A
+//! replacement is made next to the old instance before the old one goes (surge), under a
+//! deterministic id ([`crate::plan::replacement_request`]), so a run killed at any point is
+//! finished by the next: the plan read from the cloud again says which replacements exist and
+//! which old instances are still there.
+//!
+//! This version replaces instances through the cloud only (`--cloudonly`, kops' semantics):
+//! it neither drains nodes nor validates the cluster through the API server between steps.
+
+use serde::Serialize;
+
+use kprov_providers::{InstanceRequest, Role};
+
+use crate::error::ExitError;
+use crate::plan::{replacement_request, Change, NeedsUpdate, Plan};
+use crate::repo::Repo;
+use crate::report::Progress;
+use crate::spec::{ClusterConfig, IntOrPercent, RollingUpdate};
+
+use super::converge::{apply, ApplyOptions};
+use super::plan::PlanReport;
+
+/// What to roll and how.
+#[derive(Debug, Clone)]
+pub struct RollOptions {
+    /// Only these instance groups (empty: all).
+    pub groups: Vec<String>,
+    /// Only groups of these roles (empty: all).
+    pub roles: Vec<Role>,
+    /// Replace through the cloud only: no drain, no validation (required in this version).
+    pub cloud_only: bool,
+    /// How each step is applied (concurrency, deadline, journal command, asset check).
+    pub apply: ApplyOptions,
+}
+
+/// One group's line of the rolling-update table.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRoll {
+    /// Instance group.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// `NeedsUpdate` or `Ready`.
+    pub status: &'static str,
+    /// Instances to replace.
+    pub need_update: usize,
+    /// Instances up to date and running.
+    pub ready: usize,
+    /// Instances that must stay up while it rolls (count − maxUnavailable).
+    pub min: u32,
+    /// The group's count.
+    pub target: u32,
+    /// Replacements made before old instances go, per step.
+    pub max_surge: u32,
+    /// Instances down at once.
+    pub max_unavailable: u32,
+}
+
+/// A group's resolved budget: (maxSurge, maxUnavailable); control planes roll one at a time.
+fn budget(ru: Option<&RollingUpdate>, role: Role, count: u32) -> (u32, u32) {
+    let resolve = |v: Option<&IntOrPercent>, up: bool, default: u32| {
+        v.and_then(|v| v.resolve(count.max(1), up).ok())
+            .unwrap_or(default)
+    };
+    let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), true, 1);
+    let unavailable = resolve(ru.and_then(|r| r.max_unavailable.as_ref()), false, 0);
+    match role {
+        Role::ControlPlane => (surge.min(1), if surge == 0 { 1 } else { 0 }),
+        Role::Node => (surge, unavailable),
+    }
+}
+
+/// The table `rolling-update` prints (and, with `-o json`, returns): every group of the cluster.
+pub fn summary(report: &PlanReport) -> Vec<GroupRoll> {
+    let cfg = &report.config;
+    let mut rows: Vec<GroupRoll> = cfg
+        .groups
+        .iter()
+        .map(|g| {
+            let count = g.spec.count.max(0) as u32;
+            let (surge, unavail) = budget(g.spec.rolling_update.as_ref(), g.spec.role, count);
+            let need = report
+                .plan
+                .needs_update
+                .iter()
+                .filter(|u| u.new.instance_group == g.name())
+                .count();
+            GroupRoll {
+                name: g.name().to_string(),
+                role: g.spec.role,
+                status: if need > 0 { "NeedsUpdate" } else { "Ready" },
+                need_update: need,
+                ready: (count as usize).saturating_sub(need),
+                min: count.saturating_sub(unavail),
+                target: count,
+                max_surge: surge,
+                max_unavailable: unavail,
+            }
+        })
+        .collect();
+    // control planes first, as they roll
+    rows.sort_by_key(|r| (r.role != Role::ControlPlane, r.name.clone()));
+    rows
+}
+
+/// The instances to replace, per selected group in rolling order; refuses (exit 2, nothing
+/// changed) what cannot be rolled safely.
+fn targets(
+    report: &PlanReport,
+    opts: &RollOptions,
+) -> anyhow::Result<Vec<(String, Vec<NeedsUpdate>)>> {
+    let cfg = &report.config;
+    let name = report.cluster.as_str();
+    for g in &opts.groups {
+        if !cfg.groups.iter().any(|x| x.name() == g) {
+            let known: Vec<&str> = cfg.groups.iter().map(|x| x.name()).collect();
+            return Err(ExitError::usage(format!(
+                "--instance-group {g}: cluster {name} has no such instance group; nothing was replaced. fix: name one of {}",
+                known.join(", ")
+            )));
+        }
+    }
+    if !report.plan.changes.is_empty() {
+        return Err(ExitError::usage(format!(
+            "cluster {name} has {} change(s) `update` has not applied yet; nothing was replaced. fix: run `kprov update cluster {name} --yes` first",
+            report.plan.changes.len()
+        )));
+    }
+    let selected = |group: &str, role: Role| {
+        (opts.groups.is_empty() || opts.groups.iter().any(|g| g == group))
+            && (opts.roles.is_empty() || opts.roles.contains(&role))
+    };
+    let mut out: Vec<(String, Vec<NeedsUpdate>)> = Vec::new();
+    for row in summary(report) {
+        if row.need_update == 0 || !selected(&row.name, row.role) {
+            continue;
+        }
+        let list: Vec<NeedsUpdate> = report
+            .plan
+            .needs_update
+            .iter()
+            .filter(|u| u.new.instance_group == row.name)
+            .cloned()
+            .collect();
+        if row.role == Role::ControlPlane {
+            refuse_control_plane(cfg, name)?;
+        }
+        out.push((row.name, list));
+    }
+    if !out.is_empty() && !opts.cloud_only {
+        return Err(ExitError::usage(format!(
+            "cluster {name}: draining nodes and validating the cluster between replacements go through the Kubernetes API, which this version of kprov does not drive yet; nothing was replaced. fix: add --cloudonly to replace the instances through the cloud only (no drain, no validation: workloads on each old node stop when it goes), see docs/lifecycle.md"
+        )));
+    }
+    Ok(out)
+}
+
+/// Control planes roll one at a time next to the others: refused with one control plane (no
+/// etcd quorum survives the swap) and without a stable endpoint (`spec.controlPlane.endpoint`:
+/// nodes and kubelets would keep pointing at the old control plane's address).
+fn refuse_control_plane(cfg: &ClusterConfig, name: &str) -> anyhow::Result<()> {
+    let total: i64 = cfg
+        .groups
+        .iter()
+        .filter(|g| g.spec.role == Role::ControlPlane)
+        .map(|g| g.spec.count.max(0))
+        .sum();
+    if total < 3 {
+        return Err(ExitError::usage(format!(
+            "cluster {name} has {total} control plane(s): replacing one loses etcd quorum (the whole control plane is down while it happens); nothing was replaced. fix: run 3 control planes (and spec.controlPlane.endpoint) before rolling them, or limit the update to workers with --instance-group-roles node"
+        )));
+    }
+    if cfg.cluster.spec.control_plane.endpoint.is_none() {
+        return Err(ExitError::usage(format!(
+            "cluster {name} has no stable control-plane endpoint: its nodes reach the API server at the first control plane's address, which a rolling update removes; nothing was replaced. fix: set spec.controlPlane.endpoint (a load balancer or VIP in front of the control planes), or limit the update to workers with --instance-group-roles node"
+        )));
+    }
+    Ok(())
+}
+
+/// What a rolling update did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RollOutcome {
+    /// Replacements created (name → id).
+    pub created: Vec<(String, String)>,
+    /// Old instances deleted.
+    pub deleted: usize,
+    /// Old instances whose replacement an earlier, interrupted run had already made.
+    pub resumed: usize,
+}
+
+/// Replace the selected groups' outdated instances: control planes one at a time, node groups
+/// in steps of maxSurge + maxUnavailable (the replacements of a step made first, up to
+/// maxSurge; then the step's old instances deleted; then the rest of its replacements).
+pub async fn roll(
+    repo: &Repo,
+    report: PlanReport,
+    opts: &RollOptions,
+    progress: &Progress,
+) -> anyhow::Result<RollOutcome> {
+    let groups = targets(&report, opts)?;
+    let mut outcome = RollOutcome::default();
+    if groups.is_empty() {
+        return Ok(outcome);
+    }
+    let mut report = report;
+    let all_new: Vec<InstanceRequest> = groups
+        .iter()
+        .flat_map(|(_, l)| l.iter().filter(|u| u.replaced_by.is_none()))
+        .map(|u| replacement_request(&u.new))
+        .collect();
+    if !all_new.is_empty() {
+        // the capacity and user-data checks once, before anything changes
+        report.prepare_creates(repo, &all_new).await?;
+    }
+    let rows = summary(&report);
+    for (group, list) in groups {
+        let row = rows.iter().find(|r| r.name == group).expect("summary row");
+        let step = (row.max_surge + row.max_unavailable).max(1) as usize;
+        progress.note(&format!(
+            "Rolling instance group {group}: {} instance(s), {step} at a time (maxSurge {}, maxUnavailable {})",
+            list.len(),
+            row.max_surge,
+            row.max_unavailable
+        ));
+        for chunk in list.chunks(step) {
+            roll_step(
+                repo,
+                &report,
+                opts,
+                chunk,
+                row.max_surge as usize,
+                progress,
+                &mut outcome,
+            )
+            .await?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// One step: up to `surge` replacements made first, then the old instances deleted, then the
+/// remaining replacements.
+async fn roll_step(
+    repo: &Repo,
+    report: &PlanReport,
+    opts: &RollOptions,
+    chunk: &[NeedsUpdate],
+    surge: usize,
+    progress: &Progress,
+    outcome: &mut RollOutcome,
+) -> anyhow::Result<()> {
+    let missing: Vec<InstanceRequest> = chunk
+        .iter()
+        .filter(|u| u.replaced_by.is_none())
+        .map(|u| replacement_request(&u.new))
+        .collect();
+    outcome.resumed += chunk.len() - missing.len();
+    let (first, later) = missing.split_at(surge.min(missing.len()));
+    let creates = |reqs: &[InstanceRequest]| -> Vec<Change> {
+        reqs.iter().cloned().map(Change::Create).collect()
+    };
+    if !first.is_empty() {
+        run(repo, report, opts, creates(first), progress, outcome).await?;
+    }
+    let deletes = chunk
+        .iter()
+        .map(|u| Change::Delete {
+            old: u.old.clone(),
+            reason: "replaced by a rolling update".into(),
+        })
+        .collect();
+    run(repo, report, opts, deletes, progress, outcome).await?;
+    if !later.is_empty() {
+        run(repo, report, opts, creates(later), progress, outcome).await?;
+    }
+    Ok(())
+}
+
+/// Apply `changes` as a plan of their own (journal, retries, progress, token refresh).
+async fn run(
+    repo: &Repo,
+    report: &PlanReport,
+    opts: &RollOptions,
+    changes: Vec<Change>,
+    progress: &Progress,
+    outcome: &mut RollOutcome,
+) -> anyhow::Result<()> {
+    let creating = changes.iter().any(|c| matches!(c, Change::Create(_)));
+    let step = PlanReport {
+        cluster: report.cluster.clone(),
+        generation: report.generation,
+        config: report.config.clone(),
+        cloud: report.cloud.clone(),
+        plan: Plan {
+            changes,
+            unchanged: 0,
+            needs_update: Vec::new(),
+            ..report.plan.clone()
+        },
+        renderer: if creating {
+            report.renderer.clone()
+        } else {
+            None
+        },
+    };
+    let mut apply_opts = opts.apply.clone();
+    if !creating {
+        apply_opts.asset_check = None;
+    }
+    let done = apply(repo, step, &apply_opts, progress).await?;
+    outcome
+        .created
+        .extend(done.created.into_iter().map(|i| (i.name, i.id)));
+    outcome.deleted += done.deleted;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! `rolling-update --cloudonly` against the ZStack simulator, driving the real `kprov` binary:
+//! a changed node size is replaced one surge instance at a time while the simulator is watched
+//! (never fewer running nodes than the group's count), the result is what `update` then calls
+//! up to date, a run killed with SIGKILL after its first replacement is finished by the next
+//! without duplicates, and the refusals change nothing.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::zstack_e2e::Env;
+
+/// Live (not Destroyed) VMs of the simulator: (name, uuid, state).
+fn live(env: &Env) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = env
+        .sim
+        .vms()
+        .into_iter()
+        .filter(|v| v.state != "Destroyed")
+        .map(|v| (v.name, v.uuid, v.state))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Running VMs of group `nodes`.
+fn running_nodes(env: &Env) -> usize {
+    live(env)
+        .iter()
+        .filter(|(n, _, s)| n.starts_with("demo-nodes-") && s == "Running")
+        .count()
+}
+
+async fn create_demo(env: &Env) {
+    let ep = env.sim.endpoint();
+    env.ok(&[
+        "create",
+        "cluster",
+        "demo",
+        "--provider",
+        "zstack",
+        "--zstack-endpoint",
+        &ep,
+        "--arch",
+        "arm64",
+        "--node-count",
+        "3",
+        "--node-size",
+        "4:8Gi",
+        "--control-plane-size",
+        "4:8Gi",
+    ])
+    .await;
+    env.ok(&["update", "cluster", "demo", "--yes"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_replaced_with_surge_and_a_killed_run_is_finished() {
+    let env = Env::default().await;
+    create_demo(&env).await;
+    let cp_uuid = |env: &Env| {
+        live(env)
+            .into_iter()
+            .find(|(n, _, _)| n == "demo-control-plane-0")
+            .map(|(_, u, _)| u)
+    };
+    let cp_before = cp_uuid(&env).expect("control plane");
+    let nodes_before: BTreeSet<String> = live(&env)
+        .into_iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .map(|(_, u, _)| u)
+        .collect();
+    assert_eq!(nodes_before.len(), 3);
+
+    env.set_group_spec("nodes", "size", "{cpu: 8, memory: 16Gi}")
+        .await;
+    // the table, and nothing changes
+    let table = env.ok(&["rolling-update", "cluster", "demo"]).await;
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("nodes"))
+        .unwrap_or_default();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["nodes", "NeedsUpdate", "3", "0", "3", "3"],
+        "{table}"
+    );
+    assert!(table.contains("Must specify --yes"), "{table}");
+    let json = env
+        .ok(&["rolling-update", "cluster", "demo", "-o", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["groups"][0]["name"], "control-plane",
+        "control planes first: {v}"
+    );
+    assert_eq!(v["groups"][1]["need_update"], 3, "{v}");
+
+    // refusals: without --cloudonly, and an unknown group
+    for (args, says) in [
+        (&["--yes"][..], "add --cloudonly"),
+        (
+            &["--yes", "--cloudonly", "--instance-group", "nosuch"][..],
+            "no such instance group",
+        ),
+    ] {
+        let mut all = vec!["rolling-update", "cluster", "demo"];
+        all.extend_from_slice(args);
+        let out = env.run(&all).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(err.contains(says) && err.contains("fix"), "{all:?}: {err}");
+    }
+    assert_eq!(live(&env).len(), 4, "a refusal changes nothing");
+
+    // the roll, watched: never fewer than 3 running nodes (maxSurge 1, maxUnavailable 0)
+    let stop = AtomicBool::new(false);
+    let min_seen = AtomicUsize::new(usize::MAX);
+    let out = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    min_seen.fetch_min(running_nodes(&env), Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            let out = env
+                .cmd(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+                .output()
+                .unwrap();
+            stop.store(true, Ordering::SeqCst);
+            out
+        })
+    });
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.contains("3 replacement(s) created, 3 old instance(s) deleted"),
+        "{out}"
+    );
+    assert_eq!(
+        min_seen.load(Ordering::SeqCst),
+        3,
+        "running nodes never below the group's count during the roll"
+    );
+    let after = live(&env);
+    let nodes: Vec<&(String, String, String)> = after
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .collect();
+    assert_eq!(nodes.len(), 3, "{after:?}");
+    for (n, u, _) in &nodes {
+        assert!(!nodes_before.contains(u), "{n} is a new VM");
+        assert!(
+            n.len() == "demo-nodes-0-".len() + 6,
+            "{n}: slot name + spec suffix"
+        );
+    }
+    assert_eq!(
+        cp_uuid(&env),
+        Some(cp_before.clone()),
+        "control plane untouched"
+    );
+    let noop = env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert!(noop.contains("No changes needed"), "{noop}");
+    assert!(!noop.contains("rolling update"), "{noop}");
+
+    // kill -9 once the first replacement of the next change exists; the re-run finishes
+    env.set_group_spec("nodes", "size", "{cpu: 4, memory: 8Gi}")
+        .await;
+    let before_kill: BTreeSet<String> = live(&env).into_iter().map(|(_, u, _)| u).collect();
+    let mut child = env
+        .cmd(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let new_one = live(&env).iter().any(|(_, u, _)| !before_kill.contains(u));
+        if new_one {
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("rolling-update exited ({st}) before any replacement existed");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no replacement within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = env
+        .ok(&[
+            "rolling-update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--cloudonly",
+            "--force-unlock",
+        ])
+        .await;
+    assert!(out.contains("Rolling update of cluster demo done"), "{out}");
+    let nodes: Vec<(String, String, String)> = live(&env)
+        .into_iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .collect();
+    let names: BTreeSet<&String> = nodes.iter().map(|(n, _, _)| n).collect();
+    assert_eq!(nodes.len(), 3, "no duplicate, no orphan: {nodes:?}");
+    assert_eq!(names.len(), 3, "{nodes:?}");
+    let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["status"], "Ready", "{r}");
+    }
+    env.ok(&["delete", "cluster", "demo", "--yes"]).await;
+    assert!(live(&env).is_empty());
+}
+
+/// One control plane: rolling it is refused (no quorum survives), nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_control_plane_is_not_rolled() {
+    let env = Env::default().await;
+    create_demo(&env).await;
+    let before = live(&env);
+    env.set_group_spec("control-plane", "size", "{cpu: 8, memory: 16Gi}")
+        .await;
+    let out = env
+        .run(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("has 1 control plane(s)")
+            && err.contains("nothing was replaced")
+            && err.contains("fix:"),
+        "{err}"
+    );
+    assert_eq!(live(&env), before, "nothing changed");
+    // the workers alone may roll (there is nothing to roll there)
+    let out = env
+        .ok(&[
+            "rolling-update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--cloudonly",
+            "--instance-group-roles",
+            "node",
+        ])
+        .await;
+    assert!(out.contains("0 replacement(s) created"), "{out}");
+    assert_eq!(live(&env), before);
+}
