@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod cloud;
 pub mod error;
+pub mod etcd;
 pub mod kubeconfig;
 pub mod mirror;
 pub mod ops;

@@ -18,6 +18,7 @@
 //! | [`logs`] | `tracing` output captured in-process |
 
 pub mod containerd;
+pub mod etcd;
 pub mod fault_proxy;
 pub mod fetch_trace;
 pub mod http_server;

@@ -2,7 +2,8 @@
 //! ZStack simulator (`zstack_e2e`), moto's EC2 and ELBv2 (`aws_e2e`), and `s3://` state stores
 //! on moto with clusters on the simulator (`s3_cli`): create → plan → apply → no-op → delete,
 //! kill -9 matrices, cloud faults through the fault proxy, locks and leases; the mirror check
-//! before a create (`asset_precheck`); rolling updates on the simulator (`rolling_update`).
+//! before a create (`asset_precheck`); rolling updates on the simulator (`rolling_update`); kprov's etcd client against real etcd
+//! members (`etcd_members`).
 
 use kprov_testkit::KprovBin;
 
@@ -11,6 +12,7 @@ const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 
 mod asset_precheck;
 mod aws_e2e;
+mod etcd_members;
 mod rolling_update;
 mod s3_cli;
 mod zstack_e2e;

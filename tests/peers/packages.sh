@@ -5,15 +5,17 @@
 #   apt_ensure PKG...   installs those not installed yet (idempotent; nothing to do = no apt call)
 
 # Compiling kprov with its default features: the libvirt provider links libvirt (virt-sys finds
-# it through pkg-config). gcc comes with the machine (build-essential on Debian).
-BUILD_PKGS=(pkg-config libvirt-dev)
+# it through pkg-config); the etcd client (etcd-client, tonic) compiles etcd's protobufs with
+# protoc. gcc comes with the machine (build-essential on Debian).
+BUILD_PKGS=(pkg-config libvirt-dev protobuf-compiler)
 
 # Test peers: cloud-init (schema validator), containerd (config + real pulls), docker-registry
 # (OCI registry), skopeo (cross-check), openssl, libvirt (test driver, virsh, virt-xml-validate,
 # which runs xmllint from libxml2-utils: only recommended, so named here), nginx (file repository
-# and WebDAV PUT target of the mirror tests), python3-venv (moto, kubernetes-validate).
+# and WebDAV PUT target of the mirror tests), python3-venv (moto, kubernetes-validate), etcd
+# (etcd-server: real members for kprov's etcd client; etcd-client: etcdctl snapshot restore).
 PEER_PKGS=(cloud-init containerd docker-registry skopeo openssl libvirt-clients libxml2-utils
-  libvirt-daemon python3-venv nginx)
+  libvirt-daemon python3-venv nginx etcd-server etcd-client)
 
 # libvirt VM tests (tests/libvirt/libvirt_vm.rs, benches/libvirt.rs): libvirtd + QEMU (x86_64 and
 # aarch64 system emulators, UEFI firmware, user-mode emulation for arm64 image builds),
