@@ -11,6 +11,7 @@ pub mod assets;
 pub mod completion;
 pub mod create;
 pub mod delete;
+pub mod edit;
 pub mod export;
 pub mod get;
 pub mod mirror;
@@ -86,6 +87,8 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show what must change to make the cloud match the spec; apply it with --yes.
     Update(update::UpdateArgs),
+    /// Edit a cluster's or instance group's stored spec in $EDITOR (validated on save).
+    Edit(edit::EditArgs),
     /// Replace the instances whose spec changed, group by group (plan; --yes replaces).
     RollingUpdate(rolling_update::RollingUpdateArgs),
     /// Delete a cluster: every cloud resource it owns, then its state.
@@ -311,6 +314,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Get(ref a) => get::run(&cli, a).await,
         Command::Update(ref a) => update::run(&cli, a).await,
         Command::RollingUpdate(ref a) => rolling_update::run(&cli, a).await,
+        Command::Edit(ref a) => edit::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
         Command::State(ref a) => state::run(&cli, a).await,

@@ -76,6 +76,67 @@ pub fn with_groups(
     Ok(spec)
 }
 
+/// What `kprov edit` edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edited {
+    /// The Cluster document.
+    Cluster,
+    /// One InstanceGroup document, by name.
+    Group(String),
+}
+
+/// The stored cluster `prev` with the edited document `text` (the user's file `file`) in
+/// place of the one `what` names, validated: errors point at the file's lines. Renaming (the
+/// cluster or the group) and other documents in the file are refused.
+pub fn edited(prev: &Stored, what: &Edited, file: &str, text: &str) -> anyhow::Result<LoadedSpec> {
+    let docs = spec::load_documents(file, text)?;
+    let name = prev.config.name();
+    match what {
+        Edited::Cluster => {
+            let [(cluster, src)]: [_; 1] = docs.clusters.try_into().map_err(|v: Vec<_>| {
+                ExitError::usage(format!(
+                    "{file}: {} Cluster documents; fix: keep exactly the one of cluster {name}",
+                    v.len()
+                ))
+            })?;
+            if !docs.groups.is_empty() || cluster.metadata.name != name {
+                return Err(ExitError::usage(format!(
+                    "{file}: edit cluster {name} changes only its Cluster document, keeping the name {name:?}; fix: undo the rename (or other documents), use `kprov edit instancegroup` for groups"
+                )));
+            }
+            let group_srcs = prev
+                .config
+                .groups
+                .iter()
+                .map(|_| Source::Store(config_key(name)))
+                .collect();
+            let mut spec = LoadedSpec {
+                config: spec::ClusterConfig {
+                    cluster,
+                    groups: prev.config.groups.clone(),
+                },
+                cluster_src: src,
+                group_srcs,
+            };
+            spec::validate(&mut spec)?;
+            // here too, so the editor re-opens with it
+            spec::upgrade::check_upgrade(&spec, &prev.config.cluster.spec.kubernetes_version)?;
+            Ok(spec)
+        }
+        Edited::Group(g) => {
+            let renamed = docs.groups.len() != 1
+                || !docs.clusters.is_empty()
+                || docs.groups[0].0.metadata.name != *g;
+            if renamed {
+                return Err(ExitError::usage(format!(
+                    "{file}: edit instancegroup {g} changes only that InstanceGroup document, keeping its name; fix: undo the rename (or other documents), use `kprov create instancegroup` for a new group"
+                )));
+            }
+            with_groups(prev, docs.groups, true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The command line as a user meets it: help texts, store layout and output formats (`cli`),
 //! installing and the quickstart (`install`), `export kubeconfig`, the bad-input corpus
 //! (`bad_input`), property-based mutations of every input (`input_props`), colours on a terminal
-//! (`color`) and the architecture map matching the tree (`docs_map`). Every case runs
+//! (`color`), `kprov edit` with scripted editors (`edit`) and the architecture map matching the
+//! tree (`docs_map`). Every case runs
 //! the real `kprov` binary (audited, see `kprov_testkit::kprov_cmd`).
 
 use kprov_testkit::KprovBin;
@@ -13,6 +14,7 @@ mod bad_input;
 mod cli;
 mod color;
 mod docs_map;
+mod edit;
 mod export_kubeconfig;
 mod input_props;
 mod install;
