@@ -1,4 +1,5 @@
-//! `kprov delete [cluster] [NAME] [--yes]`: list, then delete, everything the cluster owns.
+//! `kprov delete [cluster] [NAME] [--yes]`: list, then delete, everything the cluster owns;
+//! `kprov delete instancegroup|ig GROUP [--yes]`: one group and its instances.
 
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use crate::{ops, spec};
 /// Arguments of `delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// `cluster` (optional, kops-style).
-    #[arg(value_parser = ["cluster"], hide_possible_values = true)]
+    /// `cluster` (optional, kops-style), or `instancegroup` / `ig`.
+    #[arg(value_parser = ["cluster", "instancegroup", "ig"], hide_possible_values = true)]
     pub resource: Option<String>,
-    /// Cluster (default: --name, KPROV_CLUSTER_NAME, or the only cluster in the store).
+    /// Cluster (default: --name, KPROV_CLUSTER_NAME, or the only cluster in the store); after
+    /// `instancegroup`, the group (its cluster from --name).
     pub cluster: Option<String>,
     /// Really delete. Without it, list what would be deleted.
     #[arg(long, short = 'y')]
@@ -32,6 +34,9 @@ pub struct DeleteArgs {
 
 /// Run `delete`: without --yes, list what would go; with it, delete under the cluster's lock.
 pub async fn run(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
+    if matches!(a.resource.as_deref(), Some("instancegroup" | "ig")) {
+        return delete_group(cli, a).await;
+    }
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let wait = spec::quantity::parse_duration(&a.wait)
@@ -73,4 +78,50 @@ fn print_inventory(name: &str, inv: &ops::Inventory) {
         inv.store_url, inv.state_objects
     );
     println!("\nMust specify --yes to delete cluster {name}");
+}
+
+/// `delete instancegroup GROUP`: list its instances; with --yes store the spec without it and
+/// delete them under the cluster's lock (no drain: no Kubernetes API is driven yet).
+async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
+    let Some(group) = a.cluster.as_deref() else {
+        return Err(ExitError::usage(
+            "say which instance group: `kprov delete instancegroup GROUP [--name CLUSTER]`",
+        ));
+    };
+    let repo = Repo::new(open_store(cli.state.as_deref()).await?);
+    let name = current_cluster(None, cli.name.as_deref(), &repo).await?;
+    let report = ops::plan(&repo, &name).await?;
+    if !a.yes {
+        ops::groups::without_group(&repo.require(&name).await?, group)?;
+        let list = ops::groups::instances_of(&report, group).await?;
+        println!(
+            "Instance group {group} of cluster {name} and its {} instance(s):",
+            list.len()
+        );
+        for i in &list {
+            println!("  {:<32} {}", i.name, i.id);
+        }
+        println!("\nMust specify --yes to delete (instances are not drained first).");
+        return Ok(());
+    }
+    a.lock.break_if_asked(&repo, &name, a.yes).await?;
+    let progress = cli.terminal().progress();
+    let command = format!("delete instancegroup {group} --yes");
+    let ttl = Duration::from_secs(a.lock_ttl.max(1));
+    let guard = ops::lock::acquire(&repo, &name, &command, ttl, &progress).await?;
+    let result = async {
+        // planned again under the lock
+        let report = ops::plan(&repo, &name).await?;
+        let opts = ops::ApplyOptions {
+            concurrency: None,
+            deadline: Duration::from_secs(3600),
+            command: command.clone(),
+            asset_check: None,
+        };
+        ops::groups::delete_group(&repo, report, group, &opts, &progress).await
+    }
+    .await;
+    let n = ops::lock::release(guard, &name, result, &progress).await?;
+    println!("Deleted instance group {group} of cluster {name} and {n} instance(s).");
+    Ok(())
 }

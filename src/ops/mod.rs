@@ -13,6 +13,7 @@ pub mod access;
 pub mod assets;
 pub mod converge;
 pub mod delete;
+pub mod groups;
 pub mod instances;
 pub mod lock;
 pub mod mirror;

@@ -2,7 +2,8 @@
 //! a changed node size is replaced one surge instance at a time while the simulator is watched
 //! (never fewer running nodes than the group's count), the result is what `update` then calls
 //! up to date, a run killed with SIGKILL after its first replacement is finished by the next
-//! without duplicates, and the refusals change nothing.
+//! without duplicates, and the refusals change nothing; `delete instancegroup` deletes a group
+//! and its VMs.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -257,4 +258,47 @@ async fn the_only_control_plane_is_not_rolled() {
         .await;
     assert!(out.contains("0 replacement(s) created"), "{out}");
     assert_eq!(live(&env), before);
+}
+
+/// `delete instancegroup`: a preview, refusals (the only control-plane group, an unknown group)
+/// that change nothing, then the group's VMs deleted and the group gone from the spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_instance_group_deletes_its_instances_and_the_group() {
+    let env = Env::default().await;
+    create_demo(&env).await;
+    let before = live(&env);
+    let preview = env
+        .ok(&["delete", "instancegroup", "nodes", "--name", "demo"])
+        .await;
+    assert!(
+        preview.contains("its 3 instance(s)")
+            && preview.contains("demo-nodes-2")
+            && preview.contains("Must specify --yes"),
+        "{preview}"
+    );
+    for (group, says) in [
+        ("control-plane", "no control-plane instance group"),
+        ("nosuch", "no instance group"),
+    ] {
+        let out = env
+            .run(&["delete", "ig", group, "--name", "demo", "--yes"])
+            .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{group}: {err}");
+        assert!(err.contains(says), "{group}: {err}");
+    }
+    assert_eq!(live(&env), before, "refusals change nothing");
+    let out = env
+        .ok(&["delete", "ig", "nodes", "--name", "demo", "--yes"])
+        .await;
+    assert!(
+        out.contains("Deleted instance group nodes of cluster demo and 3 instance(s)"),
+        "{out}"
+    );
+    let names: Vec<String> = live(&env).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["demo-control-plane-0"]);
+    let groups = env.ok(&["get", "instancegroups", "demo"]).await;
+    assert!(!groups.contains("nodes"), "{groups}");
+    let noop = env.ok(&["update", "cluster", "demo"]).await;
+    assert!(noop.contains("No changes needed"), "{noop}");
 }
