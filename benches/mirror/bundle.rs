@@ -23,7 +23,7 @@ use kprov_testkit::tiny_image::tiny_image_for;
 use super::{assert_same_blobs, line, measured, Run, KPROV, MB};
 
 /// `skopeo copy --all --preserve-digests SRC DST` (plain HTTP to the loopback registries).
-fn skopeo_copy_to(src: String, dst: String) -> Command {
+pub fn skopeo_copy_to(src: String, dst: String) -> Command {
     let mut c = Command::new("skopeo");
     c.args([
         "copy",

@@ -178,19 +178,9 @@ fn counted(from: &Registry, to: &Registry, f: impl FnOnce() -> Run) -> Run {
     r
 }
 
+/// `skopeo copy --all --preserve-digests` of reference `r` between two loopback registries.
 fn skopeo_copy(from: &str, to: &str, r: &str) -> Command {
-    let mut c = Command::new("skopeo");
-    c.args([
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "-q",
-    ])
-    .arg(format!("docker://{from}/{r}"))
-    .arg(format!("docker://{to}/{r}"));
-    c
+    bundle::skopeo_copy_to(format!("docker://{from}/{r}"), format!("docker://{to}/{r}"))
 }
 
 fn skopeo_all(from: &str, to: &str, refs: &[&str]) -> Run {

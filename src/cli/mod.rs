@@ -119,6 +119,49 @@ pub enum Output {
     Json,
 }
 
+/// How a mutating run applies changes, shared by `update` and `rolling-update`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Cloud calls in flight at once (default: the provider's).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Give up applying after this long (e.g. 30m, 2h).
+    #[arg(long, default_value = "1h")]
+    pub timeout: String,
+    /// Lock lease time-to-live in seconds (renewed every third of it while running).
+    #[arg(long, default_value_t = 60, hide = true)]
+    pub lock_ttl: u64,
+    /// Do not check that every mirrored image and file is in place before creating VMs (for
+    /// mirrors only the nodes can reach). Without it, a missing asset stops the run (exit 2).
+    #[arg(long, env = "KPROV_SKIP_ASSET_CHECK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub skip_asset_check: bool,
+    /// Lock options.
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+impl ApplyArgs {
+    /// The engine's options for a run recorded in the journal as `command`.
+    pub fn options(&self, command: &str) -> anyhow::Result<crate::ops::ApplyOptions> {
+        let deadline = crate::spec::quantity::parse_duration(&self.timeout)
+            .map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
+        Ok(crate::ops::ApplyOptions {
+            concurrency: self.concurrency,
+            deadline,
+            command: command.into(),
+            asset_check: (!self.skip_asset_check).then(|| crate::ops::assets::CheckOptions {
+                concurrency: 16,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// The lock's lease time-to-live.
+    pub fn lock_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lock_ttl.max(1))
+    }
+}
+
 /// Locking options shared by mutating verbs.
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {

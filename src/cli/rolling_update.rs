@@ -1,16 +1,14 @@
 //! `kprov rolling-update [cluster] [NAME] [--yes] [--cloudonly] ...`: the table of groups and
 //! what needs replacing; with --yes, replace it under the cluster's lock.
 
-use std::time::Duration;
-
 use clap::Args;
 use serde::Serialize;
 
-use super::{current_cluster, open_store, Cli, ExitError, LockArgs, Output};
+use super::{current_cluster, open_store, ApplyArgs, Cli, Output};
+use crate::ops;
 use crate::ops::rolling::{GroupRoll, RollOptions, RollOutcome};
 use crate::repo::Repo;
 use crate::spec::Role;
-use crate::{ops, spec};
 
 /// Arguments of `rolling-update`.
 #[derive(Debug, Args)]
@@ -33,24 +31,12 @@ pub struct RollingUpdateArgs {
     /// --cloudonly). Required in this version, which does not drive the Kubernetes API yet.
     #[arg(long)]
     pub cloudonly: bool,
-    /// Cloud calls in flight at once (default: the provider's).
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Give up each step after this long (e.g. 30m, 2h).
-    #[arg(long, default_value = "1h")]
-    pub timeout: String,
-    /// Lock lease time-to-live in seconds (renewed every third of it while running).
-    #[arg(long, default_value_t = 60, hide = true)]
-    pub lock_ttl: u64,
-    /// Do not check the mirrored assets before creating replacements.
-    #[arg(long, env = "KPROV_SKIP_ASSET_CHECK", value_parser = clap::builder::BoolishValueParser::new())]
-    pub skip_asset_check: bool,
     /// Output format of the table (and of the result with --yes).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
-    /// Lock options.
+    /// How each step is applied.
     #[command(flatten)]
-    pub lock: LockArgs,
+    pub apply: ApplyArgs,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -116,22 +102,12 @@ fn print(
 pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
-    let deadline = spec::quantity::parse_duration(&a.timeout)
-        .map_err(|e| ExitError::usage(format!("--timeout: {e}")))?;
     let progress = cli.terminal().progress();
     let opts = RollOptions {
         groups: a.instance_groups.clone(),
         roles: a.instance_group_roles.clone(),
         cloud_only: a.cloudonly,
-        apply: ops::ApplyOptions {
-            concurrency: a.concurrency,
-            deadline,
-            command: "rolling-update --yes".into(),
-            asset_check: (!a.skip_asset_check).then(|| ops::assets::CheckOptions {
-                concurrency: 16,
-                ..Default::default()
-            }),
-        },
+        apply: a.apply.options("rolling-update --yes")?,
     };
     if !a.yes {
         let report = ops::plan(&repo, &name).await?;
@@ -143,10 +119,9 @@ pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     super::check_asset_sha256sums()?;
-    a.lock.break_if_asked(&repo, &name, a.yes).await?;
+    a.apply.lock.break_if_asked(&repo, &name, a.yes).await?;
     let command = format!("rolling-update cluster {name} --yes");
-    let ttl = Duration::from_secs(a.lock_ttl.max(1));
-    let guard = ops::lock::acquire(&repo, &name, &command, ttl, &progress).await?;
+    let guard = ops::lock::acquire(&repo, &name, &command, a.apply.lock_ttl(), &progress).await?;
     let result = async {
         let report = ops::plan(&repo, &name).await?;
         let rows = ops::rolling::summary(&report);
