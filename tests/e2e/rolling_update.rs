@@ -3,7 +3,7 @@
 //! (never fewer running nodes than the group's count), the result is what `update` then calls
 //! up to date, a run killed with SIGKILL after its first replacement is finished by the next
 //! without duplicates, and the refusals change nothing; `delete instancegroup` deletes a group
-//! and its VMs.
+//! and its VMs; kill -9 at calls spread over a roll of 3 control planes and 4 nodes converges.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -23,6 +23,16 @@ fn live(env: &Env) -> Vec<(String, String, String)> {
         .collect();
     v.sort();
     v
+}
+
+/// The slot of a VM name: a replacement's `-xxxxxx` spec suffix removed.
+fn slot(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((head, tail)) if tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
 }
 
 /// Running VMs of group `nodes`.
@@ -301,4 +311,130 @@ async fn deleting_an_instance_group_deletes_its_instances_and_the_group() {
     assert!(!groups.contains("nodes"), "{groups}");
     let noop = env.ok(&["update", "cluster", "demo"]).await;
     assert!(noop.contains("No changes needed"), "{noop}");
+}
+
+/// kill -9 of `rolling-update --yes --cloudonly` at calls spread over a whole roll of 3 control
+/// planes (behind a stable endpoint) and 4 nodes, each after a new size for both groups: the
+/// nth ZStack call from the start of the roll hangs and kprov is killed while it waits; a re-run
+/// finishes. Then: exactly one current VM per slot (no duplicate, no orphan), every instance
+/// Ready, and — watched through the killed run and the re-run — never fewer than 3 running
+/// control planes or 4 running nodes (maxSurge 1, maxUnavailable 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_roll_then_rerun_converges() {
+    let env = Env::default().await;
+    let spec = format!(
+        "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {{zstack: {{endpoint: \"{}\"}}}}\n  kubernetesVersion: {}\n  controlPlane: {{endpoint: api.demo.internal}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: 3, arch: arm64, size: {{cpu: 2, memory: 2Gi}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: 4, arch: arm64, size: {{cpu: 2, memory: 2Gi}}}}\n",
+        env.sim.endpoint(),
+        kprov::spec::versions::default_version()
+    );
+    let file = env.state.path().join("demo.yaml");
+    std::fs::write(&file, spec).unwrap();
+    env.ok(&["create", "-f", file.to_str().unwrap()]).await;
+    env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    let sizes = ["{cpu: 2, memory: 8Gi}", "{cpu: 2, memory: 4Gi}"];
+    let resize = |k: usize| {
+        let env = &env;
+        async move {
+            for g in ["control-plane", "nodes"] {
+                env.set_group_spec(g, "size", sizes[k % 2]).await;
+            }
+        }
+    };
+    // how many calls an uninterrupted roll of all 7 makes
+    resize(1).await;
+    env.sim.reset_stats();
+    env.ok(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+        .await;
+    let total = env.sim.stats().total;
+    let mut points: Vec<u64> = (0..12).map(|i| 1 + i * total / 12).collect();
+    points.dedup();
+    let running = |prefix: &str| {
+        live(&env)
+            .iter()
+            .filter(|(n, _, s)| n.starts_with(prefix) && s == "Running")
+            .count()
+    };
+    let mut killed_at = Vec::new();
+    for (k, &n) in points.iter().enumerate() {
+        resize(k).await;
+        let stop = AtomicBool::new(false);
+        let (min_cp, min_nodes) = (AtomicUsize::new(9), AtomicUsize::new(9));
+        let rule = env
+            .sim
+            .add_fault(
+                kprov_zstack_sim::FaultRule::latency(60_000, 0)
+                    .nth(n)
+                    .times(1),
+            )
+            .unwrap();
+        let killed = tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(Ordering::SeqCst) {
+                        min_cp.fetch_min(running("demo-control-plane-"), Ordering::SeqCst);
+                        min_nodes.fetch_min(running("demo-nodes-"), Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                });
+                let mut child = env
+                    .cmd(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let killed = tokio::runtime::Handle::current()
+                    .block_on(crate::zstack_e2e::kill_when_fired(&env, &mut child, &rule));
+                env.sim.clear_faults();
+                let out = env
+                    .cmd(&[
+                        "rolling-update",
+                        "cluster",
+                        "demo",
+                        "--yes",
+                        "--cloudonly",
+                        "--force-unlock",
+                    ])
+                    .output()
+                    .unwrap();
+                stop.store(true, Ordering::SeqCst);
+                assert!(out.status.success(), "re-run after kill at {n}: {out:?}");
+                killed
+            })
+        });
+        if killed {
+            killed_at.push(n);
+        }
+        let vms = live(&env);
+        let slots: BTreeSet<String> = vms
+            .iter()
+            .map(|(name, _, _)| slot(name).to_string())
+            .collect();
+        assert_eq!(vms.len(), 7, "after kill at call {n}: {vms:?}");
+        assert_eq!(
+            slots.len(),
+            7,
+            "one VM per slot after kill at call {n}: {vms:?}"
+        );
+        let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
+        let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "Ready"),
+            "after kill at call {n}: {rows}"
+        );
+        assert!(
+            min_cp.load(Ordering::SeqCst) >= 3 && min_nodes.load(Ordering::SeqCst) >= 4,
+            "after kill at call {n}: running control planes fell to {}, nodes to {}",
+            min_cp.load(Ordering::SeqCst),
+            min_nodes.load(Ordering::SeqCst)
+        );
+    }
+    println!("KILL POINTS zstack rolling-update: {total} calls a roll, killed at {killed_at:?}");
+    assert!(
+        killed_at.len() >= 10,
+        "only {} kill points reached: {killed_at:?}",
+        killed_at.len()
+    );
 }

@@ -287,7 +287,7 @@ async fn full_lifecycle_plan_apply_noop_delete() {
 }
 
 /// Wait for `child` to block inside the hanging call, then kill it with SIGKILL.
-async fn kill_when_fired(env: &Env, child: &mut Child, rule: &str) -> bool {
+pub(crate) async fn kill_when_fired(env: &Env, child: &mut Child, rule: &str) -> bool {
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         if env.sim.fault_log().iter().any(|e| e.rule_id == rule) {
