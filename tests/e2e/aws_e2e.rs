@@ -217,6 +217,39 @@ async fn lifecycle_mixed_arch_and_gpu_cluster() {
         proxy.state()
     );
 
+    // A rolling update on AWS: the arm group's instance type changes; `update` keeps the
+    // instances (NeedsUpdate), `rolling-update --cloudonly` makes each replacement (its
+    // ClientToken from slot + spec) before the old instance goes.
+    let resized = spec("demo", "us-east-1").replace("flavor: m6g.large", "flavor: m6g.xlarge");
+    let f = env.dir.path().join("resized.yaml");
+    std::fs::write(&f, resized).unwrap();
+    env.ok(&["create", "-f", f.to_str().unwrap(), "--replace"])
+        .await;
+    let kept = env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert!(kept.contains("2 instances need a rolling update"), "{kept}");
+    assert_eq!(live_instances(&ec2, "demo").await.len(), 4);
+    let rolled = env
+        .ok(&["rolling-update", "cluster", "demo", "--yes", "--cloudonly"])
+        .await;
+    assert!(
+        rolled.contains("2 replacement(s) created, 2 old instance(s) deleted"),
+        "{rolled}"
+    );
+    let live = live_instances(&ec2, "demo").await;
+    assert!(duplicates(&live).is_empty(), "{live:?}");
+    let mut types: Vec<&str> = live.iter().map(|i| i.2.as_str()).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["g5g.xlarge", "m6g.xlarge", "m6g.xlarge", "t3.medium"],
+        "{live:?}"
+    );
+    let noop = env.ok(&["update", "cluster", "demo"]).await;
+    assert!(
+        noop.contains("No changes needed") && !noop.contains("rolling update"),
+        "{noop}"
+    );
+
     let preview = env.ok(&["delete", "cluster", "demo"]).await;
     assert!(
         preview.contains("Must specify --yes")
