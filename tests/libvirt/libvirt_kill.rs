@@ -9,7 +9,8 @@
 //! the run is visible — pool defined, base volume uploaded, its `.ok` marker, then per node its
 //! root volume, seed ISO, domain defined, domain running; for delete, domains and volumes going
 //! away — and the state libvirt holds right after the kill is recorded: each distinct state is
-//! one kill point. Shares the host's libvirtd with `tests/libvirt/libvirt_vm.rs` under the same host lock.
+//! one kill point. A cloud-only rolling update of the workers, between the two, checks that
+//! replacement domains live next to the old ones. Shares the host's libvirtd with `tests/libvirt/libvirt_vm.rs` under the same host lock.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -244,6 +245,57 @@ fn libvirt_kill_9_of_update_and_delete_at_distinct_points_then_rerun_converges()
     println!(
         "KILL POINTS libvirt update: {} distinct states {named:?}",
         update_points.len()
+    );
+
+    // --- rolling-update --cloudonly: the nodes' memory changes; each node is replaced by a
+    // domain named SLOT-xxxxxx (the new spec's suffix) made next to the old one, then the old
+    // one goes; delete then leaves nothing.
+    create();
+    kprov.ok(&["update", "cluster", &cluster, "--yes", "--force-unlock"]);
+    converged("before the roll");
+    let spec = kprov.ok(&["get", "cluster", &cluster, "-o", "yaml"]);
+    assert_eq!(
+        spec.matches("memory: 1Gi").count(),
+        1,
+        "only the nodes have 1Gi: {spec}"
+    );
+    let file = kprov.state.path().join("resized.yaml");
+    std::fs::write(&file, spec.replace("memory: 1Gi", "memory: 1536Mi")).unwrap();
+    kprov.ok(&["create", "-f", file.to_str().unwrap(), "--replace"]);
+    let out = kprov.ok(&[
+        "rolling-update",
+        "cluster",
+        &cluster,
+        "--yes",
+        "--cloudonly",
+    ]);
+    assert!(
+        out.contains("2 replacement(s) created, 2 old instance(s) deleted"),
+        "{out}"
+    );
+    let rolled = domains(&format!("{cluster}-"));
+    assert_eq!(rolled.len(), 3, "{rolled:?}");
+    assert!(rolled.contains(&cp), "the control plane stays: {rolled:?}");
+    for n in &nodes {
+        assert!(
+            rolled
+                .iter()
+                .any(|d| d.len() == n.len() + 7 && d.starts_with(&format!("{n}-"))),
+            "{n} replaced by {n}-xxxxxx: {rolled:?}"
+        );
+    }
+    let s = snapshot(&cluster);
+    assert!(
+        rolled
+            .iter()
+            .all(|d| s.contains(&format!("domain {d} running"))),
+        "{s:?}"
+    );
+    kprov.ok(&["delete", "cluster", &cluster, "--yes"]);
+    assert!(
+        leftovers(&cluster).is_empty(),
+        "after the roll, delete left {:?}",
+        leftovers(&cluster)
     );
 
     // --- delete --yes: from a full cluster, kill as domains and volumes go away (counted
