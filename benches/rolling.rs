@@ -104,12 +104,7 @@ async fn main() {
     let n = env_or("N", 100);
     let surge = env_or("SURGE", 10);
     let job_delay = Duration::from_millis(env_or("JOB_DELAY_MS", 200));
-    let mut inventory = kprov_zstack_sim::Inventory::default_seed();
-    for h in &mut inventory.hosts {
-        h.cpu_num *= 8;
-        h.total_cpu_capacity *= 8;
-        h.total_memory_capacity *= 8;
-    }
+    let inventory = kprov_zstack_sim::Inventory::scaled_seed(8, 8);
     let sim = Simulator::start(SimConfig {
         job_delay,
         inventory,

@@ -34,13 +34,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 async fn main() {
     let n = env_or("N", 200) as usize;
     let job_delay = Duration::from_millis(env_or("JOB_DELAY_MS", 500));
-    let mut inventory = kprov_zstack_sim::Inventory::default_seed();
     // room for 200 small VMs on the arm64 hosts
-    for h in &mut inventory.hosts {
-        h.cpu_num *= 8;
-        h.total_cpu_capacity *= 8;
-        h.total_memory_capacity *= 4;
-    }
+    let inventory = kprov_zstack_sim::Inventory::scaled_seed(8, 4);
     let sim = Simulator::start(SimConfig {
         job_delay,
         inventory,

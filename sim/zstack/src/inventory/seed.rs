@@ -4,6 +4,18 @@ use super::{AccessKeyFixture, Inventory, GIB};
 use crate::model::*;
 
 impl Inventory {
+    /// The default seed with every host's CPUs and CPU capacity multiplied by `cpu` and its
+    /// memory by `memory`: room for the benchmarks' hundreds of small VMs.
+    pub fn scaled_seed(cpu: u64, memory: u64) -> Self {
+        let mut inv = Self::default_seed();
+        for h in &mut inv.hosts {
+            h.cpu_num *= cpu;
+            h.total_cpu_capacity *= cpu;
+            h.total_memory_capacity *= memory;
+        }
+        inv
+    }
+
     /// The default seeded cloud: one zone, an aarch64 cluster of 4 hosts (48 cores / 256 GiB;
     /// hosts 1 and 2 carry 4 NVIDIA A100 each, host 3 two mdev-split T4s), an x86_64 cluster of
     /// 2 hosts (32 cores / 128 GiB), arm64 + amd64 Ubuntu images, 4 offerings, the `k8s-net` L3
