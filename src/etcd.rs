@@ -80,6 +80,9 @@ pub enum EtcdError {
 pub struct Access {
     /// Client URLs (`https://10.0.0.5:2379`).
     pub endpoints: Vec<String>,
+    /// Where to reach a member by name instead of its advertised client URL: the loopback end
+    /// of a port-forward to its pod, when etcd is reached through the API server.
+    pub member_endpoints: std::collections::BTreeMap<String, String>,
     ca_pem: String,
     cert_pem: String,
     key_pem: String,
@@ -101,6 +104,7 @@ impl Access {
             pki::sign_client_cert(etcd_ca, CLIENT_CN, &[], CLIENT_CERT_VALIDITY)?;
         Ok(Access {
             endpoints,
+            member_endpoints: Default::default(),
             ca_pem: etcd_ca.cert_pem.clone(),
             cert_pem,
             key_pem,
@@ -223,7 +227,10 @@ impl Etcd {
 
     /// `Status` of one member, asked at its own client URL; `None` when it does not answer.
     pub async fn health(&self, member: &Member) -> Option<Health> {
-        let url = member.client_urls.first()?.clone();
+        let url = match self.access.member_endpoints.get(&member.name) {
+            Some(forwarded) => forwarded.clone(),
+            None => member.client_urls.first()?.clone(),
+        };
         let mut c = self.access.client(&[url]).await.ok()?;
         let s = c.status().await.ok()?;
         Some(Health {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloud;
 pub mod error;
 pub mod etcd;
+pub mod k8s;
 pub mod kubeconfig;
 pub mod mirror;
 pub mod ops;

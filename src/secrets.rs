@@ -113,6 +113,11 @@ pub mod keys {
     pub fn bootstrap_token(cluster: &str) -> String {
         format!("{cluster}/secrets/bootstrap-token.json")
     }
+    /// `NAME/secrets/bootstrap-token-in-cluster`: the id (not the secret) of the bootstrap token
+    /// the cluster is known to hold (put there by `kubeadm init`, or by kprov through the API).
+    pub fn token_in_cluster(cluster: &str) -> String {
+        format!("{cluster}/secrets/bootstrap-token-in-cluster")
+    }
     /// `NAME/secrets/certificate-key`.
     pub fn certificate_key(cluster: &str) -> String {
         format!("{cluster}/secrets/certificate-key")
@@ -403,4 +408,26 @@ pub async fn refresh_token(
         }
     }
     bail!("{key} keeps changing under kprov (other runs refresh it); re-run")
+}
+
+/// The id of the bootstrap token the cluster is known to hold, if recorded.
+pub async fn token_in_cluster(repo: &Repo, cluster: &str) -> anyhow::Result<Option<String>> {
+    let key = keys::token_in_cluster(cluster);
+    let got = repo
+        .store
+        .get(&key)
+        .await
+        .with_context(|| format!("reading {key}"))?;
+    Ok(got.map(|o| String::from_utf8_lossy(&o.bytes).trim().to_string()))
+}
+
+/// Record that the cluster holds the bootstrap token `id` (last writer wins: every writer
+/// records a token it made sure of).
+pub async fn mark_token_in_cluster(repo: &Repo, cluster: &str, id: &str) -> anyhow::Result<()> {
+    let key = keys::token_in_cluster(cluster);
+    repo.store
+        .put(&key, id.as_bytes(), Condition::None)
+        .await
+        .with_context(|| format!("writing {key}"))?;
+    Ok(())
 }

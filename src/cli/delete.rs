@@ -117,6 +117,7 @@ async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
             deadline: Duration::from_secs(3600),
             command: command.clone(),
             asset_check: None,
+            api: Default::default(),
         };
         ops::groups::delete_group(&repo, report, group, &opts, &progress).await
     }

@@ -20,6 +20,7 @@ pub mod rolling_update;
 pub mod state;
 pub mod update;
 pub mod userdata;
+pub mod validate;
 
 pub use crate::error::{exit_code, ExitError, EXIT_LOCKED, EXIT_USAGE};
 
@@ -91,6 +92,8 @@ pub enum Command {
     Edit(edit::EditArgs),
     /// Replace the instances whose spec changed, group by group (plan; --yes replaces).
     RollingUpdate(rolling_update::RollingUpdateArgs),
+    /// Check that a cluster works: every instance a Ready Node, system pods Ready (exit 1 if not).
+    Validate(validate::ValidateArgs),
     /// Delete a cluster: every cloud resource it owns, then its state.
     Delete(delete::DeleteArgs),
     /// Export a kubeconfig for a cluster, with a short-lived admin client certificate.
@@ -138,6 +141,9 @@ pub struct ApplyArgs {
     /// Lock options.
     #[command(flatten)]
     pub lock: LockArgs,
+    /// How to reach the API server (a new bootstrap token for a running cluster, validation).
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 impl ApplyArgs {
@@ -153,12 +159,36 @@ impl ApplyArgs {
                 concurrency: 16,
                 ..Default::default()
             }),
+            api: self.api.access(),
         })
     }
 
     /// The lock's lease time-to-live.
     pub fn lock_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lock_ttl.max(1))
+    }
+}
+
+/// How verbs that talk to the cluster's API server reach it, shared by `validate`,
+/// `rolling-update` and `update --wait-ready`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Use this kubeconfig's context instead of an admin certificate kprov mints from the
+    /// cluster CA (how an API server behind a tunnel is reached).
+    #[arg(long, env = "KUBECONFIG", hide_env_values = true, value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    pub context: Option<String>,
+}
+
+impl ApiArgs {
+    /// The engine's view of these flags.
+    pub fn access(&self) -> crate::ops::access::ApiAccess {
+        crate::ops::access::ApiAccess {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
     }
 }
 
@@ -357,6 +387,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Get(ref a) => get::run(&cli, a).await,
         Command::Update(ref a) => update::run(&cli, a).await,
         Command::RollingUpdate(ref a) => rolling_update::run(&cli, a).await,
+        Command::Validate(ref a) => validate::run(&cli, a).await,
         Command::Edit(ref a) => edit::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,

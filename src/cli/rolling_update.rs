@@ -5,8 +5,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{current_cluster, open_store, ApplyArgs, Cli, Output};
+use crate::error::ExitError;
+use crate::k8s::drain::DrainOptions;
 use crate::ops;
-use crate::ops::rolling::{GroupRoll, RollOptions, RollOutcome};
+use crate::ops::rolling::{GroupRoll, LiveOptions, RollOptions, RollOutcome};
 use crate::repo::Repo;
 use crate::spec::Role;
 
@@ -28,9 +30,28 @@ pub struct RollingUpdateArgs {
     #[arg(long, value_delimiter = ',', value_name = "ROLES", value_parser = parse_role)]
     pub instance_group_roles: Vec<Role>,
     /// Replace instances through the cloud only: no drain, no validation between steps (kops'
-    /// --cloudonly). Required in this version, which does not drive the Kubernetes API yet.
+    /// --cloudonly), for a cluster whose API server is already broken.
     #[arg(long)]
     pub cloudonly: bool,
+    /// Give up draining a node after this long (PodDisruptionBudgets refusing evictions).
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub drain_timeout: String,
+    /// How long a replacement may take to be a Ready Node, and the cluster to validate after
+    /// each step.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub validation_timeout: String,
+    /// Stop when a node cannot be drained (false: delete it anyway).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fail_on_drain_error: bool,
+    /// Stop when the cluster does not validate after a step (false: go on).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fail_on_validate_error: bool,
+    /// Evict pods with emptyDir volumes too (their data is lost), as `kubectl drain` does.
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// How often waits ask the API server again (tests use a short one).
+    #[arg(long, value_name = "DURATION", default_value = "2s", hide = true)]
+    pub poll_interval: String,
     /// Output format of the table (and of the result with --yes).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
@@ -44,6 +65,29 @@ fn parse_role(s: &str) -> Result<Role, String> {
         "control-plane" | "controlplane" | "master" => Ok(Role::ControlPlane),
         "node" | "nodes" | "worker" => Ok(Role::Node),
         other => Err(format!("unknown role {other:?}: use control-plane or node")),
+    }
+}
+
+fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+    crate::spec::quantity::parse_duration(v)
+        .map_err(|e| ExitError::usage(format!("{flag} {v}: {e}")))
+}
+
+impl RollingUpdateArgs {
+    /// The Kubernetes side's options from the flags.
+    fn live(&self) -> anyhow::Result<LiveOptions> {
+        Ok(LiveOptions {
+            api: self.apply.api.access(),
+            drain: DrainOptions {
+                timeout: duration("--drain-timeout", &self.drain_timeout)?,
+                delete_emptydir_data: self.delete_emptydir_data,
+                poll: duration("--poll-interval", &self.poll_interval)?,
+            },
+            validation_timeout: duration("--validation-timeout", &self.validation_timeout)?,
+            fail_on_drain_error: self.fail_on_drain_error,
+            fail_on_validate_error: self.fail_on_validate_error,
+            poll: duration("--poll-interval", &self.poll_interval)?,
+        })
     }
 }
 
@@ -107,6 +151,7 @@ pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
         groups: a.instance_groups.clone(),
         roles: a.instance_group_roles.clone(),
         cloud_only: a.cloudonly,
+        live: a.live()?,
         apply: a.apply.options("rolling-update --yes")?,
     };
     if !a.yes {

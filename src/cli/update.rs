@@ -17,6 +17,10 @@ pub struct UpdateArgs {
     /// Apply the plan. Without it nothing changes anywhere.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// After applying, validate the cluster until it is valid, for at most DURATION (default
+    /// 10m); exit 1 if it is not (`kprov validate cluster --wait`).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m", require_equals = true)]
+    pub wait_ready: Option<String>,
     /// How the plan is applied.
     #[command(flatten)]
     pub apply: ApplyArgs,
@@ -27,6 +31,14 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
     let repo = Repo::new(open_store(cli.state.as_deref()).await?);
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let opts = a.apply.options("update --yes")?;
+    let wait_ready = a
+        .wait_ready
+        .as_deref()
+        .map(|w| {
+            crate::spec::quantity::parse_duration(w)
+                .map_err(|e| crate::error::ExitError::usage(format!("--wait-ready={w}: {e}")))
+        })
+        .transpose()?;
     let terminal = cli.terminal();
     let progress = terminal.progress();
     if !a.yes {
@@ -62,5 +74,30 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    ops::lock::release(guard, &name, result, &progress).await
+    ops::lock::release(guard, &name, result, &progress).await?;
+    // after the lock: validating takes minutes and changes nothing
+    if let Some(wait) = wait_ready {
+        let v = ops::validate::validate(
+            &repo,
+            &name,
+            &a.apply.api.access(),
+            wait,
+            ops::validate::VALIDATE_POLL,
+            &progress,
+        )
+        .await?;
+        super::validate::print_table(&name, &v);
+        if !v.is_valid() {
+            return Err(crate::error::ExitError {
+                code: 1,
+                message: format!(
+                    "cluster {name} was updated but is not valid after {}: {} error(s) above; fix: look at them, then `kprov validate cluster {name} --wait 10m`",
+                    a.wait_ready.as_deref().unwrap_or("10m"),
+                    v.failures.len()
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }

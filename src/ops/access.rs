@@ -118,6 +118,37 @@ fn host_port(endpoint: &str, port: u16) -> String {
     }
 }
 
+/// How kprov reaches a cluster's API server.
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// The user's kubeconfig (a `:`-separated list, as `KUBECONFIG`): its context is used
+    /// instead of credentials kprov mints. How an API server behind a tunnel is reached.
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig context (default: its current context).
+    pub context: Option<String>,
+}
+
+/// How long the admin certificates minted for the engine's own API calls are valid: a
+/// validation or one step of a rolling update; a new client is made for every step.
+pub const API_CLIENT_VALIDITY: Duration = Duration::from_secs(3600);
+
+/// A Kubernetes client for cluster `name`: from `access.kubeconfig`, else as the administrator
+/// with a certificate minted from the cluster CA (see [`admin`]).
+pub async fn api_client(
+    repo: &Repo,
+    name: &str,
+    access: &ApiAccess,
+) -> anyhow::Result<kube::Client> {
+    if let Some(path) = access.kubeconfig.as_deref().filter(|p| !p.is_empty()) {
+        return crate::k8s::client::from_kubeconfig(path, access.context.as_deref())
+            .await
+            .with_context(|| format!("connecting to cluster {name} with kubeconfig {path}"));
+    }
+    let a = admin(repo, name, API_CLIENT_VALIDITY).await?;
+    crate::k8s::client::from_certificate(&a.server, &a.ca_pem, &a.cert_pem, &a.key_pem)
+        .with_context(|| format!("connecting to cluster {name}'s API server at {}", a.server))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ pub struct ApplyOptions {
     pub command: String,
     /// Check the mirrored assets before creating an instance (`None`: `--skip-asset-check`).
     pub asset_check: Option<CheckOptions>,
+    /// How the cluster's API server is reached (to install a new bootstrap token).
+    pub api: super::access::ApiAccess,
 }
 
 /// Apply `report`'s plan to its cloud. Every provider call is idempotent and the plan is made
@@ -73,6 +75,7 @@ pub async fn apply(
             let ttl = spec::quantity::parse_duration(&spec.bootstrap.token_ttl)
                 .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
             let token = crate::secrets::refresh_token(repo, name, ttl).await?;
+            token_in_cluster(repo, name, &report.plan, &token, &opts.api, progress).await?;
             Arc::new(renderer.with_token(token))
         }
         // Nothing is created, so nothing is rendered.
@@ -97,4 +100,47 @@ pub async fn apply(
         ))
     })?;
     Ok(outcome)
+}
+
+/// Make sure the cluster holds `token` before nodes that join with it are created: a cluster
+/// that does not run yet gets it from `kubeadm init`; a running one (a scale-up, a
+/// replacement, after the first token's TTL) gets its `bootstrap-token-ID` Secret through the
+/// API. The store records which token the cluster holds, so this talks to the API only when
+/// the token changed — and a run killed in between installs it again.
+async fn token_in_cluster(
+    repo: &Repo,
+    name: &str,
+    plan: &crate::plan::Plan,
+    token: &crate::pki::BootstrapToken,
+    api: &super::access::ApiAccess,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if crate::secrets::token_in_cluster(repo, name)
+        .await?
+        .as_deref()
+        == Some(token.id())
+    {
+        return Ok(());
+    }
+    if plan.live_control_planes > 0 {
+        let fix = || {
+            format!(
+                "cluster {name} is running and the new nodes join with bootstrap token {}, which it does not hold yet; \
+                 nothing was created. fix: make its API server reachable (spec.controlPlane.endpoint, or --kubeconfig FILE) and re-run",
+                token.id()
+            )
+        };
+        let client = super::access::api_client(repo, name, api)
+            .await
+            .with_context(fix)?;
+        let done = crate::k8s::token::ensure(&client, token)
+            .await
+            .with_context(fix)?;
+        progress.note(&format!(
+            "Bootstrap token {} in cluster {name}: {done:?}",
+            token.id()
+        ));
+    }
+    crate::secrets::mark_token_in_cluster(repo, name, token.id()).await
 }

@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod plan;
 pub mod rolling;
 pub mod specs;
+pub mod validate;
 
 pub use converge::{apply, ApplyOptions};
 pub use delete::{target, Deleted, Inventory, Target};

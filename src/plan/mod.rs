@@ -230,6 +230,9 @@ pub struct Plan {
     pub spec_endpoint: Option<String>,
     /// Provider-level drift to repair (from `Cloud::pending_repairs`), one line each.
     pub repairs: Vec<String>,
+    /// Control planes that exist and are kept: the cluster is running, so nodes created now
+    /// join it with a bootstrap token it must hold (not one `kubeadm init` is about to make).
+    pub live_control_planes: usize,
 }
 
 impl Plan {
@@ -356,6 +359,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         api_port: desired.api_port,
         spec_endpoint: desired.endpoint.clone(),
         repairs: Vec::new(),
+        live_control_planes: cps.len(),
     }
 }
 

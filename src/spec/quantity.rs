@@ -36,32 +36,42 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     u64::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
 }
 
-/// Parse a duration like `90s`, `30m`, `24h`, `7d`, or a combination `1h30m`.
+/// Parse a duration like `250ms`, `90s`, `30m`, `24h`, `7d`, or a combination `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write it like 90s, 30m, 24h or 1h30m");
-    let mut total = 0u64;
+    let mut total_ms = 0u64;
     let mut num = String::new();
     let mut any = false;
-    for c in s.trim().chars() {
+    let mut chars = s.trim().chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             num.push(c);
             continue;
         }
         let n: u64 = num.parse().map_err(|_| bad())?;
         num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
+        let unit_ms = match c {
+            // `ms` (short polls in tests); a lone `m` is minutes
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
             _ => return Err(bad()),
         };
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(bad)?;
         any = true;
     }
     if !num.is_empty() || !any {
         return Err(bad());
     }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total_ms))
 }
 
 #[cfg(test)]
@@ -83,6 +93,11 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("1m500ms").unwrap(),
+            Duration::from_millis(60_500)
+        );
         assert!(parse_duration("24").is_err());
         assert!(parse_duration("h").is_err());
     }

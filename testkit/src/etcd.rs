@@ -85,6 +85,20 @@ impl EtcdCluster {
         ca_key: &str,
         n: usize,
     ) -> Option<EtcdCluster> {
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        Self::start_named(test, dir, ca_cert, ca_key, &names)
+    }
+
+    /// As [`EtcdCluster::start`], the members named `names` (kubeadm names each member after
+    /// its control-plane node).
+    pub fn start_named(
+        test: &str,
+        dir: &Path,
+        ca_cert: &str,
+        ca_key: &str,
+        names: &[String],
+    ) -> Option<EtcdCluster> {
+        let n = names.len();
         peers::require(test, "etcd")?;
         peers::require(test, "etcdctl")?;
         std::fs::create_dir_all(dir).unwrap();
@@ -100,9 +114,9 @@ impl EtcdCluster {
             server,
             token: format!("kprov-test-{}", std::process::id()),
         };
-        for i in 0..n {
+        for (i, name) in names.iter().enumerate() {
             c.members.push(EtcdMember {
-                name: format!("m{i}"),
+                name: name.clone(),
                 client_port: free_port(),
                 peer_port: free_port(),
                 data_dir: dir.join(format!("m{i}")),
@@ -247,6 +261,73 @@ impl EtcdCluster {
         self.launch(i, &initial, "existing");
         self.wait_healthy(i);
         i
+    }
+
+    /// What `kubeadm join --control-plane` does for etcd: `MemberAdd` of a new member `name`
+    /// (through the running members, with `etcdctl member add`), then start it with the
+    /// initial cluster etcd answered — the members as they are now, removed ones left out.
+    /// Returns its index once it is healthy.
+    pub fn kubeadm_join(&mut self, name: &str) -> usize {
+        let peer_port = free_port();
+        let peer = format!("https://127.0.0.1:{peer_port}");
+        let eps = self.endpoints();
+        // as kubeadm does, retry while etcd refuses a reconfiguration ("unhealthy cluster":
+        // within 5 s of a member starting, or while one is down)
+        let mut out = self.etcdctl(
+            &eps,
+            &["member", "add", name, &format!("--peer-urls={peer}")],
+        );
+        for _ in 0..30 {
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            out = self.etcdctl(
+                &eps,
+                &["member", "add", name, &format!("--peer-urls={peer}")],
+            );
+        }
+        assert!(out.status.success(), "etcdctl member add {name}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let initial = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+            .map(|l| l.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no ETCD_INITIAL_CLUSTER in: {text}"));
+        self.members.push(EtcdMember {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port,
+            data_dir: self.dir.join(name),
+            guard: None,
+        });
+        let i = self.members.len() - 1;
+        self.launch(i, &initial, "existing");
+        self.wait_healthy(i);
+        i
+    }
+
+    /// Stop the member named `name`, if it runs (its machine was deleted).
+    pub fn stop(&mut self, name: &str) {
+        if let Some(i) = self.members.iter().position(|m| m.name == name) {
+            self.kill(i);
+        }
+    }
+
+    /// Names of the members `etcdctl member list` shows, sorted.
+    pub fn member_names(&mut self) -> Vec<String> {
+        let eps = self.endpoints();
+        let out = self.etcdctl(&eps, &["member", "list", "-w", "json"]);
+        assert!(out.status.success(), "etcdctl member list: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("member list JSON");
+        let mut names: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
     }
 
     /// A free port for a member to be added.

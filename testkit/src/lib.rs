@@ -16,6 +16,7 @@
 //! | [`vm`] | the real-VM libvirt harness |
 //! | `aws`, `s3_store`, `zstack_sim` (features `aws`, `state`, `zstack-sim`) | SDK reads of moto, `s3://` stores, the ZStack simulator and a REST client |
 //! | [`logs`] | `tracing` output captured in-process |
+//! | `kube_api` (feature `kube-api`) | a Kubernetes API server stand-in: k8s-openapi objects over TLS with client certificates, nodes/pods/PDBs/secrets, evictions, port-forward |
 
 pub mod containerd;
 pub mod etcd;
@@ -44,6 +45,8 @@ pub mod wait;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "kube-api")]
+pub mod kube_api;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "state")]

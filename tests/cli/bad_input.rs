@@ -432,9 +432,19 @@ fn run_case(stem: &str, shared_store: &Path, peers: &mut Peers) -> Outcome {
             std::fs::write(p, expand(body)).unwrap();
         }
     }
-    if let Some(h) = &sim {
-        h.reset_stats();
-    }
+    // what setup made in the cloud (a cluster to roll); the run must add nothing to it
+    let (vms_before, attached_before) = match &sim {
+        Some(h) => {
+            h.reset_stats();
+            let attached = h
+                .pci_devices()
+                .iter()
+                .filter(|d| d.vm_instance_uuid.is_some())
+                .count();
+            (h.vm_count(), attached)
+        }
+        None => (0, 0),
+    };
 
     let args: Vec<String> = if corpus.join(format!("{stem}.yaml")).exists() {
         vec!["create".into(), "-f".into(), format!("{stem}.yaml")]
@@ -498,15 +508,18 @@ fn run_case(stem: &str, shared_store: &Path, peers: &mut Peers) -> Outcome {
         problems.push("the state store changed".into());
     }
     if let Some(h) = &sim {
-        if h.vm_count() != 0 {
-            problems.push(format!("the simulator has {} VMs", h.vm_count()));
+        if h.vm_count() != vms_before {
+            problems.push(format!(
+                "the simulator has {} VMs ({vms_before} after setup)",
+                h.vm_count()
+            ));
         }
         let attached = h
             .pci_devices()
             .iter()
             .filter(|d| d.vm_instance_uuid.is_some())
             .count();
-        if attached != 0 {
+        if attached != attached_before {
             problems.push(format!("{attached} PCI devices attached in the simulator"));
         }
         let m = sim_mutations(h);

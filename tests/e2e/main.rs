@@ -13,6 +13,8 @@ const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 mod asset_precheck;
 mod aws_e2e;
 mod etcd_members;
+mod kube_standin;
+mod rolling_live;
 mod rolling_update;
 mod s3_cli;
 mod zstack_e2e;

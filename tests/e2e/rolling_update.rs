@@ -108,14 +108,36 @@ async fn nodes_are_replaced_with_surge_and_a_killed_run_is_finished() {
     );
     assert_eq!(v["groups"][1]["need_update"], 3, "{v}");
 
-    // refusals: without --cloudonly, and an unknown group
-    for (args, says) in [
-        (&["--yes"][..], "add --cloudonly"),
-        (
-            &["--yes", "--cloudonly", "--instance-group", "nosuch"][..],
-            "no such instance group",
-        ),
-    ] {
+    // without --cloudonly the roll goes through the API server: none answers here (a closed
+    // loopback port), so it stops before changing anything and says how to go on
+    let kubeconfig = env.state.path().join("unreachable.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "rolling-update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("API server") && err.contains("add --cloudonly"),
+        "{err}"
+    );
+    // refusals: an unknown group
+    for (args, says) in [(
+        &["--yes", "--cloudonly", "--instance-group", "nosuch"][..],
+        "no such instance group",
+    )] {
         let mut all = vec!["rolling-update", "cluster", "demo"];
         all.extend_from_slice(args);
         let out = env.run(&all).await;

@@ -54,6 +54,7 @@ impl Env {
             .env("ZSTACK_PASSWORD", ZSTACK_PASSWORD)
             .env("NO_COLOR", "1")
             .env_remove("KPROV_CLUSTER_NAME")
+            .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
         c
     }

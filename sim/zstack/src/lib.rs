@@ -38,6 +38,6 @@ pub use api::password_hash;
 pub use error::{ErrorCode, SimError};
 pub use faults::{FaultAction, FaultEvent, FaultRule, DEFAULT_FOREIGN_HOST};
 pub use inventory::{derived_uuid, AccessKeyFixture, AccountFixture, Inventory};
-pub use sim::{SimConfig, SimHandle, Simulator};
+pub use sim::{SimConfig, SimHandle, Simulator, VmReader};
 pub use stats::Stats;
 pub use time::GsonTime;

@@ -277,6 +277,17 @@ async fn serve(
     }
 }
 
+/// Reads the simulator's VMs; see [`SimHandle::vm_reader`].
+#[derive(Clone)]
+pub struct VmReader(Arc<Shared>);
+
+impl VmReader {
+    /// A snapshot of all VMs.
+    pub fn vms(&self) -> Vec<VmInstance> {
+        self.0.read(|c| c.vms.clone())
+    }
+}
+
 /// A running simulator. Dropping it stops the server too; [`SimHandle::shutdown`] also waits.
 pub struct SimHandle {
     /// The bound address (127.0.0.1:PORT).
@@ -318,6 +329,12 @@ impl SimHandle {
     /// A snapshot of all VMs.
     pub fn vms(&self) -> Vec<VmInstance> {
         self.shared.read(|c| c.vms.clone())
+    }
+
+    /// A reader of the VMs that outlives borrows of the handle (for watchers on other tasks,
+    /// such as a Kubernetes API stand-in registering a Node per VM).
+    pub fn vm_reader(&self) -> VmReader {
+        VmReader(self.shared.clone())
     }
 
     /// A snapshot of all PCI devices.

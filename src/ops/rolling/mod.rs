@@ -6,8 +6,11 @@
 //! finished by the next: the plan read from the cloud again says which replacements exist and
 //! which old instances are still there.
 //!
-//! This version replaces instances through the cloud only (`--cloudonly`, kops' semantics):
-//! it neither drains nodes nor validates the cluster through the API server between steps.
+//! Unless `--cloudonly`, each step also goes through the cluster's API server ([`live`]): the
+//! replacements' Nodes must be Ready, the old nodes are cordoned and drained through the
+//! Eviction API (control planes: their etcd member removed), their Node objects deleted, and
+//! the cluster validated before the next step. `--cloudonly` (kops' semantics) replaces
+//! instances through the cloud only, for a cluster whose API is already broken.
 
 use serde::Serialize;
 
@@ -22,6 +25,11 @@ use crate::spec::{ClusterConfig, IntOrPercent, RollingUpdate};
 use super::converge::{apply, ApplyOptions};
 use super::plan::PlanReport;
 
+pub mod live;
+
+use live::Live;
+pub use live::LiveOptions;
+
 /// What to roll and how.
 #[derive(Debug, Clone)]
 pub struct RollOptions {
@@ -29,8 +37,10 @@ pub struct RollOptions {
     pub groups: Vec<String>,
     /// Only groups of these roles (empty: all).
     pub roles: Vec<Role>,
-    /// Replace through the cloud only: no drain, no validation (required in this version).
+    /// Replace through the cloud only: no drain, no validation.
     pub cloud_only: bool,
+    /// The Kubernetes side (unless `cloud_only`).
+    pub live: LiveOptions,
     /// How each step is applied (concurrency, deadline, journal command, asset check).
     pub apply: ApplyOptions,
 }
@@ -149,11 +159,6 @@ fn targets(
         }
         out.push((row.name, list));
     }
-    if !out.is_empty() && !opts.cloud_only {
-        return Err(ExitError::usage(format!(
-            "cluster {name}: draining nodes and validating the cluster between replacements go through the Kubernetes API, which this version of kprov does not drive yet; nothing was replaced. fix: add --cloudonly to replace the instances through the cloud only (no drain, no validation: workloads on each old node stop when it goes), see docs/lifecycle.md"
-        )));
-    }
     Ok(out)
 }
 
@@ -216,6 +221,18 @@ pub async fn roll(
         report.prepare_creates(repo, &all_new).await?;
     }
     let rows = summary(&report);
+    let live = if opts.cloud_only {
+        None
+    } else {
+        let live = Live::connect(repo, &report.cluster, &opts.live).await.map_err(|e| {
+            e.context(
+                "nothing was replaced. fix: make the API server reachable (or pass --kubeconfig), \
+                 or add --cloudonly to replace instances without draining (workloads on each old node stop when it goes)",
+            )
+        })?;
+        live.validate("before the rolling update", progress).await?;
+        Some(live)
+    };
     for (group, list) in groups {
         let row = rows.iter().find(|r| r.name == group).expect("summary row");
         let step = (row.max_surge + row.max_unavailable).max(1) as usize;
@@ -226,12 +243,17 @@ pub async fn roll(
             row.max_unavailable
         ));
         for chunk in list.chunks(step) {
+            let step = Step {
+                chunk,
+                surge: row.max_surge as usize,
+                role: row.role,
+            };
             roll_step(
                 repo,
                 &report,
                 opts,
-                chunk,
-                row.max_surge as usize,
+                live.as_ref(),
+                step,
                 progress,
                 &mut outcome,
             )
@@ -241,29 +263,56 @@ pub async fn roll(
     Ok(outcome)
 }
 
-/// One step: up to `surge` replacements made first, then the old instances deleted, then the
-/// remaining replacements.
+/// One step of a group's roll.
+struct Step<'a> {
+    /// The old instances replaced in this step.
+    chunk: &'a [NeedsUpdate],
+    /// Replacements made before old instances go.
+    surge: usize,
+    /// The group's role.
+    role: Role,
+}
+
+/// One step: up to `surge` replacements made first (and, live, Ready), then the old instances
+/// taken out of the cluster (live: cordoned, drained, etcd member removed, Node deleted) and
+/// deleted, then the remaining replacements; live, the cluster validated at the end.
 async fn roll_step(
     repo: &Repo,
     report: &PlanReport,
     opts: &RollOptions,
-    chunk: &[NeedsUpdate],
-    surge: usize,
+    live: Option<&Live<'_>>,
+    step: Step<'_>,
     progress: &Progress,
     outcome: &mut RollOutcome,
 ) -> anyhow::Result<()> {
+    let chunk = step.chunk;
     let missing: Vec<InstanceRequest> = chunk
         .iter()
         .filter(|u| u.replaced_by.is_none())
         .map(|u| replacement_request(&u.new))
         .collect();
     outcome.resumed += chunk.len() - missing.len();
-    let (first, later) = missing.split_at(surge.min(missing.len()));
+    let (first, later) = missing.split_at(step.surge.min(missing.len()));
     let creates = |reqs: &[InstanceRequest]| -> Vec<Change> {
         reqs.iter().cloned().map(Change::Create).collect()
     };
     if !first.is_empty() {
         run(repo, report, opts, creates(first), progress, outcome).await?;
+    }
+    let mut surged: Vec<String> = chunk
+        .iter()
+        .filter_map(|u| u.replaced_by.as_ref().map(|r| r.name.clone()))
+        .collect();
+    surged.extend(first.iter().map(|r| r.name.clone()));
+    if let Some(live) = live {
+        live.wait_ready(&surged, progress).await?;
+        for u in chunk {
+            let replacement = replacement_request(&u.new).name;
+            let ready = surged
+                .contains(&replacement)
+                .then_some(replacement.as_str());
+            live.take_out(&u.old, step.role, ready, progress).await?;
+        }
     }
     let deletes = chunk
         .iter()
@@ -275,6 +324,13 @@ async fn roll_step(
     run(repo, report, opts, deletes, progress, outcome).await?;
     if !later.is_empty() {
         run(repo, report, opts, creates(later), progress, outcome).await?;
+    }
+    if let Some(live) = live {
+        let later: Vec<String> = later.iter().map(|r| r.name.clone()).collect();
+        live.wait_ready(&later, progress).await?;
+        let names: Vec<&str> = chunk.iter().map(|u| u.old.name.as_str()).collect();
+        live.validate(&format!("after replacing {}", names.join(", ")), progress)
+            .await?;
     }
     Ok(())
 }

@@ -1,0 +1,258 @@
+//! The Kubernetes side of a rolling update (everything but `--cloudonly`): wait for each
+//! replacement's Node to be Ready, cordon and drain the old node through the Eviction API,
+//! remove a control plane's etcd member through a port-forward to a remaining control plane's
+//! etcd pod, delete the old Node, and validate the cluster after each step. Every step is
+//! idempotent against the cluster's state, so a re-run after kill -9 redoes what is unfinished.
+
+use std::time::Duration;
+
+use kprov_providers::{Instance, Role};
+
+use crate::etcd::{Access, Etcd, EtcdError, Removal};
+use crate::k8s::drain::{self, DrainOptions};
+use crate::k8s::etcd_forward::{etcd_pod, forward, Forward};
+use crate::repo::Repo;
+use crate::report::Progress;
+
+use crate::ops::access::{api_client, ApiAccess};
+use crate::ops::validate::{machines, validate};
+
+/// How the Kubernetes side of a roll behaves (kops' flags).
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// How the API server is reached.
+    pub api: ApiAccess,
+    /// How nodes are drained.
+    pub drain: DrainOptions,
+    /// How long a replacement may take to become a Ready Node, and the cluster to validate
+    /// after a step.
+    pub validation_timeout: Duration,
+    /// Stop when a drain fails (else go on and delete the node anyway, as kops does).
+    pub fail_on_drain_error: bool,
+    /// Stop when the cluster does not validate after a step (else go on).
+    pub fail_on_validate_error: bool,
+    /// How often waits ask the API again.
+    pub poll: Duration,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            api: ApiAccess::default(),
+            drain: DrainOptions::default(),
+            validation_timeout: Duration::from_secs(15 * 60),
+            fail_on_drain_error: true,
+            fail_on_validate_error: true,
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A connection to the cluster being rolled.
+pub(super) struct Live<'a> {
+    repo: &'a Repo,
+    cluster: String,
+    client: kube::Client,
+    opts: &'a LiveOptions,
+}
+
+impl<'a> Live<'a> {
+    /// Connect to cluster `cluster`'s API server.
+    pub(super) async fn connect(
+        repo: &'a Repo,
+        cluster: &str,
+        opts: &'a LiveOptions,
+    ) -> anyhow::Result<Live<'a>> {
+        let client = api_client(repo, cluster, &opts.api).await?;
+        // fail fast on an unreachable API server instead of validating until the timeout
+        client.apiserver_version().await.map_err(|e| {
+            crate::k8s::K8sError::api(format!("reaching cluster {cluster}'s API server"), e)
+        })?;
+        Ok(Live {
+            repo,
+            cluster: cluster.to_string(),
+            client,
+            opts,
+        })
+    }
+
+    /// Validate the cluster, waiting up to the validation timeout. With
+    /// `fail_on_validate_error` a cluster still invalid stops the roll (exit 1, the failures
+    /// named); without, it is logged and the roll goes on.
+    pub(super) async fn validate(&self, when: &str, progress: &Progress) -> anyhow::Result<()> {
+        let v = validate(
+            self.repo,
+            &self.cluster,
+            &self.opts.api,
+            self.opts.validation_timeout,
+            self.opts.poll,
+            progress,
+        )
+        .await?;
+        if v.is_valid() {
+            return Ok(());
+        }
+        let list: Vec<String> = v.failures.iter().map(|f| f.message.clone()).collect();
+        let msg = format!(
+            "cluster {} did not validate {when} within {:?}: {}",
+            self.cluster,
+            self.opts.validation_timeout,
+            list.join("; ")
+        );
+        if self.opts.fail_on_validate_error {
+            anyhow::bail!(
+                "{msg}; nothing more was replaced. fix: repair what is named, or re-run with \
+                 --validation-timeout longer, or --fail-on-validate-error=false to go on regardless"
+            );
+        }
+        tracing::warn!("{msg}; going on (--fail-on-validate-error=false)");
+        progress.note(&format!("warning: {msg}"));
+        Ok(())
+    }
+
+    /// Wait until every Node in `names` is Ready.
+    pub(super) async fn wait_ready(
+        &self,
+        names: &[String],
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let phase = progress.phase(
+            "Waiting for replacement nodes to be Ready",
+            names.len() as u64,
+        );
+        for n in names {
+            drain::wait_ready(
+                &self.client,
+                n,
+                self.opts.validation_timeout,
+                self.opts.poll,
+            )
+            .await?;
+            phase.inc(1);
+        }
+        phase.finish(format!("{} replacement node(s) Ready", names.len()));
+        Ok(())
+    }
+
+    /// Take `old` out of the cluster before its instance is deleted: cordon, drain, (control
+    /// planes) remove its etcd member once `replacement` is a caught-up member, delete its Node.
+    pub(super) async fn take_out(
+        &self,
+        old: &Instance,
+        role: Role,
+        replacement: Option<&str>,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let node = old.name.as_str();
+        drain::cordon(&self.client, node).await?;
+        let phase = progress.phase(&format!("Draining node {node}"), 0);
+        let shown = phase.clone();
+        let left = move |n: usize| {
+            shown.shrink(u64::MAX);
+            shown.grow(n as u64);
+        };
+        match drain::drain(&self.client, node, &self.opts.drain, &left).await {
+            Ok(d) => phase.finish(format!(
+                "node {node} drained: {} pod(s) evicted, {} eviction(s) refused by a disruption budget and retried",
+                d.evicted, d.refused
+            )),
+            Err(e) if !self.opts.fail_on_drain_error => {
+                phase.clear();
+                tracing::warn!("{e}; deleting node {node} anyway (--fail-on-drain-error=false)");
+                progress.note(&format!("warning: {e}; deleting node {node} anyway"));
+            }
+            Err(e) => {
+                phase.clear();
+                return Err(anyhow::Error::new(e).context(format!(
+                    "node {node} stays cordoned and its instance is kept; fix: re-run when the pods can move, \
+                     or pass --fail-on-drain-error=false to delete it anyway"
+                )));
+            }
+        }
+        if role == Role::ControlPlane {
+            self.remove_etcd_member(node, replacement, progress).await?;
+        }
+        drain::delete_node(&self.client, node).await?;
+        Ok(())
+    }
+
+    /// Remove control plane `node`'s etcd member through port-forwards to the other control
+    /// planes' etcd pods, after the checks of [`Etcd::remove_member`].
+    async fn remove_etcd_member(
+        &self,
+        node: &str,
+        replacement: Option<&str>,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let secrets = crate::secrets::load(self.repo, &self.cluster).await?;
+        let mut forwards: Vec<(String, Forward)> = Vec::new();
+        for m in machines(self.repo, &self.cluster).await? {
+            if m.role == Role::ControlPlane && m.name != node {
+                match forward(&self.client, &etcd_pod(&m.name)).await {
+                    Ok(f) => forwards.push((m.name, f)),
+                    Err(e) => tracing::debug!("no port-forward to {}: {e}", etcd_pod(&m.name)),
+                }
+            }
+        }
+        if forwards.is_empty() {
+            anyhow::bail!(
+                "cannot reach etcd of cluster {}: no other control plane's etcd pod answers a port-forward; \
+                 control plane {node} is kept. fix: check `kprov validate cluster {}`, then re-run",
+                self.cluster, self.cluster
+            );
+        }
+        // ask through members that were there before this step (a replacement's etcd may
+        // not serve yet); its own forward is only for checking that it caught up
+        let established: Vec<String> = forwards
+            .iter()
+            .filter(|(n, _)| Some(n.as_str()) != replacement)
+            .map(|(_, f)| f.endpoint.clone())
+            .collect();
+        let mut access = Access::from_ca(
+            &secrets.etcd_ca,
+            if established.is_empty() {
+                forwards.iter().map(|(_, f)| f.endpoint.clone()).collect()
+            } else {
+                established
+            },
+        )?;
+        access.member_endpoints = forwards
+            .iter()
+            .map(|(n, f)| (n.clone(), f.endpoint.clone()))
+            .collect();
+        // kubeadm adds the replacement's member after its kubelet registers the Node, and a
+        // port-forward may drop: give both the validation timeout
+        let deadline = tokio::time::Instant::now() + self.opts.validation_timeout;
+        let removal = loop {
+            let attempt = match Etcd::connect(&access).await {
+                Ok(mut etcd) => etcd.remove_member(node, replacement).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(
+                    e @ (EtcdError::ReplacementNotReady { .. }
+                    | EtcdError::Connect { .. }
+                    | EtcdError::Call { .. }),
+                ) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("etcd member {node} not removable yet: {e}");
+                    tokio::time::sleep(self.opts.poll).await;
+                }
+                other => break other,
+            }
+        };
+        match removal.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "removing control plane {node}'s etcd member; the control plane is kept"
+            ))
+        })? {
+            Removal::Removed(m) => {
+                progress.note(&format!("etcd member {} ({:x}) removed", m.name, m.id))
+            }
+            Removal::AlreadyGone => tracing::info!("etcd member {node} already removed"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,418 @@
+//! `validate cluster` and `rolling-update` through the Kubernetes API, driving the real `kprov`
+//! binary against the ZStack simulator and the Kubernetes API stand-in
+//! (`kprov_testkit::kube_api`: real TLS with client-certificate auth against the cluster CA
+//! from the state store, k8s-openapi JSON, Eviction with PodDisruptionBudget arithmetic). The
+//! stand-in registers a Node for every VM the simulator holds and marks it Ready after a delay,
+//! as kubelet would; a Deployment of 3 replicas with a PDB of minAvailable 2 runs on the
+//! workers.
+//!
+//! Proves: validation fails (exit 1, each unjoined machine named) until the nodes register, then
+//! passes with kprov's own minted credentials at `spec.controlPlane.endpoint` and with
+//! `--kubeconfig`; a rolling update of the workers waits for each replacement's Node, cordons and
+//! drains the old node through evictions (a 429 from the budget retried), deletes its Node and
+//! validates — while at no time fewer than 3 worker Nodes were Ready and schedulable and fewer
+//! than 2 of the Deployment's pods Ready; a drain blocked by a budget fails after
+//! `--drain-timeout` naming the pod and keeps the node's instance.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kprov::repo::Repo;
+use kprov_testkit::etcd::EtcdCluster;
+use kprov_testkit::kube_api::{CloudInstance, CloudLister, KubeApi, KubeApiOptions};
+
+use crate::zstack_e2e::Env;
+
+/// The spec of cluster `demo`: `cps` control planes and `nodes` workers (2 CPU, 2 GiB), its
+/// control-plane endpoint `endpoint`.
+fn spec(env: &Env, cps: u32, nodes: u32, endpoint: &str) -> std::path::PathBuf {
+    let text = format!(
+        "apiVersion: kprov.io/v1alpha1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  provider: {{zstack: {{endpoint: \"{}\"}}}}\n  kubernetesVersion: {}\n  controlPlane: {{endpoint: \"{endpoint}\"}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: control-plane}}\nspec: {{role: control-plane, count: {cps}, arch: arm64, size: {{cpu: 2, memory: 2Gi}}}}\n---\napiVersion: kprov.io/v1alpha1\nkind: InstanceGroup\nmetadata: {{name: nodes}}\nspec: {{role: node, count: {nodes}, arch: arm64, size: {{cpu: 2, memory: 2Gi}}}}\n",
+        env.sim.endpoint(),
+        kprov::spec::versions::default_version()
+    );
+    let file = env.state.path().join("demo.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Cluster `demo` (`cps` control planes, `nodes` workers) on the simulator, its endpoint the
+/// stand-in (set before any instance exists, so nothing needs a rolling update), created; the
+/// stand-in (not yet watching the cloud), the state store and an admin kubeconfig for it.
+async fn cluster_with_api(env: &Env, cps: u32, nodes: u32) -> (KubeApi, Repo, std::path::PathBuf) {
+    let file = spec(env, cps, nodes, "127.0.0.1:9");
+    env.ok(&["create", "-f", file.to_str().unwrap()]).await;
+    let store = format!("file://{}", env.state.path().display());
+    let repo = Repo::new(kprov_state::open(&store).await.unwrap());
+    let secrets = kprov::secrets::load(&repo, "demo").await.unwrap();
+    let api = KubeApi::start(KubeApiOptions {
+        ca_cert_pem: secrets.ca.cert_pem.clone(),
+        ca_key_pem: secrets.ca.key_pem.clone(),
+        node_ready_after: Duration::from_millis(300),
+        pod_ready_after: Duration::from_millis(300),
+    })
+    .await;
+    let file = spec(env, cps, nodes, &format!("127.0.0.1:{}", api.port()));
+    env.ok(&["create", "-f", file.to_str().unwrap(), "--replace"])
+        .await;
+    env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    let access = kprov::ops::access::admin(&repo, "demo", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let kubeconfig = env.state.path().join("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, &access.cert_pem, &access.key_pem);
+    (api, repo, kubeconfig)
+}
+
+/// The simulator's running VMs, as the stand-in's kubelet sees them.
+fn lister(env: &Env) -> CloudLister {
+    let sim = env.sim.vm_reader();
+    Arc::new(move || {
+        let vms: Vec<CloudInstance> = sim
+            .vms()
+            .into_iter()
+            .filter(|v| v.state == "Running")
+            .map(|v| CloudInstance {
+                control_plane: v.name.contains("-control-plane-"),
+                name: v.name,
+            })
+            .collect();
+        Box::pin(async move { vms })
+    })
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_then_roll_workers_with_drain_and_budgets() {
+    let env = Env::default().await;
+    let (api, _repo, kubeconfig) = cluster_with_api(&env, 1, 3).await;
+    let kc = kubeconfig.to_str().unwrap();
+
+    // nothing registered yet: invalid, each machine named, exit 1
+    let out = env
+        .run(&["validate", "cluster", "demo", "-o", "json"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["valid"], false, "{v}");
+    let machines: Vec<&str> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "Machine")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(machines.len(), 4, "{v}");
+    assert!(machines.contains(&"demo-control-plane-0"), "{v}");
+
+    // kubelets register; --wait validates until Ready (kprov's own credentials, endpoint)
+    api.watch_cloud(lister(&env), Duration::from_millis(100));
+    api.add_deployment("default", "web", 3, Some(2), false);
+    let out = env
+        .run(&["validate", "cluster", "demo", "--wait", "60s", "-o", "json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 4, "{v}");
+    // the table, through the user's kubeconfig
+    let table = env
+        .ok(&["validate", "cluster", "demo", "--kubeconfig", kc])
+        .await;
+    assert!(table.contains("Your cluster demo is ready"), "{table}");
+    assert!(table.contains("demo-nodes-2"), "{table}");
+
+    // the roll of the workers, through the API
+    env.set_group_spec("nodes", "size", "{cpu: 2, memory: 4Gi}")
+        .await;
+    let before = api.requests().len();
+    let started = std::time::Instant::now();
+    let out = env
+        .run(&[
+            "rolling-update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--kubeconfig",
+            kc,
+            "--poll-interval",
+            "100ms",
+            "--validation-timeout",
+            "60s",
+            "--drain-timeout",
+            "60s",
+        ])
+        .await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("3 replacement(s) created, 3 old instance(s) deleted"),
+        "{text}"
+    );
+
+    // never fewer than 3 Ready, schedulable workers; never fewer than 2 Ready web pods
+    let timeline = api.timeline();
+    let rolled: Vec<_> = timeline.iter().filter(|s| s.at >= started).collect();
+    assert!(
+        rolled.len() > 10,
+        "{} samples during the roll",
+        rolled.len()
+    );
+    let min_workers = rolled.iter().map(|s| s.ready_workers).min().unwrap();
+    let min_web = rolled
+        .iter()
+        .map(|s| s.ready_pods.get("web").copied().unwrap_or(0))
+        .min()
+        .unwrap();
+    assert!(
+        min_workers >= 3,
+        "Ready schedulable workers fell to {min_workers}"
+    );
+    assert!(
+        min_web >= 2,
+        "web's Ready pods fell to {min_web} (PDB minAvailable 2)"
+    );
+
+    // every old node was cordoned, drained through evictions and deleted from the API
+    let reqs = api.requests()[before..].to_vec();
+    let count = |m: &str, suffix: &str| {
+        reqs.iter()
+            .filter(|r| r.method == m && r.path.ends_with(suffix) && r.status < 300)
+            .count()
+    };
+    assert!(count("POST", "/eviction") >= 3, "{reqs:?}");
+    for n in 0..3 {
+        let node = format!("/api/v1/nodes/demo-nodes-{n}");
+        assert!(
+            reqs.iter().any(|r| r.method == "PATCH" && r.path == node),
+            "cordon of {node}: {reqs:?}"
+        );
+        assert!(
+            reqs.iter()
+                .any(|r| r.method == "DELETE" && r.path == node && r.status < 300),
+            "Node {node} deleted: {reqs:?}"
+        );
+    }
+    let names: Vec<String> = api
+        .nodes()
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| !["demo-nodes-0", "demo-nodes-1", "demo-nodes-2"].contains(&n.as_str())),
+        "{names:?}"
+    );
+    println!(
+        "API calls per replaced node: {:.1} ({} calls, 3 nodes)",
+        reqs.len() as f64 / 3.0,
+        reqs.len()
+    );
+    let out = env
+        .run(&["validate", "cluster", "demo", "-o", "json"])
+        .await;
+    assert_eq!(json(&out)["valid"], true);
+
+    // a drain a budget blocks: minAvailable = replicas; it fails after --drain-timeout naming
+    // the pod, the node stays cordoned and its instance is kept
+    api.add_deployment("default", "db", 2, Some(2), false);
+    env.ok(&["validate", "cluster", "demo", "--wait", "30s"])
+        .await;
+    env.set_group_spec("nodes", "size", "{cpu: 2, memory: 8Gi}")
+        .await;
+    let vms_before = env.live_vm_names().len();
+    let out = env
+        .run(&[
+            "rolling-update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--kubeconfig",
+            kc,
+            "--poll-interval",
+            "100ms",
+            "--validation-timeout",
+            "60s",
+            "--drain-timeout",
+            "2s",
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("default/db-") && err.contains("--drain-timeout"),
+        "{err}"
+    );
+    assert_eq!(
+        env.live_vm_names().len(),
+        vms_before + 1,
+        "only the surge instance was added"
+    );
+}
+
+/// A rolling update of 3 control planes with real etcd: each control plane's etcd pod is a
+/// real etcd member (Debian's etcd 3.4, TLS, certificates from the cluster's etcd CA) reached
+/// by kprov through the stand-in's port-forward; a replacement control plane "runs kubeadm
+/// join" (the test adds its etcd member when its Node registers). kprov removes each old
+/// member with `MemberRemove` only once the replacement is a caught-up member, then deletes
+/// the old instance: at the end etcd's members are the three replacements, and at no time were
+/// fewer than 2 control-plane Nodes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_planes_roll_one_at_a_time_with_etcd_members_swapped() {
+    let test = "control_planes_roll_one_at_a_time_with_etcd_members_swapped";
+    let env = Env::default().await;
+    let (api, repo, kubeconfig) = cluster_with_api(&env, 3, 1).await;
+    let kc = kubeconfig.to_str().unwrap();
+    let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
+    let first: Vec<String> = (0..3).map(|i| format!("demo-control-plane-{i}")).collect();
+    let Some(etcd) = tokio::task::block_in_place(|| {
+        EtcdCluster::start_named(
+            test,
+            &env.state.path().join("etcd"),
+            &etcd_ca.cert_pem,
+            &etcd_ca.key_pem,
+            &first,
+        )
+    }) else {
+        return;
+    };
+    let etcd = Mutex::new(etcd);
+    let forward = |name: &str, etcd: &EtcdCluster| {
+        let m = etcd
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .expect("member");
+        let addr = format!("127.0.0.1:{}", m.client_port).parse().unwrap();
+        api.forward_pod_port("kube-system", &format!("etcd-{name}"), 2379, addr);
+    };
+    for n in &first {
+        forward(n, &etcd.lock().unwrap());
+    }
+    // "kubeadm join --control-plane": a new control plane's Node registers → its etcd member
+    // is added and started; a control plane whose VM is gone stops its member
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (tx, rx) = (Mutex::new(tx), Mutex::new(rx));
+    api.on_register(Arc::new(move |name: &str, cp: bool| {
+        if cp {
+            let _ = tx.lock().unwrap().send(name.to_string());
+        }
+    }));
+    api.watch_cloud(lister(&env), Duration::from_millis(100));
+    env.ok(&[
+        "validate",
+        "cluster",
+        "demo",
+        "--wait",
+        "60s",
+        "--kubeconfig",
+        kc,
+    ])
+    .await;
+
+    env.set_group_spec("control-plane", "size", "{cpu: 2, memory: 4Gi}")
+        .await;
+    let vms = env.sim.vm_reader();
+    let stop = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok(name) = rx.lock().unwrap().recv_timeout(Duration::from_millis(50)) {
+                        if !first.contains(&name) {
+                            let mut e = etcd.lock().unwrap();
+                            e.kubeadm_join(&name);
+                            forward(&name, &e);
+                        }
+                    }
+                    let running: Vec<String> = vms
+                        .vms()
+                        .into_iter()
+                        .filter(|v| v.state == "Running")
+                        .map(|v| v.name)
+                        .collect();
+                    let mut e = etcd.lock().unwrap();
+                    let gone: Vec<String> = e
+                        .members
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .filter(|n| !running.contains(n))
+                        .collect();
+                    for n in gone {
+                        e.stop(&n);
+                    }
+                }
+            });
+            let out = env
+                .cmd(&[
+                    "rolling-update",
+                    "cluster",
+                    "demo",
+                    "--yes",
+                    "--kubeconfig",
+                    kc,
+                    "--poll-interval",
+                    "100ms",
+                    "--validation-timeout",
+                    "60s",
+                ])
+                .output()
+                .unwrap();
+            stop.store(true, Ordering::SeqCst);
+            out
+        })
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("3 replacement(s) created, 3 old instance(s) deleted"),
+        "{text}"
+    );
+    let members = etcd.lock().unwrap().member_names();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members
+            .iter()
+            .all(|m| m.starts_with("demo-control-plane-") && !first.contains(m)),
+        "{members:?}"
+    );
+    let min_cp = api
+        .timeline()
+        .iter()
+        .filter(|s| s.at >= started)
+        .map(|s| s.ready_control_planes)
+        .min()
+        .unwrap();
+    assert!(min_cp >= 2, "Ready control planes fell to {min_cp}");
+    let forwards = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/portforward"))
+        .count();
+    assert!(
+        forwards >= 3,
+        "etcd was reached through port-forwards: {forwards}"
+    );
+    println!("etcd through {forwards} port-forwards; members now {members:?}");
+}
