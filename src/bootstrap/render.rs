@@ -66,6 +66,17 @@ impl Renderer {
         self.secrets.token = token;
         self
     }
+
+    /// For the plan's checks when the stored token has expired: the apply mints a new one (of
+    /// the same length) before anything is created and installs it in a running cluster, so
+    /// the checks render with a token of that shape instead of refusing the old one.
+    pub fn with_unexpired_token(self) -> Result<Renderer, crate::pki::PkiError> {
+        if self.secrets.token.expires > chrono::Utc::now() {
+            return Ok(self);
+        }
+        let fresh = crate::pki::new_bootstrap_token(std::time::Duration::from_secs(3600))?;
+        Ok(self.with_token(fresh))
+    }
 }
 
 impl UserData for Renderer {

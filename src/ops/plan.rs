@@ -80,7 +80,8 @@ impl PlanReport {
         check_capacity(self.cloud.as_ref(), name, creating).await?;
         let renderer = crate::bootstrap::renderer(repo, &self.config)
             .await?
-            .with_user_data_limit(self.cloud.user_data_limit());
+            .with_user_data_limit(self.cloud.user_data_limit())
+            .with_unexpired_token()?;
         check_user_data_fits(&renderer, name, creating)?;
         self.renderer = Some(renderer);
         Ok(())

@@ -416,3 +416,112 @@ async fn control_planes_roll_one_at_a_time_with_etcd_members_swapped() {
     );
     println!("etcd through {forwards} port-forwards; members now {members:?}");
 }
+
+/// Write an expired bootstrap token into cluster `demo`'s store, as if its TTL had passed.
+async fn expire_token(repo: &Repo) {
+    let doc = r#"{"token": "abcdef.0123456789abcdef", "expires": "2020-01-01T00:00:00Z"}"#;
+    repo.store
+        .put(
+            &kprov::secrets::keys::bootstrap_token("demo"),
+            doc.as_bytes(),
+            kprov_state::Condition::None,
+        )
+        .await
+        .unwrap();
+}
+
+/// Scaling a running cluster up after its bootstrap token expired: kprov mints a new token,
+/// creates its `bootstrap-token-ID` Secret in `kube-system` through the API (kprov's own
+/// credentials, at the spec's endpoint) before it creates the node, and renders the node with
+/// that token; a second scale-up with the token still valid does not touch the API; with the
+/// API unreachable the scale-up stops before creating anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_after_the_token_expired_installs_a_new_token() {
+    let env = Env::default().await;
+    let (api, repo, _kubeconfig) = cluster_with_api(&env, 1, 1).await;
+    api.watch_cloud(lister(&env), Duration::from_millis(100));
+    assert!(api.secrets("kube-system").is_empty());
+
+    expire_token(&repo).await;
+    env.set_group_spec("nodes", "count", "2").await;
+    env.ok(&["update", "cluster", "demo", "--yes", "--wait-ready=60s"])
+        .await;
+    let token = kprov::secrets::load(&repo, "demo").await.unwrap().token;
+    assert_ne!(token.id(), "abcdef", "a new token was minted");
+    let secrets = api.secrets("kube-system");
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let s = &secrets[0];
+    assert_eq!(
+        s.metadata.name.as_deref(),
+        Some(format!("bootstrap-token-{}", token.id()).as_str())
+    );
+    assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+    let data = s.data.as_ref().unwrap();
+    let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    assert_eq!(
+        format!("{}.{}", field("token-id"), field("token-secret")),
+        token.token
+    );
+    assert_eq!(field("usage-bootstrap-authentication"), "true");
+    assert_eq!(
+        field("auth-extra-groups"),
+        "system:bootstrappers:kubeadm:default-node-token"
+    );
+    let ud = env
+        .ok(&[
+            "get",
+            "userdata",
+            "demo",
+            "--instance-group",
+            "nodes",
+            "--index",
+            "1",
+            "--show-secrets",
+        ])
+        .await;
+    assert!(
+        ud.contains(&token.token),
+        "the new node joins with the new token"
+    );
+
+    // the token is still valid: no API call about it
+    let calls = |api: &KubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.path.contains("/secrets"))
+            .count()
+    };
+    let before = calls(&api);
+    env.set_group_spec("nodes", "count", "3").await;
+    env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert_eq!(calls(&api), before);
+
+    // expired again and the API unreachable: nothing is created
+    expire_token(&repo).await;
+    env.set_group_spec("nodes", "count", "4").await;
+    let vms = env.live_vm_names().len();
+    let unreachable = env.state.path().join("unreachable.kubeconfig");
+    std::fs::write(
+        &unreachable,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\n\
+         users: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--kubeconfig",
+            unreachable.to_str().unwrap(),
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not hold yet") && err.contains("fix:"),
+        "{err}"
+    );
+    assert_eq!(env.live_vm_names().len(), vms, "nothing was created");
+}
