@@ -253,15 +253,28 @@ pub fn evaluate(machines: &[Machine], nodes: &[Node], pods: &[Pod]) -> Validatio
     v
 }
 
-/// Read the Nodes and pods through `client` and [`evaluate`] them against `machines`.
-pub async fn validate(client: &kube::Client, machines: &[Machine]) -> Result<Validation, K8sError> {
+/// Read the Nodes and pods through `client` and [`evaluate`] them against `machines`, leaving
+/// out the Nodes named in `leaving` (being taken out of the cluster by a rolling update).
+pub async fn validate(
+    client: &kube::Client,
+    machines: &[Machine],
+    leaving: &std::collections::BTreeSet<String>,
+) -> Result<Validation, K8sError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let nodes = nodes
         .list(&ListParams::default())
         .await
         .map_err(|e| K8sError::api("listing Nodes", e))?
-        .items;
+        .items
+        .into_iter()
+        .filter(|n| {
+            !n.metadata
+                .name
+                .as_ref()
+                .is_some_and(|n| leaving.contains(n))
+        })
+        .collect::<Vec<_>>();
     let pods = pods
         .list(&ListParams::default())
         .await

@@ -14,6 +14,8 @@
 //! than 2 of the Deployment's pods Ready; a drain blocked by a budget fails after
 //! `--drain-timeout` naming the pod and keeps the node's instance.
 
+use std::collections::BTreeSet;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -524,4 +526,179 @@ async fn scale_up_after_the_token_expired_installs_a_new_token() {
         "{err}"
     );
     assert_eq!(env.live_vm_names().len(), vms, "nothing was created");
+}
+
+/// kill -9 of `rolling-update --yes` at Kubernetes API calls spread over a whole roll of 3
+/// workers (carrying a Deployment of 3 with a PDB of minAvailable 2), each after a new node
+/// size: the nth API call from the start of the roll is never answered and kprov is killed
+/// while it waits; a re-run (`--force-unlock`) finishes. Then: one running VM per slot, all up
+/// to date, the Nodes exactly the running VMs, none cordoned, the cluster valid — and, sampled
+/// through the killed run and the re-run, never fewer than 3 Ready schedulable workers nor
+/// fewer than 2 Ready pods of the Deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_api_calls_during_a_roll_then_rerun_converges() {
+    let env = Env::default().await;
+    let (api, _repo, kubeconfig) = cluster_with_api(&env, 1, 3).await;
+    let kc = kubeconfig.to_str().unwrap();
+    let registered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reg = registered.clone();
+    api.on_register(Arc::new(move |n: &str, _| {
+        reg.lock().unwrap().push(n.to_string())
+    }));
+    api.watch_cloud(lister(&env), Duration::from_millis(100));
+    env.ok(&[
+        "validate",
+        "cluster",
+        "demo",
+        "--wait",
+        "60s",
+        "--kubeconfig",
+        kc,
+    ])
+    .await;
+    api.add_deployment("default", "web", 3, Some(2), false);
+    env.ok(&[
+        "validate",
+        "cluster",
+        "demo",
+        "--wait",
+        "60s",
+        "--kubeconfig",
+        kc,
+    ])
+    .await;
+    let roll = [
+        "rolling-update",
+        "cluster",
+        "demo",
+        "--yes",
+        "--kubeconfig",
+        kc,
+        "--poll-interval",
+        "100ms",
+        "--validation-timeout",
+        "60s",
+        "--drain-timeout",
+        "60s",
+    ];
+    let sizes = ["{cpu: 2, memory: 4Gi}", "{cpu: 2, memory: 2Gi}"];
+    // how many API calls an uninterrupted roll makes
+    env.set_group_spec("nodes", "size", sizes[0]).await;
+    let before = api.requests().len();
+    env.ok(&roll).await;
+    let total = api.requests().len() - before;
+    let mut points: Vec<usize> = (0..8).map(|i| 1 + i * total / 8).collect();
+    points.dedup();
+    let mut killed_at = Vec::new();
+    for (k, &n) in points.iter().enumerate() {
+        env.set_group_spec("nodes", "size", sizes[(k + 1) % 2])
+            .await;
+        let started = std::time::Instant::now();
+        api.hang_at(n);
+        let mut child = env
+            .cmd(&roll)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let killed = tokio::task::block_in_place(|| {
+            let until = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                if api.hung() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    return true;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                assert!(
+                    std::time::Instant::now() < until,
+                    "kprov neither reached call {n} nor exited"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        api.release();
+        let mut rerun = roll.to_vec();
+        rerun.push("--force-unlock");
+        let out = env.run(&rerun).await;
+        if !out.status.success() {
+            let vms: Vec<(String, String)> = env
+                .sim
+                .vms()
+                .into_iter()
+                .map(|v| (v.name, v.state))
+                .collect();
+            let nodes: Vec<_> = api
+                .nodes()
+                .iter()
+                .map(|x| x.metadata.name.clone())
+                .collect();
+            let all = api.requests();
+            let reqs: Vec<String> = all[all.len().saturating_sub(40)..]
+                .iter()
+                .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+                .collect();
+            panic!("re-run after kill at {n} failed: {}\nvms {vms:?}\nnodes {nodes:?}\nregistered {:?}\nrequests {reqs:?}", String::from_utf8_lossy(&out.stderr), registered.lock().unwrap());
+        }
+        if killed {
+            killed_at.push(n);
+        }
+        let running: BTreeSet<String> = env
+            .sim
+            .vms()
+            .into_iter()
+            .filter(|v| v.state == "Running")
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(running.len(), 4, "after kill at call {n}: {running:?}");
+        let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
+        let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "Ready"),
+            "after kill at call {n}: {rows}"
+        );
+        let nodes = api.nodes();
+        let names: BTreeSet<String> = nodes
+            .iter()
+            .filter_map(|x| x.metadata.name.clone())
+            .collect();
+        assert_eq!(
+            names, running,
+            "after kill at call {n}: the Nodes are the running VMs"
+        );
+        assert!(
+            nodes
+                .iter()
+                .all(|x| x.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)),
+            "after kill at call {n}: a node is left cordoned"
+        );
+        let samples: Vec<_> = api
+            .timeline()
+            .into_iter()
+            .filter(|s| s.at >= started)
+            .collect();
+        let min_workers = samples.iter().map(|s| s.ready_workers).min().unwrap();
+        let min_web = samples
+            .iter()
+            .map(|s| s.ready_pods.get("web").copied().unwrap_or(0))
+            .min()
+            .unwrap();
+        assert!(
+            min_workers >= 3 && min_web >= 2,
+            "after kill at call {n}: workers fell to {min_workers}, web to {min_web}"
+        );
+    }
+    env.ok(&["validate", "cluster", "demo", "--kubeconfig", kc])
+        .await;
+    println!("KILL POINTS API rolling-update: {total} API calls a roll, killed at {killed_at:?}");
+    assert!(
+        killed_at.len() >= 7,
+        "only {} kill points reached: {killed_at:?}",
+        killed_at.len()
+    );
 }

@@ -4,9 +4,11 @@
 //! etcd pod, delete the old Node, and validate the cluster after each step. Every step is
 //! idempotent against the cluster's state, so a re-run after kill -9 redoes what is unfinished.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kprov_providers::{Instance, Role};
+use kprov_providers::{Cloud, Instance, Role};
 
 use crate::etcd::{Access, Etcd, EtcdError, Removal};
 use crate::k8s::drain::{self, DrainOptions};
@@ -15,7 +17,7 @@ use crate::repo::Repo;
 use crate::report::Progress;
 
 use crate::ops::access::{api_client, ApiAccess};
-use crate::ops::validate::{machines, validate};
+use crate::ops::validate::Target;
 
 /// How the Kubernetes side of a roll behaves (kops' flags).
 #[derive(Debug, Clone)]
@@ -53,14 +55,19 @@ pub(super) struct Live<'a> {
     repo: &'a Repo,
     cluster: String,
     client: kube::Client,
+    /// The API client and cloud validation reads, and the instances the roll is taking out.
+    target: Target,
     opts: &'a LiveOptions,
 }
 
 impl<'a> Live<'a> {
-    /// Connect to cluster `cluster`'s API server.
+    /// Connect to cluster `cluster`'s API server; `cloud` is the cloud the plan was made from,
+    /// and `leaving` the old instances whose replacements exist (an interrupted run's).
     pub(super) async fn connect(
         repo: &'a Repo,
         cluster: &str,
+        cloud: Arc<dyn Cloud>,
+        leaving: BTreeSet<String>,
         opts: &'a LiveOptions,
     ) -> anyhow::Result<Live<'a>> {
         let client = api_client(repo, cluster, &opts.api).await?;
@@ -71,24 +78,30 @@ impl<'a> Live<'a> {
         Ok(Live {
             repo,
             cluster: cluster.to_string(),
-            client,
+            client: client.clone(),
+            target: Target {
+                name: cluster.to_string(),
+                client,
+                cloud,
+                leaving,
+            },
             opts,
         })
+    }
+
+    /// Old instances this roll is taking out: validation leaves them (and their Nodes) out.
+    pub(super) fn leaving(&mut self, names: impl IntoIterator<Item = String>) {
+        self.target.leaving.extend(names);
     }
 
     /// Validate the cluster, waiting up to the validation timeout. With
     /// `fail_on_validate_error` a cluster still invalid stops the roll (exit 1, the failures
     /// named); without, it is logged and the roll goes on.
     pub(super) async fn validate(&self, when: &str, progress: &Progress) -> anyhow::Result<()> {
-        let v = validate(
-            self.repo,
-            &self.cluster,
-            &self.opts.api,
-            self.opts.validation_timeout,
-            self.opts.poll,
-            progress,
-        )
-        .await?;
+        let v = self
+            .target
+            .validate(self.opts.validation_timeout, self.opts.poll, progress)
+            .await?;
         if v.is_valid() {
             return Ok(());
         }
@@ -189,7 +202,7 @@ impl<'a> Live<'a> {
     ) -> anyhow::Result<()> {
         let secrets = crate::secrets::load(self.repo, &self.cluster).await?;
         let mut forwards: Vec<(String, Forward)> = Vec::new();
-        for m in machines(self.repo, &self.cluster).await? {
+        for m in self.target.machines().await? {
             if m.role == Role::ControlPlane && m.name != node {
                 match forward(&self.client, &etcd_pod(&m.name)).await {
                     Ok(f) => forwards.push((m.name, f)),

@@ -221,10 +221,17 @@ pub async fn roll(
         report.prepare_creates(repo, &all_new).await?;
     }
     let rows = summary(&report);
-    let live = if opts.cloud_only {
+    let mut live = if opts.cloud_only {
         None
     } else {
-        let live = Live::connect(repo, &report.cluster, &opts.live).await.map_err(|e| {
+        // an interrupted run's old instances whose replacements exist may have no Node left
+        let leaving = groups
+            .iter()
+            .flat_map(|(_, l)| l.iter().filter(|u| u.replaced_by.is_some()))
+            .map(|u| u.old.name.clone())
+            .collect();
+        let cloud = report.cloud.clone();
+        let live = Live::connect(repo, &report.cluster, cloud, leaving, &opts.live).await.map_err(|e| {
             e.context(
                 "nothing was replaced. fix: make the API server reachable (or pass --kubeconfig), \
                  or add --cloudonly to replace instances without draining (workloads on each old node stop when it goes)",
@@ -252,7 +259,7 @@ pub async fn roll(
                 repo,
                 &report,
                 opts,
-                live.as_ref(),
+                live.as_mut(),
                 step,
                 progress,
                 &mut outcome,
@@ -280,7 +287,7 @@ async fn roll_step(
     repo: &Repo,
     report: &PlanReport,
     opts: &RollOptions,
-    live: Option<&Live<'_>>,
+    mut live: Option<&mut Live<'_>>,
     step: Step<'_>,
     progress: &Progress,
     outcome: &mut RollOutcome,
@@ -304,7 +311,8 @@ async fn roll_step(
         .filter_map(|u| u.replaced_by.as_ref().map(|r| r.name.clone()))
         .collect();
     surged.extend(first.iter().map(|r| r.name.clone()));
-    if let Some(live) = live {
+    if let Some(live) = live.as_deref_mut() {
+        live.leaving(chunk.iter().map(|u| u.old.name.clone()));
         live.wait_ready(&surged, progress).await?;
         for u in chunk {
             let replacement = replacement_request(&u.new).name;

@@ -209,33 +209,36 @@ impl KubeApi {
 
     /// Poll `lister` every `interval` on the server's runtime: register a Node (as
     /// [`register_node`](Self::register_node), hooks on a blocking thread of the server's
-    /// runtime) for every instance not seen before; a Node whose instance has gone from the
+    /// runtime) for every instance that was not there at the previous poll (a machine made
+    /// again under an old name registers again); a Node whose instance has gone from the
     /// cloud turns Ready=Unknown with the unreachable taints and its pods not Ready, as the
     /// node lifecycle controller does — it stays until someone deletes it. A Node deleted while
     /// its instance still exists is not registered again.
     pub fn watch_cloud(&self, lister: CloudLister, interval: Duration) {
         let shared = Arc::clone(&self.shared);
         self.shared.handle.spawn(async move {
-            let mut seen = BTreeSet::new();
+            // instances of the previous poll: a name that (re)appears is a new machine whose
+            // kubelet registers; one still there whose Node was deleted is not registered again
+            let mut present: BTreeSet<String> = BTreeSet::new();
             loop {
                 let instances = tokio::select! {
                     v = lister() => v,
                     () = shared.stop.cancelled() => return,
                 };
-                let now: BTreeSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+                let now: BTreeSet<String> = instances.iter().map(|i| i.name.clone()).collect();
                 let registered = shared.mutate(|s| {
                     let mut new = Vec::new();
                     for i in &instances {
-                        if seen.insert(i.name.clone()) && s.register_node(&i.name, i.control_plane)
-                        {
+                        if !present.contains(&i.name) && s.register_node(&i.name, i.control_plane) {
                             new.push((i.name.clone(), i.control_plane));
                         }
                     }
-                    for gone in seen.iter().filter(|n| !now.contains(n.as_str())) {
+                    for gone in present.iter().filter(|n| !now.contains(n.as_str())) {
                         s.mark_lost(gone);
                     }
                     new
                 });
+                present = now;
                 if !registered.is_empty() {
                     let sh = Arc::clone(&shared);
                     let _ = tokio::task::spawn_blocking(move || sh.run_hooks(&registered)).await;
