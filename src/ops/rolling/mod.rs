@@ -314,12 +314,19 @@ async fn roll_step(
     if let Some(live) = live.as_deref_mut() {
         live.leaving(chunk.iter().map(|u| u.old.name.clone()));
         live.wait_ready(&surged, progress).await?;
-        for u in chunk {
-            let replacement = replacement_request(&u.new).name;
-            let ready = surged
-                .contains(&replacement)
-                .then_some(replacement.as_str());
-            live.take_out(&u.old, step.role, ready, progress).await?;
+        // the step's old nodes go down together (that is what the budget allows), so they are
+        // drained at once; disruption budgets still pace the evictions
+        let live = &*live;
+        let names: Vec<String> = chunk
+            .iter()
+            .map(|u| replacement_request(&u.new).name)
+            .collect();
+        let outs = chunk.iter().zip(&names).map(|(u, replacement)| {
+            let ready = surged.contains(replacement).then_some(replacement.as_str());
+            live.take_out(&u.old, step.role, ready, progress)
+        });
+        for result in futures::future::join_all(outs).await {
+            result?;
         }
     }
     let deletes = chunk
