@@ -110,13 +110,7 @@ async fn nodes_are_replaced_with_surge_and_a_killed_run_is_finished() {
 
     // without --cloudonly the roll goes through the API server: none answers here (a closed
     // loopback port), so it stops before changing anything and says how to go on
-    let kubeconfig = env.state.path().join("unreachable.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\n\
-         users: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
-    )
-    .unwrap();
+    let kubeconfig = crate::rolling_live::unreachable_kubeconfig(env.state.path());
     let out = env
         .run(&[
             "rolling-update",
