@@ -96,6 +96,25 @@ pub(crate) fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBu
     path
 }
 
+/// `rolling-update cluster demo --yes` through the API at `kubeconfig`: short polls, 60 s to
+/// validate, `drain_timeout` to drain.
+fn roll_args<'a>(kubeconfig: &'a str, drain_timeout: &'a str) -> Vec<&'a str> {
+    vec![
+        "rolling-update",
+        "cluster",
+        "demo",
+        "--yes",
+        "--kubeconfig",
+        kubeconfig,
+        "--poll-interval",
+        "100ms",
+        "--validation-timeout",
+        "60s",
+        "--drain-timeout",
+        drain_timeout,
+    ]
+}
+
 /// Wait (30 s at most) until `n` pods of Deployment `app` are Ready: the roll's budget checks
 /// start from a healthy Deployment (validation, as kops', does not look at user pods).
 fn wait_app_ready(api: &KubeApi, app: &str, n: usize) {
@@ -180,22 +199,7 @@ async fn validate_then_roll_workers_with_drain_and_budgets() {
     wait_app_ready(&api, "web", 3);
     let before = api.requests().len();
     let started = std::time::Instant::now();
-    let out = env
-        .run(&[
-            "rolling-update",
-            "cluster",
-            "demo",
-            "--yes",
-            "--kubeconfig",
-            kc,
-            "--poll-interval",
-            "100ms",
-            "--validation-timeout",
-            "60s",
-            "--drain-timeout",
-            "60s",
-        ])
-        .await;
+    let out = env.run(&roll_args(kc, "60s")).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -300,22 +304,7 @@ async fn validate_then_roll_workers_with_drain_and_budgets() {
     env.set_group_spec("nodes", "size", "{cpu: 2, memory: 8Gi}")
         .await;
     let vms_before = env.live_vm_names().len();
-    let out = env
-        .run(&[
-            "rolling-update",
-            "cluster",
-            "demo",
-            "--yes",
-            "--kubeconfig",
-            kc,
-            "--poll-interval",
-            "100ms",
-            "--validation-timeout",
-            "60s",
-            "--drain-timeout",
-            "2s",
-        ])
-        .await;
+    let out = env.run(&roll_args(kc, "2s")).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -423,21 +412,7 @@ async fn control_planes_roll_one_at_a_time_with_etcd_members_swapped() {
                     }
                 }
             });
-            let out = env
-                .cmd(&[
-                    "rolling-update",
-                    "cluster",
-                    "demo",
-                    "--yes",
-                    "--kubeconfig",
-                    kc,
-                    "--poll-interval",
-                    "100ms",
-                    "--validation-timeout",
-                    "60s",
-                ])
-                .output()
-                .unwrap();
+            let out = env.cmd(&roll_args(kc, "15m")).output().unwrap();
             stop.store(true, Ordering::SeqCst);
             out
         })
@@ -622,20 +597,7 @@ async fn kill_9_at_api_calls_during_a_roll_then_rerun_converges() {
         kc,
     ])
     .await;
-    let roll = [
-        "rolling-update",
-        "cluster",
-        "demo",
-        "--yes",
-        "--kubeconfig",
-        kc,
-        "--poll-interval",
-        "100ms",
-        "--validation-timeout",
-        "60s",
-        "--drain-timeout",
-        "60s",
-    ];
+    let roll = roll_args(kc, "60s");
     let sizes = ["{cpu: 2, memory: 4Gi}", "{cpu: 2, memory: 2Gi}"];
     // how many API calls an uninterrupted roll makes
     env.set_group_spec("nodes", "size", sizes[0]).await;
