@@ -32,6 +32,9 @@ pub const TAG_INDEX: &str = "kprov.io/index";
 pub const TAG_SPEC_HASH: &str = "kprov.io/spec-hash";
 /// Tag key holding the deterministic per-instance id (the idempotency key).
 pub const TAG_INSTANCE_ID: &str = "kprov.io/instance-id";
+/// Tag key holding how many rolling updates made this instance's slot anew (absent: 0, the
+/// slot's first instance), so a forced roll's replacement (same spec) has a name of its own.
+pub const TAG_GENERATION: &str = "kprov.io/generation";
 
 /// CPU architecture of a node, in Kubernetes (GOARCH) spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -212,6 +215,17 @@ impl Instance {
     /// The instance group this instance belongs to, from its tags.
     pub fn instance_group(&self) -> Option<&str> {
         self.tags.get(TAG_INSTANCE_GROUP).map(String::as_str)
+    }
+    /// Whether the instance runs a control plane, from its role tag.
+    pub fn is_control_plane(&self) -> bool {
+        self.tags.get(TAG_ROLE).map(String::as_str) == Some(Role::ControlPlane.as_str())
+    }
+    /// How many rolling updates made this slot anew ([`TAG_GENERATION`]; 0 when absent).
+    pub fn generation(&self) -> u32 {
+        self.tags
+            .get(TAG_GENERATION)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
     /// The instance's index, from its tags.
     pub fn index(&self) -> Option<u32> {

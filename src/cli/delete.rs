@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{current_cluster, open_store, Cli, ExitError, LockArgs};
+use super::{current_cluster, open_store, Cli, DrainArgs, ExitError, LockArgs};
 use crate::repo::Repo;
 use crate::{ops, spec};
 
@@ -30,6 +30,9 @@ pub struct DeleteArgs {
     /// Lock options.
     #[command(flatten)]
     pub lock: LockArgs,
+    /// How `delete instancegroup` takes the group's nodes out of the running cluster.
+    #[command(flatten, next_help_heading = "Draining (delete instancegroup)")]
+    pub drain: DrainArgs,
 }
 
 /// Run `delete`: without --yes, list what would go; with it, delete under the cluster's lock.
@@ -80,8 +83,8 @@ fn print_inventory(name: &str, inv: &ops::Inventory) {
     println!("\nMust specify --yes to delete cluster {name}");
 }
 
-/// `delete instancegroup GROUP`: list its instances; with --yes store the spec without it and
-/// delete them under the cluster's lock (no drain: no Kubernetes API is driven yet).
+/// `delete instancegroup GROUP`: list its instances; with --yes, under the cluster's lock,
+/// store the spec without it, drain its nodes (unless --cloudonly) and delete them.
 async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
     let Some(group) = a.cluster.as_deref() else {
         return Err(ExitError::usage(
@@ -101,7 +104,14 @@ async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
         for i in &list {
             println!("  {:<32} {}", i.name, i.id);
         }
-        println!("\nMust specify --yes to delete (instances are not drained first).");
+        println!(
+            "\nMust specify --yes to delete ({}).",
+            if a.drain.cloudonly {
+                "--cloudonly: instances are not drained first"
+            } else {
+                "each node is drained first"
+            }
+        );
         return Ok(());
     }
     a.lock.break_if_asked(&repo, &name, a.yes).await?;
@@ -117,7 +127,8 @@ async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
             deadline: Duration::from_secs(3600),
             command: command.clone(),
             asset_check: None,
-            api: Default::default(),
+            live: a.drain.live()?,
+            cloud_only: a.drain.cloudonly,
         };
         ops::groups::delete_group(&repo, report, group, &opts, &progress).await
     }

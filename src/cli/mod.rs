@@ -141,9 +141,10 @@ pub struct ApplyArgs {
     /// Lock options.
     #[command(flatten)]
     pub lock: LockArgs,
-    /// How to reach the API server (a new bootstrap token for a running cluster, validation).
+    /// How instances leave a running cluster, and how its API server is reached (a new
+    /// bootstrap token, draining, validation).
     #[command(flatten)]
-    pub api: ApiArgs,
+    pub drain: DrainArgs,
 }
 
 impl ApplyArgs {
@@ -159,13 +160,63 @@ impl ApplyArgs {
                 concurrency: 16,
                 ..Default::default()
             }),
-            api: self.api.access(),
+            live: self.drain.live()?,
+            cloud_only: self.drain.cloudonly,
         })
     }
 
     /// The lock's lease time-to-live.
     pub fn lock_ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lock_ttl.max(1))
+    }
+}
+
+/// How instances leave a running cluster before their VMs are deleted (a scale-down, `delete
+/// instancegroup`, a rolling update): kops' drain flags, shared by every verb that deletes.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// Change instances through the cloud only: no drain, no etcd member removal, no validation
+    /// (kops' --cloudonly), for a cluster whose API server is broken. Pods on a deleted
+    /// instance stop with it.
+    #[arg(long)]
+    pub cloudonly: bool,
+    /// Give up draining a node after this long (PodDisruptionBudgets refusing evictions).
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub drain_timeout: String,
+    /// Stop when a node cannot be drained (false: delete it anyway).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fail_on_drain_error: bool,
+    /// Evict pods with emptyDir volumes too (their data is lost), as `kubectl drain` does.
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// How often waits ask the API server again (tests use a short one).
+    #[arg(long, value_name = "DURATION", default_value = "2s", hide = true)]
+    pub poll_interval: String,
+    /// How to reach the API server.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+impl DrainArgs {
+    /// The engine's options for the Kubernetes side (validation at its defaults: the verbs
+    /// that validate set their own).
+    pub fn live(&self) -> anyhow::Result<crate::ops::live::LiveOptions> {
+        let duration = |flag: &str, v: &str| {
+            crate::spec::quantity::parse_duration(v)
+                .map_err(|e| ExitError::usage(format!("{flag} {v}: {e}")))
+        };
+        let poll = duration("--poll-interval", &self.poll_interval)?;
+        Ok(crate::ops::live::LiveOptions {
+            api: self.api.access(),
+            drain: crate::k8s::drain::DrainOptions {
+                timeout: duration("--drain-timeout", &self.drain_timeout)?,
+                delete_emptydir_data: self.delete_emptydir_data,
+                poll,
+            },
+            fail_on_drain_error: self.fail_on_drain_error,
+            poll,
+            ..Default::default()
+        })
     }
 }
 

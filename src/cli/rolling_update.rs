@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::{current_cluster, open_store, ApplyArgs, Cli, Output};
 use crate::error::ExitError;
-use crate::k8s::drain::DrainOptions;
 use crate::ops;
-use crate::ops::rolling::{GroupRoll, LiveOptions, RollOptions, RollOutcome};
+use crate::ops::rolling::{GroupRoll, RollOptions, RollOutcome};
+use crate::ops::ApplyOptions;
 use crate::repo::Repo;
 use crate::spec::Role;
 
@@ -29,29 +29,18 @@ pub struct RollingUpdateArgs {
     /// Only groups of these roles (comma-separated: control-plane,node).
     #[arg(long, value_delimiter = ',', value_name = "ROLES", value_parser = parse_role)]
     pub instance_group_roles: Vec<Role>,
-    /// Replace instances through the cloud only: no drain, no validation between steps (kops'
-    /// --cloudonly), for a cluster whose API server is already broken.
+    /// Replace instances that do not need it too (kops' --force): every instance of the
+    /// selected groups is made anew. A forced roll that was interrupted is continued by the
+    /// next --force run, which does not replace the replacements again.
     #[arg(long)]
-    pub cloudonly: bool,
-    /// Give up draining a node after this long (PodDisruptionBudgets refusing evictions).
-    #[arg(long, value_name = "DURATION", default_value = "15m")]
-    pub drain_timeout: String,
+    pub force: bool,
     /// How long a replacement may take to be a Ready Node, and the cluster to validate after
     /// each step.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub validation_timeout: String,
-    /// Stop when a node cannot be drained (false: delete it anyway).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub fail_on_drain_error: bool,
     /// Stop when the cluster does not validate after a step (false: go on).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub fail_on_validate_error: bool,
-    /// Evict pods with emptyDir volumes too (their data is lost), as `kubectl drain` does.
-    #[arg(long)]
-    pub delete_emptydir_data: bool,
-    /// How often waits ask the API server again (tests use a short one).
-    #[arg(long, value_name = "DURATION", default_value = "2s", hide = true)]
-    pub poll_interval: String,
     /// Output format of the table (and of the result with --yes).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
@@ -74,20 +63,12 @@ fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
 }
 
 impl RollingUpdateArgs {
-    /// The Kubernetes side's options from the flags.
-    fn live(&self) -> anyhow::Result<LiveOptions> {
-        Ok(LiveOptions {
-            api: self.apply.api.access(),
-            drain: DrainOptions {
-                timeout: duration("--drain-timeout", &self.drain_timeout)?,
-                delete_emptydir_data: self.delete_emptydir_data,
-                poll: duration("--poll-interval", &self.poll_interval)?,
-            },
-            validation_timeout: duration("--validation-timeout", &self.validation_timeout)?,
-            fail_on_drain_error: self.fail_on_drain_error,
-            fail_on_validate_error: self.fail_on_validate_error,
-            poll: duration("--poll-interval", &self.poll_interval)?,
-        })
+    /// How each step is applied, with the validation flags of a roll.
+    fn options(&self) -> anyhow::Result<ApplyOptions> {
+        let mut opts = self.apply.options("rolling-update --yes")?;
+        opts.live.validation_timeout = duration("--validation-timeout", &self.validation_timeout)?;
+        opts.live.fail_on_validate_error = self.fail_on_validate_error;
+        Ok(opts)
     }
 }
 
@@ -150,13 +131,12 @@ pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
     let opts = RollOptions {
         groups: a.instance_groups.clone(),
         roles: a.instance_group_roles.clone(),
-        cloud_only: a.cloudonly,
-        live: a.live()?,
-        apply: a.apply.options("rolling-update --yes")?,
+        force: a.force,
+        apply: a.options()?,
     };
     if !a.yes {
         let report = ops::plan(&repo, &name).await?;
-        let rows = ops::rolling::summary(&report);
+        let rows = ops::rolling::summary(&report, a.force);
         print(a.output, &name, &rows, None)?;
         if a.output == Output::Table && rows.iter().any(|r| r.need_update > 0) {
             println!("\nMust specify --yes to rolling-update.");
@@ -169,7 +149,7 @@ pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
     let guard = ops::lock::acquire(&repo, &name, &command, a.apply.lock_ttl(), &progress).await?;
     let result = async {
         let report = ops::plan(&repo, &name).await?;
-        let rows = ops::rolling::summary(&report);
+        let rows = ops::rolling::summary(&report, a.force);
         if a.output == Output::Table {
             print_table(&rows);
         }

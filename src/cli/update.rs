@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, a: &UpdateArgs) -> anyhow::Result<()> {
         let v = ops::validate::validate(
             &repo,
             &name,
-            &a.apply.api.access(),
+            &a.apply.drain.api.access(),
             wait,
             ops::validate::VALIDATE_POLL,
             &progress,

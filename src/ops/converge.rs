@@ -1,10 +1,11 @@
 //! Applying a plan: journal the run (and say when it resumes a killed one), make sure the
-//! cluster's secrets exist and its bootstrap token outlives the apply, then run the executor.
+//! cluster's secrets exist and its bootstrap token outlives the apply, take the instances it
+//! deletes out of a running cluster (cordon, drain, etcd member, Node), then run the executor.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kprov_providers::InstanceRequest;
+use kprov_providers::{InstanceRequest, Role};
 
 use crate::apply::{self, journal::TaskState, Journal, Outcome, RenderContext, Settings, UserData};
 use crate::error::ExitError;
@@ -13,6 +14,7 @@ use crate::report::Progress;
 use crate::spec;
 
 use super::assets::CheckOptions;
+use super::live::{Live, LiveOptions};
 use super::plan::PlanReport;
 
 /// How to apply.
@@ -26,8 +28,12 @@ pub struct ApplyOptions {
     pub command: String,
     /// Check the mirrored assets before creating an instance (`None`: `--skip-asset-check`).
     pub asset_check: Option<CheckOptions>,
-    /// How the cluster's API server is reached (to install a new bootstrap token).
-    pub api: super::access::ApiAccess,
+    /// How the cluster's API server is reached (a new bootstrap token, draining) and how nodes
+    /// are drained.
+    pub live: LiveOptions,
+    /// Delete instances without taking them out of the cluster first (kops' `--cloudonly`):
+    /// no drain, no etcd member removal, for a cluster whose API server is broken.
+    pub cloud_only: bool,
 }
 
 /// Apply `report`'s plan to its cloud. Every provider call is idempotent and the plan is made
@@ -44,6 +50,8 @@ pub async fn apply(
         // Before the journal: a refused run leaves nothing to resume.
         super::assets::precheck(&report.config, check, progress).await?;
     }
+    // Also before the journal: an API server that cannot be reached to drain refuses the run.
+    let live = connect_to_drain(repo, &report, opts).await?;
     let (journal, previous) =
         Journal::begin(repo.store.clone(), name, &opts.command, report.generation).await?;
     if let Some(prev) = previous {
@@ -75,7 +83,7 @@ pub async fn apply(
             let ttl = spec::quantity::parse_duration(&spec.bootstrap.token_ttl)
                 .map_err(|e| ExitError::usage(format!("spec.bootstrap.tokenTTL: {e}")))?;
             let token = crate::secrets::refresh_token(repo, name, ttl).await?;
-            token_in_cluster(repo, name, &report.plan, &token, &opts.api, progress).await?;
+            token_in_cluster(repo, name, &report.plan, &token, &opts.live.api, progress).await?;
             Arc::new(renderer.with_token(token))
         }
         // Nothing is created, so nothing is rendered.
@@ -83,6 +91,9 @@ pub async fn apply(
             Err(format!("{}: the plan creates no instance", r.name))
         }),
     };
+    if let Some(live) = &live {
+        take_out_deleted(live, &report.plan, progress).await?;
+    }
     let outcome = apply::apply(
         report.cloud.clone(),
         &report.plan,
@@ -100,6 +111,68 @@ pub async fn apply(
         ))
     })?;
     Ok(outcome)
+}
+
+/// The instances `report`'s plan deletes from a running cluster.
+fn deleted(plan: &crate::plan::Plan) -> Vec<&kprov_providers::Instance> {
+    plan.changes
+        .iter()
+        .filter_map(|c| match c {
+            crate::plan::Change::Delete { old, .. } => Some(old),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Connect to the API server when the plan deletes instances from a running cluster (a
+/// scale-down, a deleted group, a duplicate) and `--cloudonly` was not asked; `None` when
+/// nothing has to be drained. Refuses (nothing changed) when the API server does not answer.
+pub(super) async fn connect_to_drain<'a>(
+    repo: &'a Repo,
+    report: &PlanReport,
+    opts: &'a ApplyOptions,
+) -> anyhow::Result<Option<Live<'a>>> {
+    let leaving = deleted(&report.plan);
+    if opts.cloud_only || leaving.is_empty() || report.plan.live_control_planes == 0 {
+        return Ok(None);
+    }
+    let names = leaving.iter().map(|i| i.name.clone()).collect();
+    let live = Live::connect(repo, &report.cluster, report.cloud.clone(), names, &opts.live)
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "{} instance(s) of running cluster {} are to be deleted and must be drained first; nothing was changed. \
+                 fix: make the API server reachable (or pass --kubeconfig), or add --cloudonly to delete them without draining \
+                 (their pods stop with them)",
+                leaving.len(),
+                report.cluster
+            ))
+        })?;
+    Ok(Some(live))
+}
+
+/// Take every instance the plan deletes out of the cluster before its VM goes, as a rolling
+/// update does with an old instance: cordon, drain through the Eviction API, (control planes,
+/// one at a time) remove its etcd member after the quorum checks, delete its Node. Nodes are
+/// drained at once: their disruption budgets pace the evictions.
+pub(super) async fn take_out_deleted(
+    live: &Live<'_>,
+    plan: &crate::plan::Plan,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let leaving = deleted(plan);
+    for cp in leaving.iter().filter(|i| i.is_control_plane()) {
+        live.take_out(cp, Role::ControlPlane, None, progress)
+            .await?;
+    }
+    let nodes = leaving
+        .iter()
+        .filter(|i| !i.is_control_plane())
+        .map(|i| live.take_out(i, Role::Node, None, progress));
+    for result in futures::future::join_all(nodes).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// Make sure the cluster holds `token` before nodes that join with it are created: a cluster

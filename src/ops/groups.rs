@@ -1,6 +1,8 @@
-//! Deleting an instance group: the spec without it is validated and stored first (so a run
-//! killed half-way leaves instances that are simply not in the spec any more, which the re-run
-//! or `update --yes` deletes), then its instances are deleted through the executor.
+//! Deleting an instance group: in a running cluster its nodes are drained first (unless
+//! `--cloudonly`: a drain that fails leaves the group in the spec, its nodes cordoned, and the
+//! same command re-run drains on); then the spec without it is validated and stored (so a run
+//! killed after that leaves instances that are simply not in the spec any more, which
+//! `update --yes` deletes), then its instances are deleted through [`super::converge::apply`].
 
 use kprov_providers::Instance;
 
@@ -51,7 +53,9 @@ pub async fn instances_of(report: &PlanReport, group: &str) -> anyhow::Result<Ve
 }
 
 /// Delete instance group `group` of the cluster in `report` (planned from the stored spec):
-/// store the spec without it, then delete its instances. Returns how many were deleted.
+/// drain its instances, store the spec without it, then delete them. Returns how many were
+/// deleted. An API server that cannot be reached for the drain refuses before anything
+/// changes.
 pub async fn delete_group(
     repo: &Repo,
     report: PlanReport,
@@ -62,11 +66,7 @@ pub async fn delete_group(
     let prev = repo.require(&report.cluster).await?;
     let spec = without_group(&prev, group)?;
     let doomed = instances_of(&report, group).await?;
-    super::specs::store(repo, &spec, Some(&prev)).await?;
-    if doomed.is_empty() {
-        return Ok(0);
-    }
-    let changes = doomed
+    let changes: Vec<Change> = doomed
         .into_iter()
         .map(|old| Change::Delete {
             old,
@@ -81,10 +81,18 @@ pub async fn delete_group(
             ..report.plan.clone()
         },
         renderer: None,
-        config: spec.config,
+        config: spec.config.clone(),
         ..report
     };
+    if let Some(live) = super::converge::connect_to_drain(repo, &step, opts).await? {
+        super::converge::take_out_deleted(&live, &step.plan, progress).await?;
+    }
+    super::specs::store(repo, &spec, Some(&prev)).await?;
+    if step.plan.changes.is_empty() {
+        return Ok(0);
+    }
     let mut opts = opts.clone();
     opts.asset_check = None;
+    opts.cloud_only = true; // drained above
     Ok(apply(repo, step, &opts, progress).await?.deleted)
 }

@@ -5,7 +5,9 @@
 //! `update`: [`lock::acquire`] → [`plan::plan`] (validate, connect, observe, diff, repairs,
 //! capacity check, user-data fit) → [`converge::apply`] (journal, secrets, executor) →
 //! [`lock::release`]. `rolling-update`: [`plan::plan`] → [`rolling::roll`] (replacements made
-//! next to the old instances, then the old ones deleted, each step through [`converge::apply`]).
+//! next to the old instances, then the old ones taken out of the cluster through
+//! [`live::Live`] and deleted, each step through [`converge::apply`]). Deletes of `update` and
+//! `delete instancegroup` in a running cluster are drained through [`live::Live`] too.
 //! `delete`: [`delete::target`], then [`delete::Target::inventory`] or, under the lock,
 //! [`delete::Target::delete`].
 
@@ -15,6 +17,7 @@ pub mod converge;
 pub mod delete;
 pub mod groups;
 pub mod instances;
+pub mod live;
 pub mod lock;
 pub mod mirror;
 pub mod plan;

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use kprov_providers::{
     instance_id, replacement_instance_id, GpuRequest, Instance, InstanceRequest, MachineSize,
-    NetworkRequest, TAG_CLUSTER, TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID, TAG_ROLE,
-    TAG_SPEC_HASH,
+    NetworkRequest, TAG_CLUSTER, TAG_GENERATION, TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID,
+    TAG_ROLE, TAG_SPEC_HASH,
 };
 
 use crate::report::{Paint, Tone};
@@ -197,16 +197,33 @@ pub struct NeedsUpdate {
     pub replaced_by: Option<Instance>,
 }
 
+impl NeedsUpdate {
+    /// The request for the instance that replaces `old` ([`replacement_request`]), one
+    /// generation after it.
+    pub fn replacement(&self) -> InstanceRequest {
+        replacement_request(&self.new, self.old.generation() + 1)
+    }
+}
+
 /// The request for the instance that replaces slot `req` during a rolling update, next to the
-/// old one (surge): the slot's name with a short suffix of the new spec hash, and an id
-/// derived from slot and hash, so a re-run finds it instead of making a second one.
-pub fn replacement_request(req: &InstanceRequest) -> InstanceRequest {
+/// old one (surge), as the slot's `generation`th: the slot's name with a short suffix of the
+/// new spec hash, and an id derived from slot and hash, so a re-run finds it instead of making
+/// a second one. From the second generation on (a forced roll of an up-to-date instance) the
+/// generation is part of suffix and id too, so it differs from the instance it replaces.
+pub fn replacement_request(req: &InstanceRequest, generation: u32) -> InstanceRequest {
     let hash = req.tags.get(TAG_SPEC_HASH).cloned().unwrap_or_default();
-    let short = hex::encode(&Sha256::digest(hash.as_bytes())[..3]);
+    let key = if generation <= 1 {
+        hash
+    } else {
+        format!("{hash}/{generation}")
+    };
+    let short = hex::encode(&Sha256::digest(key.as_bytes())[..3]);
     let mut r = req.clone();
     r.name = format!("{}-{short}", req.name);
-    r.id = replacement_instance_id(&req.cluster, &req.instance_group, req.index, &hash);
+    r.id = replacement_instance_id(&req.cluster, &req.instance_group, req.index, &key);
     r.tags.insert(TAG_INSTANCE_ID.to_string(), r.id.clone());
+    r.tags
+        .insert(TAG_GENERATION.to_string(), generation.max(1).to_string());
     r
 }
 
@@ -233,7 +250,13 @@ pub struct Plan {
     /// Control planes that exist and are kept: the cluster is running, so nodes created now
     /// join it with a bootstrap token it must hold (not one `kubeadm init` is about to make).
     pub live_control_planes: usize,
+    /// The up-to-date instances of slots no roll is under way in: what `rolling-update
+    /// --force` replaces (each as a [`NeedsUpdate`] with `what` [`FORCED`]).
+    pub forceable: Vec<NeedsUpdate>,
 }
+
+/// Why an up-to-date instance is replaced: `rolling-update --force`.
+pub const FORCED: &str = "forced rolling update (--force)";
 
 impl Plan {
     /// Nothing for `update` to do (instances needing a rolling update do not count).
@@ -267,6 +290,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         changes.push(Change::CreateNetwork(desired.network.clone()));
     }
     let mut needs_update = Vec::new();
+    let mut forceable = Vec::new();
     let mut deletes = Vec::new();
     for req in &desired.instances {
         let slot = (req.instance_group.clone(), req.index);
@@ -283,14 +307,28 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         let (current, outdated): (Vec<&Instance>, Vec<&Instance>) = found
             .into_iter()
             .partition(|i| i.tags.get(TAG_SPEC_HASH).map(String::as_str) == Some(want));
-        // A second instance of the slot made for the same spec (a cloud without idempotent
-        // creates, or a replacement made twice) is a duplicate.
+        // The slot's instance is the current one of the highest generation: a forced roll's
+        // replacement wins over the instance it replaces, which then needs the update. A
+        // second instance of that generation (a cloud without idempotent creates, or a
+        // replacement made twice) is a duplicate.
+        let mut current = current;
+        current.sort_by_key(|i| std::cmp::Reverse(i.generation()));
         let kept_current = current.first().map(|c| (*c).clone());
-        for dup in current.iter().skip(1) {
-            deletes.push(Change::Delete {
-                old: (*dup).clone(),
-                reason: format!("duplicate of {}", current[0].id),
-            });
+        let mut forced_out = Vec::new();
+        for other in current.iter().skip(1) {
+            if other.generation() == current[0].generation() {
+                deletes.push(Change::Delete {
+                    old: (*other).clone(),
+                    reason: format!("duplicate of {}", current[0].id),
+                });
+            } else {
+                forced_out.push(NeedsUpdate {
+                    old: (*other).clone(),
+                    new: req.clone(),
+                    what: FORCED,
+                    replaced_by: kept_current.clone(),
+                });
+            }
         }
         let mut outdated_kept = Vec::new();
         for i in &outdated {
@@ -306,9 +344,18 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
                 outdated_kept.push(*i);
             }
         }
-        if kept_current.is_some() {
+        if let Some(kept) = &kept_current {
             unchanged += 1;
+            if forced_out.is_empty() && outdated_kept.is_empty() {
+                forceable.push(NeedsUpdate {
+                    old: kept.clone(),
+                    new: req.clone(),
+                    what: FORCED,
+                    replaced_by: None,
+                });
+            }
         }
+        needs_update.extend(forced_out);
         for old in outdated_kept {
             needs_update.push(NeedsUpdate {
                 old: old.clone(),
@@ -330,9 +377,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
     // An existing, kept control plane tells every new node where to join.
     let mut cps: Vec<&Instance> = observed
         .iter()
-        .filter(|i| {
-            i.tags.get(TAG_ROLE).map(String::as_str) == Some("control-plane") && i.address.is_some()
-        })
+        .filter(|i| i.is_control_plane() && i.address.is_some())
         .filter(|i| {
             !changes
                 .iter()
@@ -360,6 +405,7 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         spec_endpoint: desired.endpoint.clone(),
         repairs: Vec::new(),
         live_control_planes: cps.len(),
+        forceable,
     }
 }
 

@@ -194,10 +194,10 @@ fn a_replacement_is_its_slots_instance() {
         .iter()
         .find(|r| r.name == "demo-gpu-0")
         .unwrap();
-    let repl = replacement_request(node0);
+    let repl = replacement_request(node0, 1);
     assert_ne!(repl.id, node0.id);
     assert!(repl.name.starts_with("demo-gpu-0-") && repl.name.len() == "demo-gpu-0-".len() + 6);
-    assert_eq!(replacement_request(node0).id, repl.id, "deterministic");
+    assert_eq!(replacement_request(node0, 1).id, repl.id, "deterministic");
     let made = |id: &str| Instance {
         id: id.into(),
         name: repl.name.clone(),
@@ -237,6 +237,72 @@ fn a_replacement_is_its_slots_instance() {
     let mut twice = done.clone();
     twice.push(made("vm-r2"));
     let plan = diff(&want, &twice);
+    assert!(
+        matches!(&plan.changes[..], [Change::Delete { old, reason }] if old.id == "vm-r2" && reason.contains("duplicate of vm-r")),
+        "{:?}",
+        plan.changes
+    );
+}
+
+/// `rolling-update --force`: every up-to-date instance is forceable; its replacement (same
+/// spec, one generation on) gets a name and id of its own, and once it exists it is the slot's
+/// instance and the one it replaces needs the update (not a duplicate to delete); forcing the
+/// replacement again makes a third name; two of the same generation are duplicates.
+#[test]
+fn a_forced_replacement_is_a_new_generation_of_its_slot() {
+    let want = desired(&demo(2, "{cpu: 16, memory: 64Gi}"));
+    let seen = observe(&want.instances);
+    let plan = diff(&want, &seen);
+    assert!(plan.changes.is_empty() && plan.needs_update.is_empty());
+    assert_eq!(plan.forceable.len(), want.instances.len());
+    let u = plan
+        .forceable
+        .iter()
+        .find(|u| u.old.name == "demo-gpu-0")
+        .unwrap();
+    assert_eq!(u.what, FORCED);
+    let r = u.replacement();
+    assert_ne!((&r.name, &r.id), (&u.old.name, &u.old.id));
+    assert_eq!(r.tags[TAG_GENERATION], "1");
+    let made = |req: &InstanceRequest, id: &str| Instance {
+        id: id.into(),
+        name: req.name.clone(),
+        state: "Running".into(),
+        address: Some("172.20.0.99".into()),
+        tags: req.tags.clone(),
+    };
+    // side by side: the replacement is the slot's, the old one needs the update
+    let mut surge = seen.clone();
+    surge.push(made(&r, "vm-r"));
+    let plan = diff(&want, &surge);
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    let old = plan
+        .needs_update
+        .iter()
+        .find(|x| x.old.name == "demo-gpu-0")
+        .expect("the old instance needs the update");
+    assert_eq!(
+        old.replaced_by.as_ref().map(|i| i.id.as_str()),
+        Some("vm-r")
+    );
+    assert!(
+        !plan.forceable.iter().any(|x| x.new.name == "demo-gpu-0"),
+        "a slot under a roll is not forced again"
+    );
+    // the old one gone: forcing the replacement makes generation 2, another name
+    surge.retain(|i| i.name != "demo-gpu-0");
+    let plan = diff(&want, &surge);
+    let again = plan
+        .forceable
+        .iter()
+        .find(|x| x.old.id == "vm-r")
+        .unwrap()
+        .replacement();
+    assert_eq!(again.tags[TAG_GENERATION], "2");
+    assert!(again.name != r.name && again.id != r.id && again.name.starts_with("demo-gpu-0-"));
+    // the same generation twice is a duplicate
+    surge.push(made(&r, "vm-r2"));
+    let plan = diff(&want, &surge);
     assert!(
         matches!(&plan.changes[..], [Change::Delete { old, reason }] if old.id == "vm-r2" && reason.contains("duplicate of vm-r")),
         "{:?}",

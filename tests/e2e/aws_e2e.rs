@@ -24,7 +24,7 @@ macro_rules! moto {
 
 /// 1 amd64 control plane, 2 arm64 workers, 1 arm64 GPU worker (g5g.xlarge: NVIDIA T4G),
 /// on moto's built-in Amazon Linux 2023 images picked by owner + name.
-fn spec(name: &str, region: &str) -> String {
+pub(crate) fn spec(name: &str, region: &str) -> String {
     format!(
         r#"apiVersion: kprov.io/v1alpha1
 kind: Cluster
@@ -58,13 +58,13 @@ spec: {{role: node, count: 1, arch: arm64, flavor: g5g.xlarge, gpu: {{count: 1, 
     )
 }
 
-struct Env {
+pub(crate) struct Env {
     dir: tempfile::TempDir,
     endpoint: String,
 }
 
 impl Env {
-    fn new(endpoint: &str) -> Env {
+    pub(crate) fn new(endpoint: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         // Empty (not missing) files, so the SDK neither reads the user's nor warns.
         std::fs::write(dir.path().join("no-aws-config"), "").unwrap();
@@ -81,7 +81,7 @@ impl Env {
 
     /// A kprov command pointed at `endpoint` with dummy credentials; nothing from the user's own
     /// AWS setup (profiles, instance metadata) can leak in.
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = KPROV.command();
         c.arg("--state")
             .arg(self.state())
@@ -116,14 +116,14 @@ impl Env {
         Self::run_cmd(self.cmd(args)).await
     }
 
-    async fn ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
         let text = text(&out);
         assert!(out.status.success(), "kprov {args:?} failed:\n{text}");
         text
     }
 
-    async fn create(&self, yaml: &str) {
+    pub(crate) async fn create(&self, yaml: &str) {
         let f = self.dir.path().join("cluster.yaml");
         std::fs::write(&f, yaml).unwrap();
         self.ok(&["create", "-f", f.to_str().unwrap()]).await;
@@ -276,7 +276,7 @@ async fn lifecycle_mixed_arch_and_gpu_cluster() {
 }
 
 /// Wait until rule 0 of the proxy fired (kprov is then blocked in that call) and kill -9 it.
-async fn kill_when_fired(proxy: &FaultProxy, child: &mut std::process::Child) -> bool {
+pub(crate) async fn kill_when_fired(proxy: &FaultProxy, child: &mut std::process::Child) -> bool {
     let until = Instant::now() + Duration::from_secs(120);
     while Instant::now() < until {
         if proxy.fired(0) > 0 {

@@ -42,7 +42,11 @@ fn spec(env: &Env, cps: u32, nodes: u32, endpoint: &str) -> std::path::PathBuf {
 /// Cluster `demo` (`cps` control planes, `nodes` workers) on the simulator, its endpoint the
 /// stand-in (set before any instance exists, so nothing needs a rolling update), created; the
 /// stand-in (not yet watching the cloud), the state store and an admin kubeconfig for it.
-async fn cluster_with_api(env: &Env, cps: u32, nodes: u32) -> (KubeApi, Repo, std::path::PathBuf) {
+pub(crate) async fn cluster_with_api(
+    env: &Env,
+    cps: u32,
+    nodes: u32,
+) -> (KubeApi, Repo, std::path::PathBuf) {
     let file = spec(env, cps, nodes, "127.0.0.1:9");
     env.ok(&["create", "-f", file.to_str().unwrap()]).await;
     let store = format!("file://{}", env.state.path().display());
@@ -68,7 +72,7 @@ async fn cluster_with_api(env: &Env, cps: u32, nodes: u32) -> (KubeApi, Repo, st
 }
 
 /// The simulator's running VMs, as the stand-in's kubelet sees them.
-fn lister(env: &Env) -> CloudLister {
+pub(crate) fn lister(env: &Env) -> CloudLister {
     let sim = env.sim.vm_reader();
     Arc::new(move || {
         let vms: Vec<CloudInstance> = sim
@@ -117,7 +121,7 @@ fn roll_args<'a>(kubeconfig: &'a str, drain_timeout: &'a str) -> Vec<&'a str> {
 
 /// Wait (30 s at most) until `n` pods of Deployment `app` are Ready: the roll's budget checks
 /// start from a healthy Deployment (validation, as kops', does not look at user pods).
-fn wait_app_ready(api: &KubeApi, app: &str, n: usize) {
+pub(crate) fn wait_app_ready(api: &KubeApi, app: &str, n: usize) {
     let ready = || {
         api.pods()
             .iter()

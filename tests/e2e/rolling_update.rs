@@ -287,7 +287,8 @@ async fn the_only_control_plane_is_not_rolled() {
 }
 
 /// `delete instancegroup`: a preview, refusals (the only control-plane group, an unknown group)
-/// that change nothing, then the group's VMs deleted and the group gone from the spec.
+/// that change nothing, then the group's VMs deleted and the group gone from the spec
+/// (`--cloudonly`: this cluster has no API server to drain through; `scale_down` drains).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_instance_group_deletes_its_instances_and_the_group() {
     let env = Env::default().await;
@@ -315,7 +316,15 @@ async fn deleting_an_instance_group_deletes_its_instances_and_the_group() {
     }
     assert_eq!(live(&env), before, "refusals change nothing");
     let out = env
-        .ok(&["delete", "ig", "nodes", "--name", "demo", "--yes"])
+        .ok(&[
+            "delete",
+            "ig",
+            "nodes",
+            "--name",
+            "demo",
+            "--yes",
+            "--cloudonly",
+        ])
         .await;
     assert!(
         out.contains("Deleted instance group nodes of cluster demo and 3 instance(s)"),
@@ -453,4 +462,112 @@ async fn kill_9_during_a_roll_then_rerun_converges() {
         "only {} kill points reached: {killed_at:?}",
         killed_at.len()
     );
+}
+
+/// The uuids of the live VMs of group `nodes`.
+fn node_uuids(env: &Env) -> BTreeSet<String> {
+    live(env)
+        .into_iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .map(|(_, u, _)| u)
+        .collect()
+}
+
+/// `rolling-update --force` replaces up-to-date instances (a new generation: names and ids of
+/// their own); killed after its first replacement, the next `--force` run continues the same
+/// roll — the replacement made before the kill is kept, not replaced again — and ends with
+/// every node new, no duplicate, nothing for `update` to do; a later `--force` is a new roll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_roll_replaces_up_to_date_nodes_and_resumes() {
+    let env = Env::default().await;
+    create_demo(&env).await;
+    let preview = env
+        .ok(&["rolling-update", "cluster", "demo", "--force", "-o", "json"])
+        .await;
+    let rows: serde_json::Value = serde_json::from_str(&preview).unwrap();
+    let nodes_row = rows["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "nodes")
+        .unwrap()
+        .clone();
+    assert_eq!(nodes_row["need_update"], 3, "{rows}");
+    let plain = env
+        .ok(&["rolling-update", "cluster", "demo", "-o", "json"])
+        .await;
+    assert!(
+        plain.contains("\"need_update\": 0"),
+        "without --force: {plain}"
+    );
+
+    let args = [
+        "rolling-update",
+        "cluster",
+        "demo",
+        "--yes",
+        "--force",
+        "--cloudonly",
+        "--instance-group-roles",
+        "node",
+    ];
+    let first = node_uuids(&env);
+    let mut child = env
+        .cmd(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    // killed once a first old node is gone: its slot's replacement alone is up to date, and
+    // only the roll's record tells the re-run not to force it again
+    let made_before_kill = loop {
+        let now = node_uuids(&env);
+        let new: BTreeSet<String> = now.difference(&first).cloned().collect();
+        if !new.is_empty() && now.intersection(&first).count() < 3 {
+            break new;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("rolling-update exited ({st}) before any replacement existed");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no replacement in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut again = args.to_vec();
+    again.push("--force-unlock");
+    let out = env.ok(&again).await;
+    assert!(out.contains("Rolling update of cluster demo done"), "{out}");
+    let second = node_uuids(&env);
+    assert_eq!(second.len(), 3, "no duplicate, no orphan: {:?}", live(&env));
+    assert!(second.is_disjoint(&first), "every node is new");
+    assert!(
+        made_before_kill.is_subset(&second),
+        "the killed run's replacement is kept, not replaced again"
+    );
+    let names: BTreeSet<String> = live(&env)
+        .into_iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .map(|(n, _, _)| slot(&n).to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "one per slot: {names:?}");
+    let noop = env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert!(noop.contains("No changes needed"), "{noop}");
+    assert!(!noop.contains("rolling update"), "{noop}");
+
+    // the roll is over: the next --force is a new one, a generation further
+    env.ok(&args).await;
+    let third = node_uuids(&env);
+    assert_eq!(third.len(), 3);
+    assert!(third.is_disjoint(&second), "every node is new again");
+    let names: BTreeSet<String> = live(&env)
+        .into_iter()
+        .filter(|(n, _, _)| n.starts_with("demo-nodes-"))
+        .map(|(n, _, _)| slot(&n).to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "one per slot: {names:?}");
 }

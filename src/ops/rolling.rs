@@ -6,18 +6,22 @@
 //! finished by the next: the plan read from the cloud again says which replacements exist and
 //! which old instances are still there.
 //!
-//! Unless `--cloudonly`, each step also goes through the cluster's API server ([`live`]): the
+//! Unless `--cloudonly`, each step also goes through the cluster's API server ([`super::live`]): the
 //! replacements' Nodes must be Ready, the old nodes are cordoned and drained through the
 //! Eviction API (control planes: their etcd member removed), their Node objects deleted, and
 //! the cluster validated before the next step. `--cloudonly` (kops' semantics) replaces
-//! instances through the cloud only, for a cluster whose API is already broken.
+//! instances through the cloud only, for a cluster whose API is already broken. `--force`
+//! replaces up-to-date instances too, by a new generation of their slot ([`forced`] records
+//! what a forced roll set out to replace, so a re-run continues it).
+
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
 use kprov_providers::{InstanceRequest, Role};
 
 use crate::error::ExitError;
-use crate::plan::{replacement_request, Change, NeedsUpdate, Plan};
+use crate::plan::{Change, NeedsUpdate, Plan};
 use crate::repo::Repo;
 use crate::report::Progress;
 use crate::spec::{ClusterConfig, IntOrPercent, RollingUpdate};
@@ -25,10 +29,7 @@ use crate::spec::{ClusterConfig, IntOrPercent, RollingUpdate};
 use super::converge::{apply, ApplyOptions};
 use super::plan::PlanReport;
 
-pub mod live;
-
-use live::Live;
-pub use live::LiveOptions;
+use super::live::Live;
 
 /// What to roll and how.
 #[derive(Debug, Clone)]
@@ -37,11 +38,11 @@ pub struct RollOptions {
     pub groups: Vec<String>,
     /// Only groups of these roles (empty: all).
     pub roles: Vec<Role>,
-    /// Replace through the cloud only: no drain, no validation.
-    pub cloud_only: bool,
-    /// The Kubernetes side (unless `cloud_only`).
-    pub live: LiveOptions,
-    /// How each step is applied (concurrency, deadline, journal command, asset check).
+    /// Replace up-to-date instances too (kops' `--force`). An interrupted forced roll is
+    /// continued by the next `--force` run (the instances it set out to replace are recorded).
+    pub force: bool,
+    /// How each step is applied (concurrency, deadline, journal command, asset check) and the
+    /// Kubernetes side (`apply.live`, unless `apply.cloud_only`: no drain, no validation).
     pub apply: ApplyOptions,
 }
 
@@ -82,8 +83,32 @@ fn budget(ru: Option<&RollingUpdate>, role: Role, count: u32) -> (u32, u32) {
     }
 }
 
-/// The table `rolling-update` prints (and, with `-o json`, returns): every group of the cluster.
-pub fn summary(report: &PlanReport) -> Vec<GroupRoll> {
+/// The instances a roll replaces: those that need an update, and with `force` the up-to-date
+/// ones too (only those in `forced`, when an interrupted forced roll recorded its set).
+fn candidates<'a>(
+    report: &'a PlanReport,
+    force: bool,
+    forced: Option<&'a BTreeSet<String>>,
+) -> impl Iterator<Item = &'a NeedsUpdate> + 'a {
+    let plan = &report.plan;
+    let extra = plan
+        .forceable
+        .iter()
+        .filter(move |u| force && forced.is_none_or(|ids| ids.contains(&u.old.id)));
+    plan.needs_update.iter().chain(extra)
+}
+
+/// The table `rolling-update` prints (and, with `-o json`, returns): every group of the
+/// cluster; with `force`, its up-to-date instances count as needing the update.
+pub fn summary(report: &PlanReport, force: bool) -> Vec<GroupRoll> {
+    summary_of(report, force, None)
+}
+
+fn summary_of(
+    report: &PlanReport,
+    force: bool,
+    forced: Option<&BTreeSet<String>>,
+) -> Vec<GroupRoll> {
     let cfg = &report.config;
     let mut rows: Vec<GroupRoll> = cfg
         .groups
@@ -91,10 +116,7 @@ pub fn summary(report: &PlanReport) -> Vec<GroupRoll> {
         .map(|g| {
             let count = g.spec.count.max(0) as u32;
             let (surge, unavail) = budget(g.spec.rolling_update.as_ref(), g.spec.role, count);
-            let need = report
-                .plan
-                .needs_update
-                .iter()
+            let need = candidates(report, force, forced)
                 .filter(|u| u.new.instance_group == g.name())
                 .count();
             GroupRoll {
@@ -120,6 +142,7 @@ pub fn summary(report: &PlanReport) -> Vec<GroupRoll> {
 fn targets(
     report: &PlanReport,
     opts: &RollOptions,
+    forced: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<Vec<(String, Vec<NeedsUpdate>)>> {
     let cfg = &report.config;
     let name = report.cluster.as_str();
@@ -143,14 +166,11 @@ fn targets(
             && (opts.roles.is_empty() || opts.roles.contains(&role))
     };
     let mut out: Vec<(String, Vec<NeedsUpdate>)> = Vec::new();
-    for row in summary(report) {
+    for row in summary_of(report, opts.force, forced) {
         if row.need_update == 0 || !selected(&row.name, row.role) {
             continue;
         }
-        let list: Vec<NeedsUpdate> = report
-            .plan
-            .needs_update
-            .iter()
+        let list: Vec<NeedsUpdate> = candidates(report, opts.force, forced)
             .filter(|u| u.new.instance_group == row.name)
             .cloned()
             .collect();
@@ -205,23 +225,43 @@ pub async fn roll(
     opts: &RollOptions,
     progress: &Progress,
 ) -> anyhow::Result<RollOutcome> {
-    let groups = targets(&report, opts)?;
+    let name = report.cluster.clone();
+    let recorded = if opts.force {
+        forced::load(repo, &name).await?
+    } else {
+        None
+    };
+    let groups = targets(&report, opts, recorded.as_ref())?;
     let mut outcome = RollOutcome::default();
     if groups.is_empty() {
+        if opts.force {
+            forced::clear(repo, &name).await?;
+        }
         return Ok(outcome);
+    }
+    if opts.force && recorded.is_none() {
+        // what this forced roll sets out to replace, so a re-run continues instead of
+        // replacing the replacements again
+        let ids: BTreeSet<String> = groups
+            .iter()
+            .flat_map(|(_, l)| l)
+            .filter(|u| report.plan.forceable.iter().any(|f| f.old.id == u.old.id))
+            .map(|u| u.old.id.clone())
+            .collect();
+        forced::save(repo, &name, &ids).await?;
     }
     let mut report = report;
     let all_new: Vec<InstanceRequest> = groups
         .iter()
         .flat_map(|(_, l)| l.iter().filter(|u| u.replaced_by.is_none()))
-        .map(|u| replacement_request(&u.new))
+        .map(NeedsUpdate::replacement)
         .collect();
     if !all_new.is_empty() {
         // the capacity and user-data checks once, before anything changes
         report.prepare_creates(repo, &all_new).await?;
     }
-    let rows = summary(&report);
-    let mut live = if opts.cloud_only {
+    let rows = summary_of(&report, opts.force, recorded.as_ref());
+    let mut live = if opts.apply.cloud_only {
         None
     } else {
         // an interrupted run's old instances whose replacements exist may have no Node left
@@ -231,7 +271,7 @@ pub async fn roll(
             .map(|u| u.old.name.clone())
             .collect();
         let cloud = report.cloud.clone();
-        let live = Live::connect(repo, &report.cluster, cloud, leaving, &opts.live).await.map_err(|e| {
+        let live = Live::connect(repo, &report.cluster, cloud, leaving, &opts.apply.live).await.map_err(|e| {
             e.context(
                 "nothing was replaced. fix: make the API server reachable (or pass --kubeconfig), \
                  or add --cloudonly to replace instances without draining (workloads on each old node stop when it goes)",
@@ -267,7 +307,70 @@ pub async fn roll(
             .await?;
         }
     }
+    if opts.force {
+        forced::clear(repo, &name).await?;
+    }
     Ok(outcome)
+}
+
+/// The record of a forced roll under way (`NAME/rolling-force`): the ids of the up-to-date
+/// instances it set out to replace, one per line. Written before the first step, removed when
+/// the roll is done.
+mod forced {
+    use std::collections::BTreeSet;
+
+    use anyhow::Context as _;
+    use kprov_state::Condition;
+
+    use crate::repo::Repo;
+
+    fn key(cluster: &str) -> String {
+        format!("{cluster}/rolling-force")
+    }
+
+    /// The recorded set, if a forced roll was interrupted.
+    pub(super) async fn load(
+        repo: &Repo,
+        cluster: &str,
+    ) -> anyhow::Result<Option<BTreeSet<String>>> {
+        let key = key(cluster);
+        let obj = repo
+            .store
+            .get(&key)
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        Ok(obj.map(|o| {
+            String::from_utf8_lossy(&o.bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        }))
+    }
+
+    /// Record the set a forced roll replaces.
+    pub(super) async fn save(
+        repo: &Repo,
+        cluster: &str,
+        ids: &BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        let key = key(cluster);
+        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        repo.store
+            .put(&key, text.as_bytes(), Condition::None)
+            .await
+            .with_context(|| format!("writing {key}"))?;
+        Ok(())
+    }
+
+    /// The forced roll is done.
+    pub(super) async fn clear(repo: &Repo, cluster: &str) -> anyhow::Result<()> {
+        let key = key(cluster);
+        repo.store
+            .delete(&key, Condition::None)
+            .await
+            .with_context(|| format!("removing {key}"))
+    }
 }
 
 /// One step of a group's roll.
@@ -296,7 +399,7 @@ async fn roll_step(
     let missing: Vec<InstanceRequest> = chunk
         .iter()
         .filter(|u| u.replaced_by.is_none())
-        .map(|u| replacement_request(&u.new))
+        .map(NeedsUpdate::replacement)
         .collect();
     outcome.resumed += chunk.len() - missing.len();
     let (first, later) = missing.split_at(step.surge.min(missing.len()));
@@ -317,10 +420,7 @@ async fn roll_step(
         // the step's old nodes go down together (that is what the budget allows), so they are
         // drained at once; disruption budgets still pace the evictions
         let live = &*live;
-        let names: Vec<String> = chunk
-            .iter()
-            .map(|u| replacement_request(&u.new).name)
-            .collect();
+        let names: Vec<String> = chunk.iter().map(|u| u.replacement().name).collect();
         let outs = chunk.iter().zip(&names).map(|(u, replacement)| {
             let ready = surged.contains(replacement).then_some(replacement.as_str());
             live.take_out(&u.old, step.role, ready, progress)
@@ -378,6 +478,8 @@ async fn run(
         },
     };
     let mut apply_opts = opts.apply.clone();
+    // the old instances were taken out of the cluster by the step (or not, --cloudonly)
+    apply_opts.cloud_only = true;
     if !creating {
         apply_opts.asset_check = None;
     }

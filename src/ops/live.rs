@@ -1,8 +1,9 @@
-//! The Kubernetes side of a rolling update (everything but `--cloudonly`): wait for each
-//! replacement's Node to be Ready, cordon and drain the old node through the Eviction API,
-//! remove a control plane's etcd member through a port-forward to a remaining control plane's
-//! etcd pod, delete the old Node, and validate the cluster after each step. Every step is
-//! idempotent against the cluster's state, so a re-run after kill -9 redoes what is unfinished.
+//! Taking instances out of a running cluster (everything but `--cloudonly`): for a rolling
+//! update, wait for each replacement's Node to be Ready; for it, a scale-down and a deleted
+//! group alike, cordon and drain the old node through the Eviction API, remove a control
+//! plane's etcd member through a port-forward to a remaining control plane's etcd pod, delete
+//! the old Node; validate the cluster after each step of a roll. Every step is idempotent
+//! against the cluster's state, so a re-run after kill -9 redoes what is unfinished.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ impl Default for LiveOptions {
 }
 
 /// A connection to the cluster being rolled.
-pub(super) struct Live<'a> {
+pub(crate) struct Live<'a> {
     repo: &'a Repo,
     cluster: String,
     client: kube::Client,
@@ -63,7 +64,7 @@ pub(super) struct Live<'a> {
 impl<'a> Live<'a> {
     /// Connect to cluster `cluster`'s API server; `cloud` is the cloud the plan was made from,
     /// and `leaving` the old instances whose replacements exist (an interrupted run's).
-    pub(super) async fn connect(
+    pub(crate) async fn connect(
         repo: &'a Repo,
         cluster: &str,
         cloud: Arc<dyn Cloud>,
@@ -90,14 +91,14 @@ impl<'a> Live<'a> {
     }
 
     /// Old instances this roll is taking out: validation leaves them (and their Nodes) out.
-    pub(super) fn leaving(&mut self, names: impl IntoIterator<Item = String>) {
+    pub(crate) fn leaving(&mut self, names: impl IntoIterator<Item = String>) {
         self.target.leaving.extend(names);
     }
 
     /// Validate the cluster, waiting up to the validation timeout. With
     /// `fail_on_validate_error` a cluster still invalid stops the roll (exit 1, the failures
     /// named); without, it is logged and the roll goes on.
-    pub(super) async fn validate(&self, when: &str, progress: &Progress) -> anyhow::Result<()> {
+    pub(crate) async fn validate(&self, when: &str, progress: &Progress) -> anyhow::Result<()> {
         let v = self
             .target
             .validate(self.opts.validation_timeout, self.opts.poll, progress)
@@ -124,7 +125,7 @@ impl<'a> Live<'a> {
     }
 
     /// Wait until every Node in `names` is Ready.
-    pub(super) async fn wait_ready(
+    pub(crate) async fn wait_ready(
         &self,
         names: &[String],
         progress: &Progress,
@@ -152,7 +153,7 @@ impl<'a> Live<'a> {
 
     /// Take `old` out of the cluster before its instance is deleted: cordon, drain, (control
     /// planes) remove its etcd member once `replacement` is a caught-up member, delete its Node.
-    pub(super) async fn take_out(
+    pub(crate) async fn take_out(
         &self,
         old: &Instance,
         role: Role,
