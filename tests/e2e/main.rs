@@ -3,7 +3,7 @@
 //! on moto with clusters on the simulator (`s3_cli`): create → plan → apply → no-op → delete,
 //! kill -9 matrices, cloud faults through the fault proxy, locks and leases; the mirror check
 //! before a create (`asset_precheck`); rolling updates on the simulator (`rolling_update`), through the Kubernetes API stand-in
-//! (`rolling_live`), scale-down and `delete ig` draining first (`scale_down`); kprov's etcd
+//! (`rolling_live`; killed at API and etcd points of a control-plane roll, `rolling_crash`), scale-down and `delete ig` draining first (`scale_down`); kprov's etcd
 //! client against real etcd members (`etcd_members`).
 
 use kprov_testkit::KprovBin;
@@ -16,6 +16,7 @@ mod aws_e2e;
 mod aws_rolling;
 mod etcd_members;
 mod kube_standin;
+mod rolling_crash;
 mod rolling_live;
 mod rolling_update;
 mod s3_cli;

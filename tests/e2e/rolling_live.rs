@@ -16,12 +16,10 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kprov::repo::Repo;
-use kprov_testkit::etcd::EtcdCluster;
 use kprov_testkit::kube_api::{CloudInstance, CloudLister, KubeApi, KubeApiOptions};
 
 use crate::zstack_e2e::Env;
@@ -102,7 +100,7 @@ pub(crate) fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBu
 
 /// `rolling-update cluster demo --yes` through the API at `kubeconfig`: short polls, 60 s to
 /// validate, `drain_timeout` to drain.
-fn roll_args<'a>(kubeconfig: &'a str, drain_timeout: &'a str) -> Vec<&'a str> {
+pub(crate) fn roll_args<'a>(kubeconfig: &'a str, drain_timeout: &'a str) -> Vec<&'a str> {
     vec![
         "rolling-update",
         "cluster",
@@ -320,143 +318,6 @@ async fn validate_then_roll_workers_with_drain_and_budgets() {
         vms_before + 1,
         "only the surge instance was added"
     );
-}
-
-/// A rolling update of 3 control planes with real etcd: each control plane's etcd pod is a
-/// real etcd member (Debian's etcd 3.4, TLS, certificates from the cluster's etcd CA) reached
-/// by kprov through the stand-in's port-forward; a replacement control plane "runs kubeadm
-/// join" (the test adds its etcd member when its Node registers). kprov removes each old
-/// member with `MemberRemove` only once the replacement is a caught-up member, then deletes
-/// the old instance: at the end etcd's members are the three replacements, and at no time were
-/// fewer than 2 control-plane Nodes Ready.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_planes_roll_one_at_a_time_with_etcd_members_swapped() {
-    let test = "control_planes_roll_one_at_a_time_with_etcd_members_swapped";
-    let env = Env::default().await;
-    let (api, repo, kubeconfig) = cluster_with_api(&env, 3, 1).await;
-    let kc = kubeconfig.to_str().unwrap();
-    let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
-    let first: Vec<String> = (0..3).map(|i| format!("demo-control-plane-{i}")).collect();
-    let Some(etcd) = tokio::task::block_in_place(|| {
-        EtcdCluster::start_named(
-            test,
-            &env.state.path().join("etcd"),
-            &etcd_ca.cert_pem,
-            &etcd_ca.key_pem,
-            &first,
-        )
-    }) else {
-        return;
-    };
-    let etcd = Mutex::new(etcd);
-    let forward = |name: &str, etcd: &EtcdCluster| {
-        let m = etcd
-            .members
-            .iter()
-            .find(|m| m.name == name)
-            .expect("member");
-        let addr = format!("127.0.0.1:{}", m.client_port).parse().unwrap();
-        api.forward_pod_port("kube-system", &format!("etcd-{name}"), 2379, addr);
-    };
-    for n in &first {
-        forward(n, &etcd.lock().unwrap());
-    }
-    // "kubeadm join --control-plane": a new control plane's Node registers → its etcd member
-    // is added and started; a control plane whose VM is gone stops its member
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let (tx, rx) = (Mutex::new(tx), Mutex::new(rx));
-    api.on_register(Arc::new(move |name: &str, cp: bool| {
-        if cp {
-            let _ = tx.lock().unwrap().send(name.to_string());
-        }
-    }));
-    api.watch_cloud(lister(&env), Duration::from_millis(100));
-    env.ok(&[
-        "validate",
-        "cluster",
-        "demo",
-        "--wait",
-        "60s",
-        "--kubeconfig",
-        kc,
-    ])
-    .await;
-
-    env.set_group_spec("control-plane", "size", "{cpu: 2, memory: 4Gi}")
-        .await;
-    let vms = env.sim.vm_reader();
-    let stop = AtomicBool::new(false);
-    let started = std::time::Instant::now();
-    let out = tokio::task::block_in_place(|| {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    if let Ok(name) = rx.lock().unwrap().recv_timeout(Duration::from_millis(50)) {
-                        if !first.contains(&name) {
-                            let mut e = etcd.lock().unwrap();
-                            e.kubeadm_join(&name);
-                            forward(&name, &e);
-                        }
-                    }
-                    let running: Vec<String> = vms
-                        .vms()
-                        .into_iter()
-                        .filter(|v| v.state == "Running")
-                        .map(|v| v.name)
-                        .collect();
-                    let mut e = etcd.lock().unwrap();
-                    let gone: Vec<String> = e
-                        .members
-                        .iter()
-                        .map(|m| m.name.clone())
-                        .filter(|n| !running.contains(n))
-                        .collect();
-                    for n in gone {
-                        e.stop(&n);
-                    }
-                }
-            });
-            let out = env.cmd(&roll_args(kc, "15m")).output().unwrap();
-            stop.store(true, Ordering::SeqCst);
-            out
-        })
-    });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("3 replacement(s) created, 3 old instance(s) deleted"),
-        "{text}"
-    );
-    let members = etcd.lock().unwrap().member_names();
-    assert_eq!(members.len(), 3, "{members:?}");
-    assert!(
-        members
-            .iter()
-            .all(|m| m.starts_with("demo-control-plane-") && !first.contains(m)),
-        "{members:?}"
-    );
-    let min_cp = api
-        .timeline()
-        .iter()
-        .filter(|s| s.at >= started)
-        .map(|s| s.ready_control_planes)
-        .min()
-        .unwrap();
-    assert!(min_cp >= 2, "Ready control planes fell to {min_cp}");
-    let forwards = api
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/portforward"))
-        .count();
-    assert!(
-        forwards >= 3,
-        "etcd was reached through port-forwards: {forwards}"
-    );
-    println!("etcd through {forwards} port-forwards; members now {members:?}");
 }
 
 /// Write an expired bootstrap token into cluster `demo`'s store, as if its TTL had passed.
