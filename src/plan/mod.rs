@@ -484,6 +484,13 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
             )),
         }
     }
+    if !deletes.is_empty() && plan.live_control_planes > 0 {
+        // the cluster runs: converge drains them through its API server first
+        deletes.push(
+            "  (each is cordoned and drained through the cluster's API server first; --cloudonly skips that)"
+                .into(),
+        );
+    }
     for (title, lines, c) in [
         ("Will create resources:", creates, Tone::Add),
         ("Will delete resources:", deletes, Tone::Remove),

@@ -17,7 +17,6 @@
 //! fewer than 4 Ready schedulable workers.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +24,9 @@ use std::time::Duration;
 use kprov_testkit::etcd::EtcdCluster;
 use kprov_testkit::kube_api::KubeApi;
 
-use crate::rolling_live::{cluster_with_api, lister, roll_args};
+use crate::rolling_live::{
+    assert_converged, cluster_with_api, kill_at_api_call, lister, roll_args, running_vms,
+};
 use crate::zstack_e2e::Env;
 
 /// Sets `stop` when dropped, so the etcd thread ends even when an assertion fails.
@@ -47,16 +48,6 @@ fn forward(api: &KubeApi, name: &str, etcd: &EtcdCluster) {
         .expect("member");
     let addr = format!("127.0.0.1:{}", m.client_port).parse().unwrap();
     api.forward_pod_port("kube-system", &format!("etcd-{name}"), 2379, addr);
-}
-
-/// Running VMs of the simulator, by name.
-fn running(env: &Env) -> BTreeSet<String> {
-    env.sim
-        .vms()
-        .into_iter()
-        .filter(|v| v.state == "Running")
-        .map(|v| v.name)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +97,7 @@ async fn kill_9_at_api_and_etcd_points_of_a_control_plane_roll_then_rerun_conver
                             forward(&api, &name, &e);
                         }
                     }
-                    let up = running(&env);
+                    let up = running_vms(&env);
                     let mut e = etcd.lock().unwrap();
                     let gone: Vec<String> = e
                         .members
@@ -146,7 +137,7 @@ fn matrix(
     let roll = roll_args(kc, "60s");
     let sizes = ["{cpu: 2, memory: 4Gi}", "{cpu: 2, memory: 2Gi}"];
     rt.block_on(env.set_group_spec("control-plane", "size", sizes[0]));
-    let first = running(env);
+    let first = running_vms(env);
     let before = api.requests().len();
     let started = std::time::Instant::now();
     let out = rt.block_on(env.ok(&roll));
@@ -192,30 +183,7 @@ fn matrix(
     for (k, &n) in points.iter().enumerate() {
         rt.block_on(env.set_group_spec("control-plane", "size", sizes[(k + 1) % 2]));
         let started = std::time::Instant::now();
-        api.hang_at(n);
-        let mut child = env
-            .cmd(&roll)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let until = std::time::Instant::now() + Duration::from_secs(180);
-        let killed = loop {
-            if api.hung() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                break true;
-            }
-            if child.try_wait().unwrap().is_some() {
-                break false;
-            }
-            assert!(
-                std::time::Instant::now() < until,
-                "kprov neither reached call {n} nor exited"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        api.release();
+        let killed = kill_at_api_call(env, api, &roll, n);
         let mut rerun = roll.to_vec();
         rerun.push("--force-unlock");
         let out = rt.block_on(env.run(&rerun));
@@ -227,8 +195,7 @@ fn matrix(
         if killed {
             killed_at.push(n);
         }
-        let up = running(env);
-        assert_eq!(up.len(), 7, "after kill at call {n}: {up:?}");
+        let up = rt.block_on(assert_converged(env, api, n, 7));
         let cps: BTreeSet<String> = up
             .iter()
             .filter(|v| v.contains("-control-plane-"))
@@ -242,30 +209,6 @@ fn matrix(
             "after kill at call {n}: etcd's members are the running control planes"
         );
         assert_eq!(members.len(), 3, "after kill at call {n}: {members:?}");
-        let listed = rt.block_on(env.ok(&["get", "instances", "demo", "-o", "json"]));
-        let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        assert!(
-            rows.as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"] == "Ready"),
-            "after kill at call {n}: {rows}"
-        );
-        let nodes = api.nodes();
-        let names: BTreeSet<String> = nodes
-            .iter()
-            .filter_map(|x| x.metadata.name.clone())
-            .collect();
-        assert_eq!(
-            names, up,
-            "after kill at call {n}: the Nodes are the running VMs"
-        );
-        assert!(
-            nodes
-                .iter()
-                .all(|x| x.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)),
-            "after kill at call {n}: a node is left cordoned"
-        );
         let samples: Vec<_> = api
             .timeline()
             .into_iter()

@@ -86,6 +86,54 @@ pub(crate) fn lister(env: &Env) -> CloudLister {
     })
 }
 
+/// Running VMs of the simulator, by name.
+pub(crate) fn running_vms(env: &Env) -> BTreeSet<String> {
+    env.sim
+        .vms()
+        .into_iter()
+        .filter(|v| v.state == "Running")
+        .map(|v| v.name)
+        .collect()
+}
+
+/// After the re-run that followed a kill at call `n`: `count` VMs running, every instance
+/// `Ready` (up to date), the Nodes exactly the running VMs and none left cordoned. Returns the
+/// running VMs.
+pub(crate) async fn assert_converged(
+    env: &Env,
+    api: &KubeApi,
+    n: usize,
+    count: usize,
+) -> BTreeSet<String> {
+    let running = running_vms(env);
+    assert_eq!(running.len(), count, "after kill at call {n}: {running:?}");
+    let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Ready"),
+        "after kill at call {n}: {rows}"
+    );
+    let nodes = api.nodes();
+    let names: BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|x| x.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        names, running,
+        "after kill at call {n}: the Nodes are the running VMs"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|x| x.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)),
+        "after kill at call {n}: a node is left cordoned"
+    );
+    running
+}
+
 /// A kubeconfig in `dir` whose API server is a closed loopback port (nothing answers).
 pub(crate) fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("unreachable.kubeconfig");
@@ -96,6 +144,56 @@ pub(crate) fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBu
     )
     .unwrap();
     path
+}
+
+/// Run `kprov args` with the stand-in's `n`th request from now held unanswered, and kill -9 it
+/// once that request hangs; then release the stand-in. Blocks (call it where blocking is
+/// allowed). Returns whether kprov was killed (false: it finished before request `n`).
+pub(crate) fn kill_at_api_call(env: &Env, api: &KubeApi, args: &[&str], n: usize) -> bool {
+    api.hang_at(n);
+    let mut child = env
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(180);
+    let killed = loop {
+        if api.hung() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "kprov neither reached call {n} nor exited"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    api.release();
+    killed
+}
+
+/// `update cluster demo --yes` with the API server unreachable: it must fail with exit 1;
+/// returns its stderr.
+pub(crate) async fn update_refused_unreachable(env: &Env) -> String {
+    let unreachable = unreachable_kubeconfig(env.state.path());
+    let out = env
+        .run(&[
+            "update",
+            "cluster",
+            "demo",
+            "--yes",
+            "--kubeconfig",
+            unreachable.to_str().unwrap(),
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
 }
 
 /// `rolling-update cluster demo --yes` through the API at `kubeconfig`: short polls, 60 s to
@@ -403,19 +501,7 @@ async fn scale_up_after_the_token_expired_installs_a_new_token() {
     expire_token(&repo).await;
     env.set_group_spec("nodes", "count", "4").await;
     let vms = env.live_vm_names().len();
-    let unreachable = unreachable_kubeconfig(env.state.path());
-    let out = env
-        .run(&[
-            "update",
-            "cluster",
-            "demo",
-            "--yes",
-            "--kubeconfig",
-            unreachable.to_str().unwrap(),
-        ])
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = update_refused_unreachable(&env).await;
     assert!(
         err.contains("does not hold yet") && err.contains("fix:"),
         "{err}"
@@ -477,32 +563,7 @@ async fn kill_9_at_api_calls_during_a_roll_then_rerun_converges() {
             .await;
         wait_app_ready(&api, "web", 3);
         let started = std::time::Instant::now();
-        api.hang_at(n);
-        let mut child = env
-            .cmd(&roll)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let killed = tokio::task::block_in_place(|| {
-            let until = std::time::Instant::now() + Duration::from_secs(120);
-            loop {
-                if api.hung() {
-                    child.kill().unwrap();
-                    child.wait().unwrap();
-                    return true;
-                }
-                if child.try_wait().unwrap().is_some() {
-                    return false;
-                }
-                assert!(
-                    std::time::Instant::now() < until,
-                    "kprov neither reached call {n} nor exited"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        api.release();
+        let killed = tokio::task::block_in_place(|| kill_at_api_call(&env, &api, &roll, n));
         let mut rerun = roll.to_vec();
         rerun.push("--force-unlock");
         let out = env.run(&rerun).await;
@@ -528,38 +589,7 @@ async fn kill_9_at_api_calls_during_a_roll_then_rerun_converges() {
         if killed {
             killed_at.push(n);
         }
-        let running: BTreeSet<String> = env
-            .sim
-            .vms()
-            .into_iter()
-            .filter(|v| v.state == "Running")
-            .map(|v| v.name)
-            .collect();
-        assert_eq!(running.len(), 4, "after kill at call {n}: {running:?}");
-        let listed = env.ok(&["get", "instances", "demo", "-o", "json"]).await;
-        let rows: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        assert!(
-            rows.as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r["status"] == "Ready"),
-            "after kill at call {n}: {rows}"
-        );
-        let nodes = api.nodes();
-        let names: BTreeSet<String> = nodes
-            .iter()
-            .filter_map(|x| x.metadata.name.clone())
-            .collect();
-        assert_eq!(
-            names, running,
-            "after kill at call {n}: the Nodes are the running VMs"
-        );
-        assert!(
-            nodes
-                .iter()
-                .all(|x| x.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)),
-            "after kill at call {n}: a node is left cordoned"
-        );
+        assert_converged(&env, &api, n, 4).await;
         let samples: Vec<_> = api
             .timeline()
             .into_iter()

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kprov_testkit::kube_api::KubeApi;
 
-use crate::rolling_live::{cluster_with_api, lister, unreachable_kubeconfig, wait_app_ready};
+use crate::rolling_live::{cluster_with_api, lister, update_refused_unreachable, wait_app_ready};
 use crate::zstack_e2e::Env;
 
 /// The names of the pods of Deployment `app` on node `node`.
@@ -58,19 +58,7 @@ async fn scale_down_and_delete_instancegroup_drain_first() {
     // 3 → 2 workers with the API unreachable: refused before anything changes
     env.set_group_spec("nodes", "count", "2").await;
     let vms = env.live_vm_names();
-    let unreachable = unreachable_kubeconfig(env.state.path());
-    let out = env
-        .run(&[
-            "update",
-            "cluster",
-            "demo",
-            "--yes",
-            "--kubeconfig",
-            unreachable.to_str().unwrap(),
-        ])
-        .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = update_refused_unreachable(&env).await;
     assert!(
         err.contains("must be drained first") && err.contains("--cloudonly"),
         "{err}"
