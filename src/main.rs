@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     // SDK and HTTP crates stay at warn even with -v: their debug logs can carry auth headers.
     const QUIET: &str = "aws_smithy_runtime=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_s3=warn,aws_sdk_ec2=warn,aws_sdk_elasticloadbalancingv2=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn";
     let level = match cli.verbose {
-        0 => "warn".to_string(),
+        // kube-rs logs every failed request at error level; kprov reports the ones that matter
+        // itself, with the object and the fix (a wait for an API server coming up is not one)
+        0 => "warn,kube_client=off".to_string(),
         1 => format!("debug,{QUIET}"),
         _ => format!("trace,{QUIET}"),
     };

@@ -6,7 +6,7 @@ use kprov_providers::InstanceRequest;
 
 use super::{
     manifests, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer,
-    CONTAINERD_UNIT_PATH, CRI_SOCKET, ENV_PATH, NVIDIA_RUNTIME, SCRIPT_PATH,
+    CONTAINERD_UNIT_PATH, CRI_SOCKET, ENV_PATH, NVIDIA_RUNTIME, RESTORE_ENV_PATH, SCRIPT_PATH,
 };
 use crate::apply::RenderContext;
 use crate::assets;
@@ -142,6 +142,13 @@ impl Renderer {
             ));
         }
         self.push_key_files(files);
+        if let Some(r) = &self.restore {
+            files.push(NodeFile::text(
+                RESTORE_ENV_PATH,
+                "0600",
+                r.env_file(&self.etcd_image()),
+            ));
+        }
         for m in self.manifests()? {
             let dir = if m.deferred {
                 "/etc/kprov/manifests-deferred"
@@ -160,6 +167,13 @@ impl Renderer {
             files.push(NodeFile::text("/etc/kprov/node-labels", "0644", labels));
         }
         Ok(())
+    }
+
+    /// The cluster's etcd image, from the mirror when the spec names one: its `etcdutl`
+    /// restores a snapshot on the node.
+    pub(super) fn etcd_image(&self) -> String {
+        let upstream = format!("registry.k8s.io/etcd:{}", self.release.etcd);
+        assets::image_ref(&upstream, &self.config.cluster.spec.assets)
     }
 
     /// The three CAs (certificate and key) and the service-account key pair, where kubeadm looks

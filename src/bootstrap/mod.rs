@@ -23,6 +23,7 @@ mod node; // paths on the node, NodeAction, NodeFile
 mod options; // BootstrapOptions: test/debug hooks from the environment, SHA-256 overrides
 mod redact; // taking secrets out of rendered user-data
 mod render; // the Renderer: decides a node's action, assembles its #cloud-config
+mod restore; // the etcd snapshot a replacement of the only control plane restores
 mod script; // bootstrap.sh and bootstrap.env, and the binaries the script downloads
 pub mod templates; // the tera templates, compiled in
 mod user_data; // fitting user-data into a provider's size limit (gzip)
@@ -38,4 +39,5 @@ pub use node::{
 pub use options::{file_name_of, BootstrapOptions};
 pub use redact::redact;
 pub use render::{renderer, Renderer};
+pub use restore::{EtcdRestore, SnapshotKey, RESTORE_ENV_PATH};
 pub use user_data::{decompress_user_data, fit_user_data};

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::user_data::gzip;
 use super::{
-    fit_user_data, templates, yaml, BootstrapError, BootstrapOptions, NodeAction, SCRIPT_PATH,
+    fit_user_data, templates, yaml, BootstrapError, BootstrapOptions, EtcdRestore, NodeAction,
+    SCRIPT_PATH,
 };
 use crate::apply::{RenderContext, UserData};
 use crate::repo::Repo;
@@ -36,6 +37,9 @@ pub struct Renderer {
     /// The provider's user-data limit: known from the spec's provider, and set from the
     /// connected cloud by the engine ([`Renderer::with_user_data_limit`]).
     pub(super) user_data_limit: Option<usize>,
+    /// The etcd snapshot the first control plane restores before `kubeadm init` (a rolling
+    /// update of the only control plane with `--allow-control-plane-downtime`).
+    pub(super) restore: Option<EtcdRestore>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -136,6 +140,7 @@ impl Renderer {
         };
         Ok(Renderer {
             user_data_limit: crate::cloud::user_data_limit(&config.cluster.spec.provider),
+            restore: None,
             config,
             secrets,
             discovery_hash,
@@ -162,6 +167,12 @@ impl Renderer {
     /// The same renderer fitting user-data into `limit` (the connected cloud's figure).
     pub fn with_user_data_limit(mut self, limit: Option<usize>) -> Renderer {
         self.user_data_limit = limit;
+        self
+    }
+
+    /// The first control plane restores `restore` into etcd before `kubeadm init`.
+    pub fn with_restore(mut self, restore: Option<EtcdRestore>) -> Renderer {
+        self.restore = restore;
         self
     }
 

@@ -116,6 +116,10 @@ impl Renderer {
             &matches!(action, NodeAction::InitOrJoin { .. }),
         );
         ctx.insert("join", &!matches!(action, NodeAction::Init));
+        ctx.insert(
+            "restore",
+            &(action.carries_ca_keys() && self.restore.is_some()),
+        );
         Ok(templates::strip_shell_comments(&templates::render(
             "bootstrap.sh.tera",
             &ctx,

@@ -34,6 +34,14 @@ pub struct RollingUpdateArgs {
     /// next --force run, which does not replace the replacements again.
     #[arg(long)]
     pub force: bool,
+    /// Replace a cluster's only control plane (no etcd quorum survives a swap): its etcd is
+    /// snapshotted through the API into the state store, the old control plane deleted, and the
+    /// replacement restores the snapshot before `kubeadm init`. The API server is down
+    /// meanwhile; writes after the snapshot are lost. Needs spec.controlPlane.endpoint and an
+    /// s3:// state store the control plane can fetch the snapshot from. Killed, the same
+    /// command continues the restore.
+    #[arg(long)]
+    pub allow_control_plane_downtime: bool,
     /// How long a replacement may take to be a Ready Node, and the cluster to validate after
     /// each step.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
@@ -132,6 +140,7 @@ pub async fn run(cli: &Cli, a: &RollingUpdateArgs) -> anyhow::Result<()> {
         groups: a.instance_groups.clone(),
         roles: a.instance_group_roles.clone(),
         force: a.force,
+        allow_downtime: a.allow_control_plane_downtime,
         apply: a.options()?,
     };
     if !a.yes {

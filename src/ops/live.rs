@@ -161,6 +161,20 @@ impl<'a> Live<'a> {
         progress: &Progress,
     ) -> anyhow::Result<()> {
         let node = old.name.as_str();
+        self.cordon_and_drain(node, progress).await?;
+        if role == Role::ControlPlane {
+            self.remove_etcd_member(node, replacement, progress).await?;
+        }
+        self.delete_node(node).await
+    }
+
+    /// Cordon `node` and drain it through the Eviction API; with `fail_on_drain_error` off a
+    /// failed drain is logged and the caller goes on.
+    pub(crate) async fn cordon_and_drain(
+        &self,
+        node: &str,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
         drain::cordon(&self.client, node).await?;
         let phase = progress.phase(&format!("Draining node {node}"), 0);
         let shown = phase.clone();
@@ -186,11 +200,33 @@ impl<'a> Live<'a> {
                 )));
             }
         }
-        if role == Role::ControlPlane {
-            self.remove_etcd_member(node, replacement, progress).await?;
-        }
+        Ok(())
+    }
+
+    /// Delete `node`'s Node object (absent is fine).
+    pub(crate) async fn delete_node(&self, node: &str) -> anyhow::Result<()> {
         drain::delete_node(&self.client, node).await?;
         Ok(())
+    }
+
+    /// Stream a snapshot of control plane `node`'s etcd (`Maintenance.Snapshot`) to `dest`
+    /// (0600) through a port-forward to its etcd pod; returns its size.
+    pub(crate) async fn snapshot_etcd(
+        &self,
+        node: &str,
+        dest: &std::path::Path,
+    ) -> anyhow::Result<u64> {
+        let secrets = crate::secrets::load(self.repo, &self.cluster).await?;
+        let f = forward(&self.client, &etcd_pod(node)).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot reach control plane {node}'s etcd for a snapshot; nothing was replaced. \
+                 fix: check `kprov validate cluster {}`, then re-run",
+                self.cluster
+            ))
+        })?;
+        let access = Access::from_ca(&secrets.etcd_ca, vec![f.endpoint.clone()])?;
+        let mut etcd = Etcd::connect(&access).await?;
+        Ok(etcd.snapshot(dest).await?)
     }
 
     /// Remove control plane `node`'s etcd member through port-forwards to the other control

@@ -21,6 +21,7 @@ pub mod live;
 pub mod lock;
 pub mod mirror;
 pub mod plan;
+pub mod restore;
 pub mod rolling;
 pub mod specs;
 pub mod validate;

@@ -81,6 +81,7 @@ impl PlanReport {
         let renderer = crate::bootstrap::renderer(repo, &self.config)
             .await?
             .with_user_data_limit(self.cloud.user_data_limit())
+            .with_restore(super::restore::node_restore(repo, name).await?)
             .with_unexpired_token()?;
         check_user_data_fits(&renderer, name, creating)?;
         self.renderer = Some(renderer);

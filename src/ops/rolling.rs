@@ -30,6 +30,7 @@ use super::converge::{apply, ApplyOptions};
 use super::plan::PlanReport;
 
 use super::live::Live;
+use super::restore;
 
 /// What to roll and how.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub struct RollOptions {
     /// Replace up-to-date instances too (kops' `--force`). An interrupted forced roll is
     /// continued by the next `--force` run (the instances it set out to replace are recorded).
     pub force: bool,
+    /// Replace a cluster's only control plane by etcd snapshot and restore, with the API down
+    /// while it happens ([`super::restore`]); without it a single control plane is refused.
+    pub allow_downtime: bool,
     /// How each step is applied (concurrency, deadline, journal command, asset check) and the
     /// Kubernetes side (`apply.live`, unless `apply.cloud_only`: no drain, no validation).
     pub apply: ApplyOptions,
@@ -143,6 +147,7 @@ fn targets(
     report: &PlanReport,
     opts: &RollOptions,
     forced: Option<&BTreeSet<String>>,
+    restoring: bool,
 ) -> anyhow::Result<Vec<(String, Vec<NeedsUpdate>)>> {
     let cfg = &report.config;
     let name = report.cluster.as_str();
@@ -155,10 +160,16 @@ fn targets(
             )));
         }
     }
-    if !report.plan.changes.is_empty() {
+    // a pending restore's replacement control plane is created by the roll that continues it
+    let unapplied = report
+        .plan
+        .changes
+        .iter()
+        .filter(|c| !(restoring && matches!(c, Change::Create(r) if r.role == Role::ControlPlane)))
+        .count();
+    if unapplied > 0 {
         return Err(ExitError::usage(format!(
-            "cluster {name} has {} change(s) `update` has not applied yet; nothing was replaced. fix: run `kprov update cluster {name} --yes` first",
-            report.plan.changes.len()
+            "cluster {name} has {unapplied} change(s) `update` has not applied yet; nothing was replaced. fix: run `kprov update cluster {name} --yes` first"
         )));
     }
     let selected = |group: &str, role: Role| {
@@ -175,7 +186,7 @@ fn targets(
             .cloned()
             .collect();
         if row.role == Role::ControlPlane {
-            refuse_control_plane(cfg, name)?;
+            refuse_control_plane(cfg, name, opts)?;
         }
         out.push((row.name, list));
     }
@@ -183,18 +194,20 @@ fn targets(
 }
 
 /// Control planes roll one at a time next to the others: refused with one control plane (no
-/// etcd quorum survives the swap) and without a stable endpoint (`spec.controlPlane.endpoint`:
-/// nodes and kubelets would keep pointing at the old control plane's address).
-fn refuse_control_plane(cfg: &ClusterConfig, name: &str) -> anyhow::Result<()> {
-    let total: i64 = cfg
-        .groups
-        .iter()
-        .filter(|g| g.spec.role == Role::ControlPlane)
-        .map(|g| g.spec.count.max(0))
-        .sum();
-    if total < 3 {
+/// etcd quorum survives the swap) unless `--allow-control-plane-downtime`, and without a stable
+/// endpoint (`spec.controlPlane.endpoint`: nodes and kubelets would keep pointing at the old
+/// control plane's address).
+fn refuse_control_plane(cfg: &ClusterConfig, name: &str, opts: &RollOptions) -> anyhow::Result<()> {
+    let total = control_planes(cfg);
+    let single = total == 1 && opts.allow_downtime;
+    if total < 3 && !single {
+        let hint = if total == 1 {
+            ", or accept the control plane being down while it is replaced from an etcd snapshot with --allow-control-plane-downtime"
+        } else {
+            ""
+        };
         return Err(ExitError::usage(format!(
-            "cluster {name} has {total} control plane(s): replacing one loses etcd quorum (the whole control plane is down while it happens); nothing was replaced. fix: run 3 control planes (and spec.controlPlane.endpoint) before rolling them, or limit the update to workers with --instance-group-roles node"
+            "cluster {name} has {total} control plane(s): replacing one loses etcd quorum (the whole control plane is down while it happens); nothing was replaced. fix: run 3 control planes (and spec.controlPlane.endpoint) before rolling them{hint}, or limit the update to workers with --instance-group-roles node"
         )));
     }
     if cfg.cluster.spec.control_plane.endpoint.is_none() {
@@ -202,7 +215,21 @@ fn refuse_control_plane(cfg: &ClusterConfig, name: &str) -> anyhow::Result<()> {
             "cluster {name} has no stable control-plane endpoint: its nodes reach the API server at the first control plane's address, which a rolling update removes; nothing was replaced. fix: set spec.controlPlane.endpoint (a load balancer or VIP in front of the control planes), or limit the update to workers with --instance-group-roles node"
         )));
     }
+    if single && opts.apply.cloud_only {
+        return Err(ExitError::usage(format!(
+            "--allow-control-plane-downtime with --cloudonly: cluster {name}'s only control plane is replaced from an etcd snapshot taken through its API server; nothing was replaced. fix: drop --cloudonly"
+        )));
+    }
     Ok(())
+}
+
+/// How many control planes the spec asks for.
+fn control_planes(cfg: &ClusterConfig) -> i64 {
+    cfg.groups
+        .iter()
+        .filter(|g| g.spec.role == Role::ControlPlane)
+        .map(|g| g.spec.count.max(0))
+        .sum()
 }
 
 /// What a rolling update did.
@@ -221,7 +248,7 @@ pub struct RollOutcome {
 /// maxSurge; then the step's old instances deleted; then the rest of its replacements).
 pub async fn roll(
     repo: &Repo,
-    report: PlanReport,
+    mut report: PlanReport,
     opts: &RollOptions,
     progress: &Progress,
 ) -> anyhow::Result<RollOutcome> {
@@ -231,8 +258,37 @@ pub async fn roll(
     } else {
         None
     };
-    let groups = targets(&report, opts, recorded.as_ref())?;
+    let restoring = restore::pending(repo, &name).await?;
+    if restoring.is_some() && !opts.allow_downtime {
+        return Err(ExitError::usage(format!(
+            "a replacement of cluster {name}'s only control plane from an etcd snapshot is under way (killed or failed); nothing was replaced. fix: re-run with --allow-control-plane-downtime to finish it"
+        )));
+    }
+    let mut groups = targets(&report, opts, recorded.as_ref(), restoring.is_some())?;
     let mut outcome = RollOutcome::default();
+    if opts.allow_downtime && control_planes(&report.config) == 1 {
+        let pos = groups.iter().position(|(g, _)| {
+            report
+                .config
+                .groups
+                .iter()
+                .any(|x| x.name() == g && x.spec.role == Role::ControlPlane)
+        });
+        let update = pos.map(|i| groups.remove(i).1.remove(0));
+        if update.is_some() || restoring.is_some() {
+            restore::check_store(repo, &name).await?;
+            restore::replace(
+                repo,
+                &mut report,
+                opts,
+                update,
+                restoring,
+                progress,
+                &mut outcome,
+            )
+            .await?;
+        }
+    }
     if groups.is_empty() {
         if opts.force {
             forced::clear(repo, &name).await?;
@@ -250,7 +306,6 @@ pub async fn roll(
             .collect();
         forced::save(repo, &name, &ids).await?;
     }
-    let mut report = report;
     let all_new: Vec<InstanceRequest> = groups
         .iter()
         .flat_map(|(_, l)| l.iter().filter(|u| u.replaced_by.is_none()))
@@ -451,7 +506,7 @@ async fn roll_step(
 }
 
 /// Apply `changes` as a plan of their own (journal, retries, progress, token refresh).
-async fn run(
+pub(super) async fn run(
     repo: &Repo,
     report: &PlanReport,
     opts: &RollOptions,

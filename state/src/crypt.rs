@@ -442,6 +442,14 @@ impl<S: StateStore> StateStore for EncryptedStore<S> {
     async fn delete(&self, key: &str, cond: Condition) -> StateResult<()> {
         self.inner.delete(key, cond).await
     }
+
+    async fn share_url(&self, key: &str, ttl: std::time::Duration) -> StateResult<Option<String>> {
+        // a secret object is ciphertext only this store's key opens: not shareable
+        if is_secret_key(key) {
+            return Ok(None);
+        }
+        self.inner.share_url(key, ttl).await
+    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,15 @@ pub trait StateStore: Send + Sync {
     /// Delete an object if `cond` holds. Deleting an absent object with [`Condition::None`]
     /// succeeds.
     async fn delete(&self, key: &str, cond: Condition) -> StateResult<()>;
+
+    /// A URL anyone holding it can `GET` object `key` from for `ttl` (an S3 presigned URL), for
+    /// machines that have no credentials for the store; `None` when the store cannot give one
+    /// (a `file://` store is only on this machine). The object is read as stored: never use it
+    /// for secret keys of a client-side encrypted store.
+    async fn share_url(&self, key: &str, ttl: std::time::Duration) -> StateResult<Option<String>> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
 }
 
 /// True for keys whose objects hold secrets (`.../pki/...`, `.../secrets/...`).

@@ -335,6 +335,24 @@ impl EtcdCluster {
         free_port()
     }
 
+    /// Start member `name` on a data directory something else restored (a node's bootstrap):
+    /// its membership comes from the data, so the flags' initial cluster is ignored. Returns
+    /// its index once it is healthy.
+    pub fn start_restored(&mut self, name: &str, data_dir: &Path) -> usize {
+        self.members.push(EtcdMember {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            guard: None,
+        });
+        let i = self.members.len() - 1;
+        let initial = self.initial_cluster(&[&self.members[i]]);
+        self.launch(i, &initial, "new");
+        self.wait_healthy(i);
+        i
+    }
+
     /// Restore `snapshot` with `etcdctl snapshot restore` into a new single-member cluster
     /// `name` and start it. Returns its index.
     pub fn restore(&mut self, name: &str, snapshot: &Path) -> usize {

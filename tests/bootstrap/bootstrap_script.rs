@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use kprov_testkit::http_server;
 
 use crate::fixtures::{self, node, NodeKind, Variant};
-use kprov::bootstrap::{self, BootstrapOptions, NodeAction, Renderer};
+use kprov::bootstrap::{self, BootstrapOptions, EtcdRestore, NodeAction, Renderer, SnapshotKey};
 use sha2::{Digest, Sha256};
 
 fn section(script: &str, begin: &str, end: &str) -> String {
@@ -385,13 +385,27 @@ fn every_rendered_script_parses() {
             let r = fixtures::renderer(&v);
             for kind in NodeKind::ALL {
                 let (req, ctx) = node(&v, kind);
-                let mut actions = vec![r.action(&req, &ctx).expect("action")];
+                let mut actions = vec![(r.clone(), r.action(&req, &ctx).expect("action"))];
                 if kind == NodeKind::FirstControlPlane {
-                    actions.push(NodeAction::InitOrJoin {
+                    let init_or_join = NodeAction::InitOrJoin {
                         endpoint: "api.demo.internal:6443".into(),
-                    });
+                    };
+                    actions.push((r.clone(), init_or_join.clone()));
+                    // the replacement of the only control plane, restoring an etcd snapshot
+                    let restoring = r.clone().with_restore(Some(EtcdRestore {
+                        url: "https://s3.example/b/demo/restore/etcd-snapshot.enc?X-Amz-Signature=ab&x=1".into(),
+                        sha256: "0".repeat(64),
+                        key: SnapshotKey::generate(),
+                    }));
+                    let script = restoring.bootstrap_script(&req, &init_or_join).unwrap();
+                    assert!(
+                        script.contains("kprov_phase etcd-restore phase_etcd_restore")
+                            && script.contains("DirAvailable--var-lib-etcd"),
+                        "{script}"
+                    );
+                    actions.push((restoring, init_or_join));
                 }
-                for action in actions {
+                for (r, action) in actions {
                     let script = r.bootstrap_script(&req, &action).expect("script");
                     let out = Command::new("/bin/bash")
                         .args(["-n", "-c", &script])

@@ -14,6 +14,7 @@ const KPROV: KprovBin = KprovBin::new(env!("CARGO_BIN_EXE_kprov"));
 mod asset_precheck;
 mod aws_e2e;
 mod aws_rolling;
+mod downtime;
 mod etcd_members;
 mod kube_standin;
 mod rolling_crash;

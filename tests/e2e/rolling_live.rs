@@ -47,8 +47,7 @@ pub(crate) async fn cluster_with_api(
 ) -> (KubeApi, Repo, std::path::PathBuf) {
     let file = spec(env, cps, nodes, "127.0.0.1:9");
     env.ok(&["create", "-f", file.to_str().unwrap()]).await;
-    let store = format!("file://{}", env.state.path().display());
-    let repo = Repo::new(kprov_state::open(&store).await.unwrap());
+    let repo = env.repo().await;
     let secrets = kprov::secrets::load(&repo, "demo").await.unwrap();
     let api = KubeApi::start(KubeApiOptions {
         ca_cert_pem: secrets.ca.cert_pem.clone(),

@@ -18,6 +18,8 @@ const ZSTACK_PASSWORD: &str = "Zs-E2e-Pw-4c9d1b";
 pub(crate) struct Env {
     pub(crate) sim: SimHandle,
     pub(crate) state: tempfile::TempDir,
+    /// An `s3://` state store at a moto endpoint instead of `file://STATE`: (URL, endpoint).
+    pub(crate) s3: Option<(String, String)>,
 }
 
 impl Env {
@@ -32,7 +34,27 @@ impl Env {
         Env {
             sim,
             state: tempfile::tempdir().unwrap(),
+            s3: None,
         }
+    }
+
+    /// The state store's URL.
+    pub(crate) fn store_url(&self) -> String {
+        match &self.s3 {
+            Some((url, _)) => url.clone(),
+            None => format!("file://{}", self.state.path().display()),
+        }
+    }
+
+    /// The state store, opened in the test process.
+    pub(crate) async fn repo(&self) -> kprov::repo::Repo {
+        let store: std::sync::Arc<dyn kprov_state::StateStore> = match &self.s3 {
+            Some((url, endpoint)) => {
+                std::sync::Arc::new(kprov_testkit::s3_store::store(endpoint, url, |_| {}).await)
+            }
+            None => kprov_state::open(&self.store_url()).await.unwrap(),
+        };
+        kprov::repo::Repo::new(store)
     }
 
     pub(crate) async fn default() -> Env {
@@ -45,12 +67,15 @@ impl Env {
 
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = KPROV.command();
-        c.args(args)
-            .env(
-                "KPROV_STATE_STORE",
-                format!("file://{}", self.state.path().display()),
-            )
-            .env("ZSTACK_ACCOUNT", "admin")
+        c.args(args).env("KPROV_STATE_STORE", self.store_url());
+        if let Some((_, endpoint)) = &self.s3 {
+            c.env("AWS_ENDPOINT_URL_S3", endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", kprov_testkit::aws::SECRET)
+                .env("AWS_REGION", "us-east-1")
+                .env_remove("AWS_ENDPOINT_URL");
+        }
+        c.env("ZSTACK_ACCOUNT", "admin")
             .env("ZSTACK_PASSWORD", ZSTACK_PASSWORD)
             .env("NO_COLOR", "1")
             .env_remove("KPROV_CLUSTER_NAME")
@@ -118,7 +143,10 @@ impl Env {
     /// Set `spec.FIELD` of instance group `group` of cluster `demo` to the YAML `value`, the way
     /// a user does: `get cluster -o yaml`, edit, `create -f FILE --replace`.
     pub(crate) async fn set_group_spec(&self, group: &str, field: &str, value: &str) {
-        let spec = self.ok(&["get", "cluster", "demo", "-o", "yaml"]).await;
+        let out = self.run(&["get", "cluster", "demo", "-o", "yaml"]).await;
+        assert!(out.status.success(), "{out:?}");
+        // stdout only: warnings (an unversioned S3 bucket) go to stderr
+        let spec = String::from_utf8(out.stdout).unwrap();
         let docs: Vec<String> = spec
             .split("\n---\n")
             .map(|d| {

@@ -331,6 +331,23 @@ impl SimHandle {
         self.shared.read(|c| c.vms.clone())
     }
 
+    /// The user-data VM `name` was created with (its `userdata::` system tag, base64-decoded):
+    /// what cloud-init on that VM would read.
+    pub fn user_data(&self, name: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        self.shared.read(|c| {
+            let vm = c.vms.iter().find(|v| v.name == name)?;
+            let tag = c.tags.iter().find_map(|t| {
+                (t.resource_uuid == vm.uuid && t.type_ == "System")
+                    .then(|| t.tag.strip_prefix("userdata::"))
+                    .flatten()
+            })?;
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(tag.trim().trim_end_matches('='))
+                .ok()
+        })
+    }
+
     /// A reader of the VMs that outlives borrows of the handle (for watchers on other tasks,
     /// such as a Kubernetes API stand-in registering a Node per VM).
     pub fn vm_reader(&self) -> VmReader {

@@ -477,6 +477,25 @@ impl StateStore for S3Store {
         Ok(out)
     }
 
+    async fn share_url(&self, key: &str, ttl: Duration) -> StateResult<Option<String>> {
+        validate_key(key)?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(|e| {
+            StateError::Backend {
+                location: self.location(key),
+                message: format!("cannot presign a GET of {key} for {ttl:?}: {e}"),
+            }
+        })?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .presigned(config)
+            .await
+            .map_err(|e| self.other(key, "GetObject (presign)", e))?;
+        Ok(Some(req.uri().to_string()))
+    }
+
     async fn delete(&self, key: &str, cond: Condition) -> StateResult<()> {
         validate_key(key)?;
         if cond == Condition::IfAbsent {

@@ -310,6 +310,14 @@ impl KubeApi {
         h.target = Some(h.arrivals + n.max(1));
     }
 
+    /// Take the API server down (`true`: every new connection is closed unanswered, as when no
+    /// control plane runs it) or bring it back.
+    pub fn set_down(&self, down: bool) {
+        self.shared
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Is a request hanging now?
     pub fn hung(&self) -> bool {
         lock(&self.shared.hang).hanging > 0

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub handle: tokio::runtime::Handle,
     /// Cancelled when the `KubeApi` drops.
     pub stop: CancellationToken,
+    /// The API server is down (no control plane runs it): connections are closed unanswered.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -150,6 +152,7 @@ pub(crate) fn start(opts: &KubeApiOptions) -> (Arc<Shared>, u16) {
         hooks: Mutex::new(Vec::new()),
         handle: rt.handle().clone(),
         stop: CancellationToken::new(),
+        down: std::sync::atomic::AtomicBool::new(false),
     });
     shared.mutate(|_| ());
     let acceptor = super::tls::acceptor(&opts.ca_cert_pem, &opts.ca_key_pem);
@@ -174,6 +177,10 @@ async fn accept_loop(listener: std::net::TcpListener, shared: Arc<Shared>, tls: 
             },
             () = shared.stop.cancelled() => return,
         };
+        if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+            drop(tcp);
+            continue;
+        }
         let (shared, tls) = (Arc::clone(&shared), tls.clone());
         tokio::spawn(async move {
             let stop = shared.stop.clone();

@@ -1,0 +1,386 @@
+//! `rolling-update --allow-control-plane-downtime`: replacing a cluster's only control plane,
+//! where no etcd quorum survives a swap, by snapshot and restore (kops' etcd-manager keeps its
+//! backups in the state store the same way).
+//!
+//! 1. The old control plane is cordoned and drained; a snapshot of its etcd is streamed through
+//!    a port-forward (`Maintenance.Snapshot`) and stored as a secret
+//!    (`NAME/secrets/etcd-snapshot.db`: 0600, encrypted when state encryption is on; it stays as
+//!    the last backup). A copy encrypted with a key made for this restore goes to
+//!    `NAME/restore/etcd-snapshot.enc`, and the marker `NAME/secrets/etcd-restore.yaml` records
+//!    the key, the copy's SHA-256 and the instances — from now on a restore is *pending*.
+//! 2. The old instance is deleted, then the replacement created: while a restore is pending,
+//!    every first control plane kprov renders (rolling-update or `update`) fetches the copy from
+//!    a presigned URL of the state store, checks and decrypts it and restores it with `etcdutl`
+//!    before `kubeadm init` ([`crate::bootstrap::EtcdRestore`]).
+//! 3. Once the API answers again: the old Node (back from the snapshot) is deleted, the
+//!    replacement's Node is Ready, the cluster validates; then the marker and the copy go.
+//!
+//! Killed anywhere, the same command continues: while the old instance still answers, a fresh
+//! snapshot is taken (nothing written since the last one is lost); once it is going or gone,
+//! the recorded snapshot is the one restored.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kprov_state::Condition;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::bootstrap::{EtcdRestore, SnapshotKey};
+use crate::error::ExitError;
+use kprov_providers::Role;
+
+use crate::plan::{Change, NeedsUpdate};
+use crate::repo::Repo;
+use crate::report::Progress;
+
+use super::live::Live;
+use super::plan::PlanReport;
+use super::rolling::{run, RollOptions, RollOutcome};
+
+/// How long the presigned URL of the copy stays valid: the replacement fetches it at boot,
+/// but a replacement the cloud is slow to start (or a re-run hours later) re-renders it.
+const URL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn marker_key(cluster: &str) -> String {
+    format!("{cluster}/secrets/etcd-restore.yaml")
+}
+
+/// The snapshot as taken (a secret object of the store).
+pub fn snapshot_key(cluster: &str) -> String {
+    format!("{cluster}/secrets/etcd-snapshot.db")
+}
+
+/// The encrypted copy the replacement fetches.
+pub fn copy_key(cluster: &str) -> String {
+    format!("{cluster}/restore/etcd-snapshot.enc")
+}
+
+/// A restore under way: what the marker records.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    /// The control plane whose etcd the snapshot is of.
+    pub old_id: String,
+    /// Its name (its Node comes back with the snapshot and is deleted after the restore).
+    pub old_name: String,
+    /// SHA-256 of the encrypted copy (hex).
+    pub sha256: String,
+    /// ChaCha20 key of the copy (hex).
+    key: String,
+    /// Its nonce (hex).
+    nonce: String,
+    /// Snapshot size in bytes.
+    pub size: u64,
+    /// When it was taken (RFC 3339).
+    pub taken: String,
+}
+
+impl Pending {
+    fn snapshot_key(&self) -> anyhow::Result<SnapshotKey> {
+        let mut k = SnapshotKey {
+            key: [0; 32],
+            nonce: [0; 12],
+        };
+        hex::decode_to_slice(&self.key, &mut k.key).context("etcd-restore.yaml: key")?;
+        hex::decode_to_slice(&self.nonce, &mut k.nonce).context("etcd-restore.yaml: nonce")?;
+        Ok(k)
+    }
+}
+
+/// The pending restore of cluster `cluster`, if any.
+pub(crate) async fn pending(repo: &Repo, cluster: &str) -> anyhow::Result<Option<Pending>> {
+    let key = marker_key(cluster);
+    let Some(obj) = repo
+        .store
+        .get(&key)
+        .await
+        .with_context(|| format!("reading {key}"))?
+    else {
+        return Ok(None);
+    };
+    let p = serde_yaml::from_slice(&obj.bytes).with_context(|| {
+        format!("{key} is not a restore record kprov wrote; fix: restore it from a backup of the state store")
+    })?;
+    Ok(Some(p))
+}
+
+/// Refuse (exit 2, nothing changed) a store the replacement cannot fetch the copy from.
+pub(crate) async fn check_store(repo: &Repo, cluster: &str) -> anyhow::Result<()> {
+    let url = repo
+        .store
+        .share_url(&copy_key(cluster), URL_TTL)
+        .await
+        .context(
+            "asking the state store for a URL the replacement can fetch the etcd snapshot from",
+        )?;
+    if url.is_none() {
+        return Err(ExitError::usage(format!(
+            "--allow-control-plane-downtime: the replacement of cluster {cluster}'s control plane fetches the etcd snapshot from the state store, and {} cannot give it a URL (only this machine reads it); nothing was replaced. \
+             fix: move the cluster to an s3:// state store the control plane can reach (`kprov state copy`), or run 3 control planes and roll them without downtime",
+            repo.store.url()
+        )));
+    }
+    Ok(())
+}
+
+/// What the first control plane's user-data needs for the pending restore, if any: a fresh
+/// presigned URL of the copy, its SHA-256 and key.
+pub(crate) async fn node_restore(
+    repo: &Repo,
+    cluster: &str,
+) -> anyhow::Result<Option<EtcdRestore>> {
+    let Some(p) = pending(repo, cluster).await? else {
+        return Ok(None);
+    };
+    let url = repo
+        .store
+        .share_url(&copy_key(cluster), URL_TTL)
+        .await?
+        .with_context(|| {
+            format!(
+                "a restore of cluster {cluster}'s etcd is pending, but the state store {} cannot give the replacement a URL for the snapshot; fix: use the s3:// store the restore was started from",
+                repo.store.url()
+            )
+        })?;
+    Ok(Some(EtcdRestore {
+        url,
+        sha256: p.sha256.clone(),
+        key: p.snapshot_key()?,
+    }))
+}
+
+/// Take the snapshot of control plane `old_name` (id `old_id`) through `live`, store it and
+/// its encrypted copy, and record the restore as pending.
+pub(crate) async fn take(
+    repo: &Repo,
+    cluster: &str,
+    live: &Live<'_>,
+    (old_id, old_name): (&str, &str),
+    progress: &Progress,
+) -> anyhow::Result<Pending> {
+    // written 0600 from the start by the etcd client, removed as soon as it is read
+    let file = std::env::temp_dir().join(format!(
+        "kprov-etcd-{cluster}-{}-{:x}.db",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let phase = progress.phase(&format!("Snapshot of control plane {old_name}'s etcd"), 0);
+    let taken = live.snapshot_etcd(old_name, &file).await;
+    let read = taken.and_then(|size| {
+        std::fs::read(&file)
+            .map(|b| (size, b))
+            .context("reading the etcd snapshot back")
+    });
+    let _ = std::fs::remove_file(&file);
+    let (size, mut bytes) = read?;
+    let snap = snapshot_key(cluster);
+    repo.store
+        .put(&snap, &bytes, Condition::None)
+        .await
+        .with_context(|| format!("storing the etcd snapshot as {snap}"))?;
+    let key = SnapshotKey::generate();
+    key.apply(&mut bytes);
+    let copy = copy_key(cluster);
+    repo.store
+        .put(&copy, &bytes, Condition::None)
+        .await
+        .with_context(|| {
+            format!("storing the replacement's copy of the etcd snapshot as {copy}")
+        })?;
+    let p = Pending {
+        old_id: old_id.to_string(),
+        old_name: old_name.to_string(),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        key: hex::encode(key.key),
+        nonce: hex::encode(key.nonce),
+        size,
+        taken: chrono::Utc::now().to_rfc3339(),
+    };
+    let marker = marker_key(cluster);
+    repo.store
+        .put(
+            &marker,
+            serde_yaml::to_string(&p)?.as_bytes(),
+            Condition::None,
+        )
+        .await
+        .with_context(|| format!("recording the pending restore as {marker}"))?;
+    phase.finish(format!(
+        "etcd snapshot of {old_name} taken ({size} bytes), stored as {snap}"
+    ));
+    Ok(p)
+}
+
+/// The restore is done: the marker and the copy go (the snapshot stays, the last backup).
+pub(crate) async fn finish(repo: &Repo, cluster: &str) -> anyhow::Result<()> {
+    for key in [marker_key(cluster), copy_key(cluster)] {
+        repo.store
+            .delete(&key, Condition::None)
+            .await
+            .with_context(|| format!("removing {key}"))?;
+    }
+    Ok(())
+}
+
+/// Replace the cluster's only control plane: `update` is its NeedsUpdate while the old
+/// instance exists, `pending` the restore an earlier run recorded (see the module's steps).
+pub(super) async fn replace(
+    repo: &Repo,
+    report: &mut PlanReport,
+    opts: &RollOptions,
+    update: Option<NeedsUpdate>,
+    pending: Option<Pending>,
+    progress: &Progress,
+    outcome: &mut RollOutcome,
+) -> anyhow::Result<()> {
+    let cluster = report.cluster.clone();
+    let (p, request) = match update {
+        Some(u) => {
+            let p = snapshot_and_delete(repo, report, opts, &u, pending, progress, outcome).await?;
+            (p, Some(u.replacement()))
+        }
+        None => {
+            let p = pending.context("internal: neither an update nor a pending restore")?;
+            // the old control plane is gone: the plan creates its slot again
+            let req = report.plan.changes.iter().find_map(|c| match c {
+                Change::Create(r) if r.role == Role::ControlPlane => Some(r.clone()),
+                _ => None,
+            });
+            (p, req)
+        }
+    };
+    // with the old one gone, a control plane that exists is the replacement an earlier run made
+    let observed = report.cloud.list_instances(&cluster).await?;
+    let existing = observed
+        .iter()
+        .find(|i| i.is_control_plane() && i.id != p.old_id)
+        .map(|i| i.name.clone());
+    let replacement = match (existing, request) {
+        (Some(name), _) => {
+            outcome.resumed += 1;
+            name
+        }
+        (None, Some(req)) => {
+            // the renderer again: it gives the replacement the snapshot just recorded
+            report
+                .prepare_creates(repo, std::slice::from_ref(&req))
+                .await?;
+            let name = req.name.clone();
+            run(repo, report, opts, vec![Change::Create(req)], progress, outcome).await?;
+            name
+        }
+        (None, None) => anyhow::bail!(
+            "a restore of cluster {cluster}'s etcd is pending but the spec asks for no control plane to restore it on; nothing was created. \
+             fix: put the control-plane group back (count 1), then re-run with --allow-control-plane-downtime"
+        ),
+    };
+    let leaving = [p.old_name.clone()].into_iter().collect();
+    let live = connect_waiting(repo, &cluster, report, leaving, opts, progress).await?;
+    // the old control plane's Node is back with the snapshot
+    live.delete_node(&p.old_name).await?;
+    live.wait_ready(std::slice::from_ref(&replacement), progress)
+        .await?;
+    live.validate(&format!("after restoring etcd on {replacement}"), progress)
+        .await?;
+    finish(repo, &cluster).await?;
+    progress.note(&format!(
+        "control plane {} replaced by {replacement} from the etcd snapshot taken at {}",
+        p.old_name, p.taken
+    ));
+    Ok(())
+}
+
+/// While the old control plane exists: drain it and take a fresh snapshot through its API
+/// (or, when it no longer answers, keep the snapshot an earlier run recorded for it), then
+/// delete it.
+async fn snapshot_and_delete(
+    repo: &Repo,
+    report: &PlanReport,
+    opts: &RollOptions,
+    u: &NeedsUpdate,
+    pending: Option<Pending>,
+    progress: &Progress,
+    outcome: &mut RollOutcome,
+) -> anyhow::Result<Pending> {
+    let cluster = report.cluster.as_str();
+    let old = &u.old;
+    if let Some(r) = &u.replaced_by {
+        anyhow::bail!(
+            "cluster {cluster}'s only control plane {} and a replacement {} both exist; nothing was replaced. \
+             fix: delete the one whose etcd you do not want with your cloud's console, then re-run",
+            old.name,
+            r.name
+        );
+    }
+    let leaving = [old.name.clone()].into_iter().collect();
+    let connected = Live::connect(
+        repo,
+        cluster,
+        report.cloud.clone(),
+        leaving,
+        &opts.apply.live,
+    )
+    .await;
+    let p = match (connected, pending) {
+        (Ok(live), _) => {
+            live.validate("before the rolling update", progress).await?;
+            live.cordon_and_drain(&old.name, progress).await?;
+            take(repo, cluster, &live, (&old.id, &old.name), progress).await?
+        }
+        (Err(e), Some(p)) if p.old_id == old.id => {
+            tracing::warn!("{e:#}");
+            progress.note(&format!(
+                "control plane {}'s API server does not answer: restoring the etcd snapshot an earlier run took at {}",
+                old.name, p.taken
+            ));
+            p
+        }
+        (Err(e), _) => {
+            return Err(e.context(
+                "nothing was replaced: the snapshot of the only control plane's etcd is taken through its API server. \
+                 fix: make the API server reachable (or pass --kubeconfig), then re-run",
+            ))
+        }
+    };
+    let delete = Change::Delete {
+        old: old.clone(),
+        reason: "replaced from an etcd snapshot (--allow-control-plane-downtime)".into(),
+    };
+    run(repo, report, opts, vec![delete], progress, outcome).await?;
+    Ok(p)
+}
+
+/// Connect once the replacement's API server answers (the control plane is down until it has
+/// restored etcd and run `kubeadm init`), for up to the validation timeout.
+async fn connect_waiting<'a>(
+    repo: &'a Repo,
+    cluster: &str,
+    report: &PlanReport,
+    leaving: std::collections::BTreeSet<String>,
+    opts: &'a RollOptions,
+    progress: &Progress,
+) -> anyhow::Result<Live<'a>> {
+    let live = &opts.apply.live;
+    let phase = progress.phase("Waiting for the API server to answer again", 0);
+    let deadline = tokio::time::Instant::now() + live.validation_timeout;
+    loop {
+        match Live::connect(repo, cluster, report.cloud.clone(), leaving.clone(), live).await {
+            Ok(l) => {
+                phase.finish("the API server answers".to_string());
+                return Ok(l);
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("API server not answering yet: {e:#}");
+                tokio::time::sleep(live.poll).await;
+            }
+            Err(e) => {
+                phase.clear();
+                return Err(e.context(format!(
+                    "the replacement control plane's API server did not answer within {:?}; the restore stays pending. \
+                     fix: check the replacement's /var/log/kprov-bootstrap.log, then re-run with --allow-control-plane-downtime",
+                    live.validation_timeout
+                )));
+            }
+        }
+    }
+}
