@@ -9,13 +9,18 @@
 //! the run is visible — pool defined, base volume uploaded, its `.ok` marker, then per node its
 //! root volume, seed ISO, domain defined, domain running; for delete, domains and volumes going
 //! away — and the state libvirt holds right after the kill is recorded: each distinct state is
-//! one kill point. A cloud-only rolling update of the workers, between the two, checks that
-//! replacement domains live next to the old ones. Shares the host's libvirtd with `tests/libvirt/libvirt_vm.rs` under the same host lock.
+//! one kill point. Between the two, a rolling update of the workers through the Kubernetes API
+//! stand-in (its kubelet registers a Node for each running domain): replacement domains live
+//! next to the old ones, each old node is cordoned and drained before its domain goes, and never
+//! fewer than 2 Ready schedulable workers. Shares the host's libvirtd with `tests/libvirt/libvirt_vm.rs` under the same host lock.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use kprov_testkit::kube_api::{CloudInstance, KubeApi, KubeApiOptions};
 use kprov_testkit::vm::*;
 
 use crate::KPROV;
@@ -32,6 +37,53 @@ impl Drop for Cleanup {
         delete_cluster_and_leftovers(KPROV, &self.store, &self.cluster);
         host_teardown();
     }
+}
+
+/// A Kubernetes API stand-in for cluster `c` (its CA from the state store) whose kubelet
+/// registers a Node for every running domain of the cluster, and an admin kubeconfig for it.
+fn api_for(kprov: &Kprov, c: &str) -> (KubeApi, std::path::PathBuf) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = format!("file://{}", kprov.state.path().display());
+    let (api, access) = rt.block_on(async {
+        let repo = kprov::repo::Repo::new(kprov_state::open(&store).await.unwrap());
+        let secrets = kprov::secrets::load(&repo, c).await.unwrap();
+        let api = KubeApi::start(KubeApiOptions {
+            ca_cert_pem: secrets.ca.cert_pem.clone(),
+            ca_key_pem: secrets.ca.key_pem.clone(),
+            node_ready_after: Duration::from_millis(300),
+            pod_ready_after: Duration::from_millis(300),
+        })
+        .await;
+        let access = kprov::ops::access::admin(&repo, c, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        (api, access)
+    });
+    let prefix = format!("{c}-");
+    api.watch_cloud(
+        Arc::new(move || {
+            let prefix = prefix.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    virsh("list --name --state-running")
+                        .lines()
+                        .map(str::trim)
+                        .filter(|d| d.starts_with(&prefix))
+                        .map(|d| CloudInstance {
+                            control_plane: d.contains("-control-plane-"),
+                            name: d.to_string(),
+                        })
+                        .collect()
+                })
+                .await
+                .unwrap()
+            })
+        }),
+        Duration::from_millis(200),
+    );
+    let kubeconfig = kprov.state.path().join("admin.kubeconfig");
+    api.write_kubeconfig(&kubeconfig, &access.cert_pem, &access.key_pem);
+    (api, kubeconfig)
 }
 
 /// What libvirt holds for cluster `c`, read in one `virsh` call: `domain NAME STATE`,
@@ -247,9 +299,11 @@ fn libvirt_kill_9_of_update_and_delete_at_distinct_points_then_rerun_converges()
         update_points.len()
     );
 
-    // --- rolling-update --cloudonly: the nodes' memory changes; each node is replaced by a
-    // domain named SLOT-xxxxxx (the new spec's suffix) made next to the old one, then the old
-    // one goes; delete then leaves nothing.
+    // --- rolling-update through the Kubernetes API: the nodes' memory changes; each node is
+    // replaced by a domain named SLOT-xxxxxx (the new spec's suffix) made next to the old one,
+    // whose Node the API stand-in registers once libvirt runs it (as its kubelet would); the
+    // old node is cordoned, drained (a Deployment of 2 with minAvailable 1 on the workers) and
+    // its Node deleted before its domain goes; never fewer than 2 Ready schedulable workers.
     create();
     kprov.ok(&["update", "cluster", &cluster, "--yes", "--force-unlock"]);
     converged("before the roll");
@@ -259,20 +313,60 @@ fn libvirt_kill_9_of_update_and_delete_at_distinct_points_then_rerun_converges()
         1,
         "only the nodes have 1Gi: {spec}"
     );
+    let (api, kubeconfig) = api_for(&kprov, &cluster);
+    let kc = kubeconfig.to_str().unwrap();
+    api.add_deployment("default", "web", 2, Some(1), false);
+    kprov.ok(&[
+        "validate",
+        "cluster",
+        &cluster,
+        "--wait",
+        "120s",
+        "--kubeconfig",
+        kc,
+    ]);
     let file = kprov.state.path().join("resized.yaml");
     std::fs::write(&file, spec.replace("memory: 1Gi", "memory: 1536Mi")).unwrap();
     kprov.ok(&["create", "-f", file.to_str().unwrap(), "--replace"]);
+    let started = Instant::now();
     let out = kprov.ok(&[
         "rolling-update",
         "cluster",
         &cluster,
         "--yes",
-        "--cloudonly",
+        "--kubeconfig",
+        kc,
+        "--poll-interval",
+        "200ms",
+        "--validation-timeout",
+        "120s",
     ]);
     assert!(
         out.contains("2 replacement(s) created, 2 old instance(s) deleted"),
         "{out}"
     );
+    let samples: Vec<_> = api
+        .timeline()
+        .into_iter()
+        .filter(|s| s.at >= started)
+        .collect();
+    let min_workers = samples.iter().map(|s| s.ready_workers).min().unwrap();
+    let min_web = samples
+        .iter()
+        .map(|s| s.ready_pods.get("web").copied().unwrap_or(0))
+        .min()
+        .unwrap();
+    assert!(
+        min_workers >= 2 && min_web >= 1,
+        "workers fell to {min_workers}, web to {min_web} ({} samples)",
+        samples.len()
+    );
+    let cordons = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with("/api/v1/nodes/"))
+        .count();
+    assert!(cordons >= 2, "both old nodes cordoned: {cordons} PATCHes");
     let rolled = domains(&format!("{cluster}-"));
     assert_eq!(rolled.len(), 3, "{rolled:?}");
     assert!(rolled.contains(&cp), "the control plane stays: {rolled:?}");
@@ -291,6 +385,17 @@ fn libvirt_kill_9_of_update_and_delete_at_distinct_points_then_rerun_converges()
             .all(|d| s.contains(&format!("domain {d} running"))),
         "{s:?}"
     );
+    let nodes_left: BTreeSet<String> = api
+        .nodes()
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        nodes_left,
+        rolled.iter().cloned().collect::<BTreeSet<_>>(),
+        "the old Nodes are deleted"
+    );
+    drop(api);
     kprov.ok(&["delete", "cluster", &cluster, "--yes"]);
     assert!(
         leftovers(&cluster).is_empty(),
