@@ -275,6 +275,7 @@ pub fn spec_from_flags(a: &CreateClusterArgs) -> anyhow::Result<LoadedSpec> {
             addons: Default::default(),
             ssh_public_key,
             bootstrap: Default::default(),
+            etcd: Default::default(),
         },
     };
     let groups = groups_from_flags(a, arch, node_arch, gpu);

@@ -38,6 +38,11 @@ pub enum GetWhat {
         /// Cluster (default: the current cluster).
         cluster: Option<String>,
     },
+    /// A cluster's etcd backups in the state store (`kprov backup etcd`), oldest first.
+    Backups {
+        /// Cluster (default: the current cluster).
+        cluster: Option<String>,
+    },
     /// The user-data (cloud-config) a node gets, secrets redacted unless --show-secrets.
     Userdata(super::userdata::UserdataArgs),
     /// Every image and file the cluster pulls, with upstream and mirror locations.
@@ -87,9 +92,30 @@ pub async fn run(cli: &Cli, a: &GetArgs) -> anyhow::Result<()> {
             )
             .await
         }
+        GetWhat::Backups { cluster } => {
+            let name = current_cluster(cluster.as_deref(), cli.name.as_deref(), &repo).await?;
+            backups(&repo, &name, a.output).await
+        }
         GetWhat::Userdata(u) => super::userdata::run(cli, u, &repo).await,
         GetWhat::Assets(x) => super::assets::run_get(cli, x, a.output, &repo).await,
     }
+}
+
+/// `get backups`: one row per etcd backup, oldest first.
+async fn backups(repo: &Repo, name: &str, output: Output) -> anyhow::Result<()> {
+    let list = crate::ops::backup::list(repo, name).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&list)?),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|b| vec![b.id.clone(), b.key.clone()])
+                .collect();
+            print!("{}", super::output::table(&["ID", "KEY"], &rows));
+        }
+    }
+    Ok(())
 }
 
 /// `get clusters`: one row per cluster in the store.

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kprov_state::StateStore;
 
 pub mod assets;
+pub mod backup;
 pub mod completion;
 pub mod create;
 pub mod delete;
@@ -98,6 +99,8 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Export a kubeconfig for a cluster, with a short-lived admin client certificate.
     Export(export::ExportArgs),
+    /// Back up a cluster's etcd into the state store (`backup etcd NAME`).
+    Backup(backup::BackupArgs),
     /// Operate on state stores (copy clusters between them).
     State(state::StateArgs),
     /// Copy a cluster's images and files to its mirrors, or into / out of an offline bundle.
@@ -442,6 +445,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(ref a) => edit::run(&cli, a).await,
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
+        Command::Backup(ref a) => backup::run(&cli, a).await,
         Command::State(ref a) => state::run(&cli, a).await,
         Command::Mirror(ref a) => mirror::run(&cli, a).await,
         Command::Check(ref a) => assets::run_check(&cli, a).await,

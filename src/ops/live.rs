@@ -90,6 +90,18 @@ impl<'a> Live<'a> {
         })
     }
 
+    /// The cloud's control planes of the cluster, by name.
+    pub(crate) async fn control_planes(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .target
+            .machines()
+            .await?
+            .into_iter()
+            .filter(|m| m.role == Role::ControlPlane)
+            .map(|m| m.name)
+            .collect())
+    }
+
     /// Old instances this roll is taking out: validation leaves them (and their Nodes) out.
     pub(crate) fn leaving(&mut self, names: impl IntoIterator<Item = String>) {
         self.target.leaving.extend(names);

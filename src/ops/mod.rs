@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod assets;
+pub mod backup;
 pub mod converge;
 pub mod delete;
 pub mod groups;

@@ -3,9 +3,8 @@
 //! backups in the state store the same way).
 //!
 //! 1. The old control plane is cordoned and drained; a snapshot of its etcd is streamed through
-//!    a port-forward (`Maintenance.Snapshot`) and stored as a secret
-//!    (`NAME/secrets/etcd-snapshot.db`: 0600, encrypted when state encryption is on; it stays as
-//!    the last backup). A copy encrypted with a key made for this restore goes to
+//!    a port-forward (`Maintenance.Snapshot`) and stored as an etcd backup
+//!    ([`super::backup`]: a secret object, kept). A copy encrypted with a key made for this restore goes to
 //!    `NAME/restore/etcd-snapshot.enc`, and the marker `NAME/secrets/etcd-restore.yaml` records
 //!    the key, the copy's SHA-256 and the instances — from now on a restore is *pending*.
 //! 2. The old instance is deleted, then the replacement created: while a restore is pending,
@@ -46,11 +45,6 @@ fn marker_key(cluster: &str) -> String {
     format!("{cluster}/secrets/etcd-restore.yaml")
 }
 
-/// The snapshot as taken (a secret object of the store).
-pub fn snapshot_key(cluster: &str) -> String {
-    format!("{cluster}/secrets/etcd-snapshot.db")
-}
-
 /// The encrypted copy the replacement fetches.
 pub fn copy_key(cluster: &str) -> String {
     format!("{cluster}/restore/etcd-snapshot.enc")
@@ -71,8 +65,8 @@ pub(crate) struct Pending {
     nonce: String,
     /// Snapshot size in bytes.
     pub size: u64,
-    /// When it was taken (RFC 3339).
-    pub taken: String,
+    /// The backup it is (`NAME/secrets/etcd-backups/ID.db`; its id says when it was taken).
+    pub backup: String,
 }
 
 impl Pending {
@@ -158,26 +152,9 @@ pub(crate) async fn take(
     (old_id, old_name): (&str, &str),
     progress: &Progress,
 ) -> anyhow::Result<Pending> {
-    // written 0600 from the start by the etcd client, removed as soon as it is read
-    let file = std::env::temp_dir().join(format!(
-        "kprov-etcd-{cluster}-{}-{:x}.db",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let phase = progress.phase(&format!("Snapshot of control plane {old_name}'s etcd"), 0);
-    let taken = live.snapshot_etcd(old_name, &file).await;
-    let read = taken.and_then(|size| {
-        std::fs::read(&file)
-            .map(|b| (size, b))
-            .context("reading the etcd snapshot back")
-    });
-    let _ = std::fs::remove_file(&file);
-    let (size, mut bytes) = read?;
-    let snap = snapshot_key(cluster);
-    repo.store
-        .put(&snap, &bytes, Condition::None)
-        .await
-        .with_context(|| format!("storing the etcd snapshot as {snap}"))?;
+    let backup = super::backup::take_with(repo, cluster, live, Some(old_name), progress).await?;
+    let mut bytes = super::backup::read(repo, cluster, &backup.id).await?;
+    let size = bytes.len() as u64;
     let key = SnapshotKey::generate();
     key.apply(&mut bytes);
     let copy = copy_key(cluster);
@@ -194,7 +171,7 @@ pub(crate) async fn take(
         key: hex::encode(key.key),
         nonce: hex::encode(key.nonce),
         size,
-        taken: chrono::Utc::now().to_rfc3339(),
+        backup: backup.id,
     };
     let marker = marker_key(cluster);
     repo.store
@@ -205,9 +182,6 @@ pub(crate) async fn take(
         )
         .await
         .with_context(|| format!("recording the pending restore as {marker}"))?;
-    phase.finish(format!(
-        "etcd snapshot of {old_name} taken ({size} bytes), stored as {snap}"
-    ));
     Ok(p)
 }
 
@@ -284,8 +258,8 @@ pub(super) async fn replace(
         .await?;
     finish(repo, &cluster).await?;
     progress.note(&format!(
-        "control plane {} replaced by {replacement} from the etcd snapshot taken at {}",
-        p.old_name, p.taken
+        "control plane {} replaced by {replacement} from etcd backup {}",
+        p.old_name, p.backup
     ));
     Ok(())
 }
@@ -330,8 +304,8 @@ async fn snapshot_and_delete(
         (Err(e), Some(p)) if p.old_id == old.id => {
             tracing::warn!("{e:#}");
             progress.note(&format!(
-                "control plane {}'s API server does not answer: restoring the etcd snapshot an earlier run took at {}",
-                old.name, p.taken
+                "control plane {}'s API server does not answer: restoring etcd backup {} an earlier run took",
+                old.name, p.backup
             ));
             p
         }

@@ -333,6 +333,13 @@ pub async fn roll(
             )
         })?;
         live.validate("before the rolling update", progress).await?;
+        let rolls_control_planes = groups
+            .iter()
+            .any(|(_, l)| l.iter().any(|u| u.old.is_control_plane()));
+        if rolls_control_planes {
+            // a backup of etcd as it was before its members change
+            super::backup::take_with(repo, &name, &live, None, progress).await?;
+        }
         Some(live)
     };
     for (group, list) in groups {

@@ -85,6 +85,9 @@ pub struct ClusterSpec {
     /// Bootstrap settings.
     #[serde(default)]
     pub bootstrap: BootstrapSpec,
+    /// etcd settings (its backups in the state store).
+    #[serde(default, skip_serializing_if = "EtcdSpec::is_default")]
+    pub etcd: EtcdSpec,
 }
 
 /// The provider block: exactly one of `zstack`, `aws`, `libvirt`.
@@ -477,6 +480,43 @@ pub struct NvidiaDevicePlugin {
 
 fn yes() -> bool {
     true
+}
+
+/// etcd settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// Snapshots kept in the state store (`kprov backup etcd`, and the one a rolling update of
+    /// control planes takes first).
+    #[serde(default)]
+    pub backups: EtcdBackups,
+}
+
+impl EtcdSpec {
+    fn is_default(&self) -> bool {
+        *self == EtcdSpec::default()
+    }
+}
+
+/// Retention of etcd snapshots in the state store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdBackups {
+    /// How many to keep: the oldest beyond this are removed after each new one (at least 1).
+    #[serde(default = "default_backups_keep")]
+    pub keep: u32,
+}
+
+fn default_backups_keep() -> u32 {
+    10
+}
+
+impl Default for EtcdBackups {
+    fn default() -> Self {
+        EtcdBackups {
+            keep: default_backups_keep(),
+        }
+    }
 }
 
 /// Bootstrap settings.

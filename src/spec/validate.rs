@@ -89,6 +89,13 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     check_networking(&mut col, &s.networking);
     check_provider(&mut col, &s.provider);
     check_bootstrap(&mut col, &s.bootstrap);
+    if s.etcd.backups.keep == 0 {
+        col.err(
+            "spec.etcd.backups.keep",
+            "0 would remove every etcd backup as soon as it is taken",
+            "keep at least 1 (default 10)",
+        );
+    }
     check_ssh_public_key(&mut col, s.ssh_public_key.as_deref());
     check_assets(&mut col, &s.assets);
     check_addons(&mut col, &s.addons, &s.networking);

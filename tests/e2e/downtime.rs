@@ -376,7 +376,7 @@ async fn scenarios(
         let text = env.ok(&args).await;
         let new = cp.lock().unwrap().current.clone();
         assert!(
-            text.contains(&format!("replaced by {new} from the etcd snapshot")),
+            text.contains(&format!("replaced by {new} from etcd backup")),
             "roll {k} (killed at {what}): {text}"
         );
         converged(env, api, repo, etcd, k, &new, &value).await;
@@ -386,7 +386,7 @@ async fn scenarios(
 
 /// After roll `k`: the control plane `new` and the 2 workers run, the Nodes are the running VMs,
 /// etcd serves what was written before the roll, the restore record and copy are gone and the
-/// snapshot is kept; `update` is a no-op.
+/// snapshot is kept as a backup; `update` is a no-op.
 async fn converged(
     env: &Env,
     api: &KubeApi,
@@ -418,13 +418,15 @@ async fn converged(
             "roll {k}: {key} left"
         );
     }
-    let snap = repo
-        .store
-        .get("demo/secrets/etcd-snapshot.db")
+    let backups = kprov::ops::backup::list(repo, "demo").await.unwrap();
+    assert!(
+        backups.len() > k,
+        "roll {k}: the snapshots are kept as backups: {backups:?}"
+    );
+    let last = kprov::ops::backup::read(repo, "demo", &backups.last().unwrap().id)
         .await
-        .unwrap()
-        .expect("the snapshot is kept");
-    assert!(snap.bytes.len() > 1000, "roll {k}: a real snapshot");
+        .unwrap();
+    assert!(last.len() > 1000, "roll {k}: a real snapshot");
     let plan = env.ok(&["update", "cluster", "demo"]).await;
     assert!(
         plan.contains("No changes needed") && !plan.contains("rolling update"),

@@ -15,6 +15,7 @@ mod asset_precheck;
 mod aws_e2e;
 mod aws_rolling;
 mod downtime;
+mod etcd_backup;
 mod etcd_members;
 mod kube_standin;
 mod rolling_crash;

@@ -20,6 +20,8 @@ pub(crate) struct Env {
     pub(crate) state: tempfile::TempDir,
     /// An `s3://` state store at a moto endpoint instead of `file://STATE`: (URL, endpoint).
     pub(crate) s3: Option<(String, String)>,
+    /// Client-side state encryption with this key file (`KPROV_STATE_ENCRYPTION_KEY_FILE`).
+    pub(crate) encryption_key: Option<std::path::PathBuf>,
 }
 
 impl Env {
@@ -35,6 +37,7 @@ impl Env {
             sim,
             state: tempfile::tempdir().unwrap(),
             s3: None,
+            encryption_key: None,
         }
     }
 
@@ -48,11 +51,26 @@ impl Env {
 
     /// The state store, opened in the test process.
     pub(crate) async fn repo(&self) -> kprov::repo::Repo {
-        let store: std::sync::Arc<dyn kprov_state::StateStore> = match &self.s3 {
-            Some((url, endpoint)) => {
-                std::sync::Arc::new(kprov_testkit::s3_store::store(endpoint, url, |_| {}).await)
+        use kprov_state::crypt::{EncryptedStore, EncryptionKey};
+        use kprov_state::StateStore;
+        use std::sync::Arc;
+        let key = self
+            .encryption_key
+            .as_ref()
+            .map(|k| EncryptionKey::load(k).unwrap());
+        let store: Arc<dyn StateStore> = match (&self.s3, key) {
+            (Some((url, endpoint)), key) => {
+                let s = kprov_testkit::s3_store::store(endpoint, url, |_| {}).await;
+                match key {
+                    Some(k) => Arc::new(EncryptedStore::new(s, k)),
+                    None => Arc::new(s),
+                }
             }
-            None => kprov_state::open(&self.store_url()).await.unwrap(),
+            (None, Some(k)) => Arc::new(EncryptedStore::new(
+                kprov_state::open_file_url(&self.store_url()).unwrap(),
+                k,
+            )),
+            (None, None) => kprov_state::open(&self.store_url()).await.unwrap(),
         };
         kprov::repo::Repo::new(store)
     }
@@ -68,6 +86,10 @@ impl Env {
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = KPROV.command();
         c.args(args).env("KPROV_STATE_STORE", self.store_url());
+        match &self.encryption_key {
+            Some(k) => c.env(kprov_state::crypt::KEY_FILE_ENV, k),
+            None => c.env_remove(kprov_state::crypt::KEY_FILE_ENV),
+        };
         if let Some((_, endpoint)) = &self.s3 {
             c.env("AWS_ENDPOINT_URL_S3", endpoint)
                 .env("AWS_ACCESS_KEY_ID", "testing")
