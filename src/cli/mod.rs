@@ -17,6 +17,7 @@ pub mod export;
 pub mod get;
 pub mod mirror;
 pub mod output;
+pub mod restore;
 pub mod rolling_update;
 pub mod state;
 pub mod update;
@@ -101,6 +102,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Back up a cluster's etcd into the state store (`backup etcd NAME`).
     Backup(backup::BackupArgs),
+    /// Bring back a cluster whose control planes are all lost (`restore etcd NAME --backup ID`).
+    Restore(restore::RestoreArgs),
     /// Operate on state stores (copy clusters between them).
     State(state::StateArgs),
     /// Copy a cluster's images and files to its mirrors, or into / out of an offline bundle.
@@ -446,6 +449,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(ref a) => delete::run(&cli, a).await,
         Command::Export(ref a) => export::run(&cli, a).await,
         Command::Backup(ref a) => backup::run(&cli, a).await,
+        Command::Restore(ref a) => restore::run(&cli, a).await,
         Command::State(ref a) => state::run(&cli, a).await,
         Command::Mirror(ref a) => mirror::run(&cli, a).await,
         Command::Check(ref a) => assets::run_check(&cli, a).await,

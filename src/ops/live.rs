@@ -102,6 +102,34 @@ impl<'a> Live<'a> {
             .collect())
     }
 
+    /// Delete the Nodes whose machines the cloud no longer holds (they come back with an etcd
+    /// snapshot taken while those machines ran).
+    pub(crate) async fn delete_lost_nodes(&self) -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::Node;
+        let machines: BTreeSet<String> = self
+            .target
+            .machines()
+            .await?
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let nodes: kube::Api<Node> = kube::Api::all(self.client.clone());
+        let list = nodes
+            .list(&Default::default())
+            .await
+            .map_err(|e| crate::k8s::K8sError::api("listing nodes".to_string(), e))?;
+        for n in list.items {
+            let Some(name) = n.metadata.name else {
+                continue;
+            };
+            if !machines.contains(&name) {
+                tracing::info!("node {name} has no machine left: deleting it");
+                self.delete_node(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Old instances this roll is taking out: validation leaves them (and their Nodes) out.
     pub(crate) fn leaving(&mut self, names: impl IntoIterator<Item = String>) {
         self.target.leaving.extend(names);

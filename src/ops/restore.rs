@@ -153,7 +153,18 @@ pub(crate) async fn take(
     progress: &Progress,
 ) -> anyhow::Result<Pending> {
     let backup = super::backup::take_with(repo, cluster, live, Some(old_name), progress).await?;
-    let mut bytes = super::backup::read(repo, cluster, &backup.id).await?;
+    record(repo, cluster, &backup.id, (old_id, old_name)).await
+}
+
+/// Record a pending restore of backup `backup` (for the old control plane `old`, or `("", "")`
+/// when none is left): its encrypted copy for the replacement, then the record.
+async fn record(
+    repo: &Repo,
+    cluster: &str,
+    backup: &str,
+    (old_id, old_name): (&str, &str),
+) -> anyhow::Result<Pending> {
+    let mut bytes = super::backup::read(repo, cluster, backup).await?;
     let size = bytes.len() as u64;
     let key = SnapshotKey::generate();
     key.apply(&mut bytes);
@@ -171,7 +182,7 @@ pub(crate) async fn take(
         key: hex::encode(key.key),
         nonce: hex::encode(key.nonce),
         size,
-        backup: backup.id,
+        backup: backup.to_string(),
     };
     let marker = marker_key(cluster);
     repo.store
@@ -251,7 +262,9 @@ pub(super) async fn replace(
     let leaving = [p.old_name.clone()].into_iter().collect();
     let live = connect_waiting(repo, &cluster, report, leaving, opts, progress).await?;
     // the old control plane's Node is back with the snapshot
-    live.delete_node(&p.old_name).await?;
+    if !p.old_name.is_empty() {
+        live.delete_node(&p.old_name).await?;
+    }
     live.wait_ready(std::slice::from_ref(&replacement), progress)
         .await?;
     live.validate(&format!("after restoring etcd on {replacement}"), progress)
@@ -357,4 +370,91 @@ async fn connect_waiting<'a>(
             }
         }
     }
+}
+
+/// `kprov restore etcd NAME --backup ID`: bring back a cluster whose control planes are all
+/// lost. Refused (exit 2, nothing changed) while a control plane runs (two etcd histories would
+/// fork). Otherwise the restore of backup `backup` is recorded as pending, the plan applied
+/// (the missing control planes are created; the first restores the backup before `kubeadm
+/// init`, the others join it), and once the API server answers the Nodes of lost machines
+/// (back with the snapshot) are deleted, the control planes awaited and the cluster validated.
+/// A run killed half-way is continued by the same command (the record stays until the end).
+pub async fn from_backup(
+    repo: &Repo,
+    cluster: &str,
+    backup: &str,
+    opts: &super::ApplyOptions,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    check_store(repo, cluster).await?;
+    let report = super::plan::plan(repo, cluster).await?;
+    let running: Vec<String> = report
+        .cloud
+        .list_instances(cluster)
+        .await?
+        .into_iter()
+        .filter(|i| i.is_control_plane())
+        .map(|i| i.name)
+        .collect();
+    match pending(repo, cluster).await? {
+        Some(p) if p.backup != backup => {
+            return Err(ExitError::usage(format!(
+                "a restore of cluster {cluster}'s etcd from backup {} is under way; nothing was changed. \
+                 fix: re-run with --backup {} to finish it",
+                p.backup, p.backup
+            )))
+        }
+        Some(_) => {}
+        None if !running.is_empty() => {
+            return Err(ExitError::usage(format!(
+                "cluster {cluster} has running control plane(s) {}: restoring etcd next to them would fork its history; nothing was changed. \
+                 fix: restore only a cluster whose control planes are all lost, or replace the only control plane with \
+                 `kprov rolling-update cluster {cluster} --yes --allow-control-plane-downtime`",
+                running.join(", ")
+            )))
+        }
+        None => {
+            super::backup::read(repo, cluster, backup).await?;
+            record(repo, cluster, backup, ("", "")).await?;
+        }
+    }
+    // planned again: the renderer now gives the first control plane the restore
+    let report = super::plan::plan(repo, cluster).await?;
+    let mut apply_opts = opts.clone();
+    apply_opts.cloud_only = true;
+    super::converge::apply(repo, report, &apply_opts, progress).await?;
+    let stored = repo.require(cluster).await?;
+    let cloud = crate::cloud::connect(cluster, &stored.config.cluster.spec).await?;
+    let live = &opts.live;
+    let phase = progress.phase("Waiting for the API server to answer again", 0);
+    let deadline = tokio::time::Instant::now() + live.validation_timeout;
+    let live = loop {
+        match Live::connect(repo, cluster, cloud.clone(), Default::default(), live).await {
+            Ok(l) => break l,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("API server not answering yet: {e:#}");
+                tokio::time::sleep(live.poll).await;
+            }
+            Err(e) => {
+                phase.clear();
+                return Err(e.context(format!(
+                    "cluster {cluster}'s API server did not answer within {:?}; the restore stays pending. \
+                     fix: check the first control plane's /var/log/kprov-bootstrap.log, then re-run",
+                    live.validation_timeout
+                )));
+            }
+        }
+    };
+    phase.finish("the API server answers".to_string());
+    live.delete_lost_nodes().await?;
+    let cps = live.control_planes().await?;
+    live.wait_ready(&cps, progress).await?;
+    live.validate(&format!("after restoring etcd backup {backup}"), progress)
+        .await?;
+    finish(repo, cluster).await?;
+    progress.note(&format!(
+        "cluster {cluster}'s etcd restored from backup {backup} on {}",
+        cps.join(", ")
+    ));
+    Ok(())
 }

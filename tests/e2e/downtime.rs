@@ -155,7 +155,8 @@ fn watch_step(
         cp.down = true;
     }
     if cp.down {
-        if let Some(new) = up.iter().find(|n| **n != cp.current) {
+        // any control plane running now is a new machine (possibly under the lost one's name)
+        if let Some(new) = up.iter().next() {
             cp.boots += 1;
             let data = boot_restore(
                 env,
@@ -447,4 +448,140 @@ async fn a_store_the_control_plane_cannot_read_is_refused_before_anything_change
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("s3://") && err.contains("file://"), "{err}");
     assert_eq!(running_vms(&env), before, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
+    let test = "a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup";
+    let Some(moto) = Moto::start(test) else {
+        return;
+    };
+    let (status, body) = raw_http::request(moto.port, "PUT", "/kprov-state", "").unwrap();
+    assert_eq!(status, 200, "create bucket: {body}");
+    let mut env = Env::default().await;
+    env.s3 = Some(("s3://kprov-state/team".into(), moto.endpoint()));
+    let (api, repo, kubeconfig) = cluster_with_api(&env, 1, 1).await;
+    let kc = kubeconfig.to_str().unwrap().to_string();
+    let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
+    let first = "demo-control-plane-0".to_string();
+    let Some(etcd) = tokio::task::block_in_place(|| {
+        EtcdCluster::start_named(
+            test,
+            &env.state.path().join("etcd"),
+            &etcd_ca.cert_pem,
+            &etcd_ca.key_pem,
+            std::slice::from_ref(&first),
+        )
+    }) else {
+        return;
+    };
+    forward(&api, &first, &etcd);
+    let etcd = Mutex::new(etcd);
+    api.watch_cloud(lister(&env), Duration::from_millis(100));
+    env.ok(&[
+        "validate",
+        "cluster",
+        "demo",
+        "--wait",
+        "60s",
+        "--kubeconfig",
+        &kc,
+    ])
+    .await;
+    etcd_put(&etcd, "/registry/kprov-test", "in the backup");
+    let out = env
+        .run(&["backup", "etcd", "demo", "--kubeconfig", &kc, "-o", "json"])
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = b["id"].as_str().unwrap().to_string();
+    let restore = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "restore",
+            "etcd",
+            "demo",
+            "--backup",
+            &id,
+            "--yes",
+            "--kubeconfig",
+            &kc,
+            "--poll-interval",
+            "100ms",
+            "--validation-timeout",
+            "90s",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    // refused while the control plane runs: etcd's history would fork
+    let args = restore(&[]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&argv).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fork"), "{err}");
+    etcd_put(&etcd, "/registry/kprov-test", "after the backup");
+
+    // the control plane is lost: its VM destroyed behind kprov's back
+    let uuid = env.sim.uuid_of(&first).unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "{}/zstack/v1/vm-instances/{uuid}",
+            env.sim.endpoint()
+        ))
+        .header(
+            "Authorization",
+            format!("OAuth {}", env.sim.admin_session()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{resp:?}");
+    let cp = Mutex::new(ControlPlane {
+        current: first.clone(),
+        down: false,
+        boots: 0,
+    });
+    let boots = env.state.path().join("boots");
+    let stop = AtomicBool::new(false);
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    watch_step(&env, &api, &etcd, &cp, &boots);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            rt.block_on(async {
+                let text = env.ok(&argv).await;
+                assert!(
+                    text.contains(&format!("restored from backup {id}")),
+                    "{text}"
+                );
+            });
+        })
+    });
+    assert_eq!(cp.lock().unwrap().boots, 1, "one control plane restored");
+    assert_eq!(
+        etcd_get(&etcd, "/registry/kprov-test"),
+        "in the backup",
+        "etcd is the backup's"
+    );
+    let running = running_vms(&env);
+    let nodes: BTreeSet<String> = api
+        .nodes()
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    assert_eq!(nodes, running, "Nodes are the machines");
+    assert!(repo
+        .store
+        .get("demo/secrets/etcd-restore.yaml")
+        .await
+        .unwrap()
+        .is_none());
+    let plan = env.ok(&["update", "cluster", "demo"]).await;
+    assert!(plan.contains("No changes needed"), "{plan}");
 }

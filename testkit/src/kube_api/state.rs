@@ -146,10 +146,18 @@ impl State {
         self.pods.insert(key, pod);
     }
 
-    /// Register node `name` as kubelet + kubeadm do; false if it exists already.
+    /// Register node `name` as kubelet + kubeadm do; false if it exists already — unless it
+    /// is lost (Ready=Unknown: its machine went away), when a new machine under that name is
+    /// registering: its Node starts again, NotReady until the ready delay.
     pub fn register_node(&mut self, name: &str, control_plane: bool) -> bool {
-        if self.nodes.contains_key(name) {
-            return false;
+        if let Some(n) = self.nodes.get(name) {
+            if o::node_ready(n) != "Unknown" {
+                return false;
+            }
+            // the lost machine's pods go (the DaemonSet controller and the new kubelet's mirror
+            // pods replace them)
+            self.nodes.remove(name);
+            self.pods.retain(|_, p| o::node_of(p) != Some(name));
         }
         self.registered_count += 1;
         let mut node = o::new_node(name, control_plane, self.registered_count);
