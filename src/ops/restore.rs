@@ -20,6 +20,9 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use kprov_state::Condition;
 use serde::{Deserialize, Serialize};
@@ -27,13 +30,13 @@ use sha2::{Digest, Sha256};
 
 use crate::bootstrap::{EtcdRestore, SnapshotKey};
 use crate::error::ExitError;
-use kprov_providers::Role;
+use kprov_providers::{Cloud, Role};
 
 use crate::plan::{Change, NeedsUpdate};
 use crate::repo::Repo;
 use crate::report::Progress;
 
-use super::live::Live;
+use super::live::{Live, LiveOptions};
 use super::plan::PlanReport;
 use super::rolling::{run, RollOptions, RollOutcome};
 
@@ -260,7 +263,17 @@ pub(super) async fn replace(
         ),
     };
     let leaving = [p.old_name.clone()].into_iter().collect();
-    let live = connect_waiting(repo, &cluster, report, leaving, opts, progress).await?;
+    let rerun = "with --allow-control-plane-downtime";
+    let live = connect_waiting(
+        repo,
+        &cluster,
+        report.cloud.clone(),
+        leaving,
+        &opts.apply.live,
+        rerun,
+        progress,
+    )
+    .await?;
     // the old control plane's Node is back with the snapshot
     if !p.old_name.is_empty() {
         live.delete_node(&p.old_name).await?;
@@ -337,21 +350,22 @@ async fn snapshot_and_delete(
     Ok(p)
 }
 
-/// Connect once the replacement's API server answers (the control plane is down until it has
-/// restored etcd and run `kubeadm init`), for up to the validation timeout.
+/// Connect once the API server answers again (the control plane is down until the first
+/// control plane has restored etcd and run `kubeadm init`), for up to the validation timeout;
+/// `rerun` is the command that continues the pending restore.
 async fn connect_waiting<'a>(
     repo: &'a Repo,
     cluster: &str,
-    report: &PlanReport,
-    leaving: std::collections::BTreeSet<String>,
-    opts: &'a RollOptions,
+    cloud: Arc<dyn Cloud>,
+    leaving: BTreeSet<String>,
+    live: &'a LiveOptions,
+    rerun: &str,
     progress: &Progress,
 ) -> anyhow::Result<Live<'a>> {
-    let live = &opts.apply.live;
     let phase = progress.phase("Waiting for the API server to answer again", 0);
     let deadline = tokio::time::Instant::now() + live.validation_timeout;
     loop {
-        match Live::connect(repo, cluster, report.cloud.clone(), leaving.clone(), live).await {
+        match Live::connect(repo, cluster, cloud.clone(), leaving.clone(), live).await {
             Ok(l) => {
                 phase.finish("the API server answers".to_string());
                 return Ok(l);
@@ -363,8 +377,8 @@ async fn connect_waiting<'a>(
             Err(e) => {
                 phase.clear();
                 return Err(e.context(format!(
-                    "the replacement control plane's API server did not answer within {:?}; the restore stays pending. \
-                     fix: check the replacement's /var/log/kprov-bootstrap.log, then re-run with --allow-control-plane-downtime",
+                    "cluster {cluster}'s API server did not answer within {:?}; the restore stays pending. \
+                     fix: check the first control plane's /var/log/kprov-bootstrap.log, then re-run {rerun}",
                     live.validation_timeout
                 )));
             }
@@ -425,27 +439,17 @@ pub async fn from_backup(
     super::converge::apply(repo, report, &apply_opts, progress).await?;
     let stored = repo.require(cluster).await?;
     let cloud = crate::cloud::connect(cluster, &stored.config.cluster.spec).await?;
-    let live = &opts.live;
-    let phase = progress.phase("Waiting for the API server to answer again", 0);
-    let deadline = tokio::time::Instant::now() + live.validation_timeout;
-    let live = loop {
-        match Live::connect(repo, cluster, cloud.clone(), Default::default(), live).await {
-            Ok(l) => break l,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!("API server not answering yet: {e:#}");
-                tokio::time::sleep(live.poll).await;
-            }
-            Err(e) => {
-                phase.clear();
-                return Err(e.context(format!(
-                    "cluster {cluster}'s API server did not answer within {:?}; the restore stays pending. \
-                     fix: check the first control plane's /var/log/kprov-bootstrap.log, then re-run",
-                    live.validation_timeout
-                )));
-            }
-        }
-    };
-    phase.finish("the API server answers".to_string());
+    let rerun = format!("the same `kprov restore etcd {cluster} --backup {backup} --yes`");
+    let live = connect_waiting(
+        repo,
+        cluster,
+        cloud,
+        BTreeSet::new(),
+        &opts.live,
+        &rerun,
+        progress,
+    )
+    .await?;
     live.delete_lost_nodes().await?;
     let cps = live.control_planes().await?;
     live.wait_ready(&cps, progress).await?;

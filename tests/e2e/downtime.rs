@@ -31,6 +31,7 @@ use kprov_testkit::moto::Moto;
 use kprov_testkit::raw_http;
 use kprov_zstack_sim::{FaultRule, SimConfig};
 
+use crate::rolling_crash::{forward, StopOnDrop};
 use crate::rolling_live::{cluster_with_api, lister, running_vms};
 use crate::zstack_e2e::{kill_when_fired, Env};
 
@@ -45,27 +46,6 @@ while [ $# -gt 0 ] && [ "$1" != etcdutl ]; do shift; done
 shift
 ETCDCTL_API=3 exec etcdctl "$@"
 "#;
-
-/// Sets `stop` when dropped, so the boot thread ends even when an assertion fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Point the stand-in's port-forward for `etcd-NAME` at the newest member `name`.
-fn forward(api: &KubeApi, name: &str, etcd: &EtcdCluster) {
-    let m = etcd
-        .members
-        .iter()
-        .rev()
-        .find(|m| m.name == name)
-        .expect("member");
-    let addr = format!("127.0.0.1:{}", m.client_port).parse().unwrap();
-    api.forward_pod_port("kube-system", &format!("etcd-{name}"), 2379, addr);
-}
 
 /// What cloud-init does on control plane `name` up to `kubeadm init`, as far as etcd goes: its
 /// user-data's `bootstrap.sh` and restore settings, then the restore phase, in `dir`. Returns
@@ -206,12 +186,23 @@ fn roll_args(kc: &str) -> Vec<&str> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_only_control_plane_is_replaced_from_an_etcd_snapshot_and_kills_resume() {
-    let test = "the_only_control_plane_is_replaced_from_an_etcd_snapshot";
-    let Some(moto) = Moto::start(test) else {
-        return;
-    };
+/// Cluster `demo` on the simulator with its state in moto's S3: 1 control plane (its etcd a
+/// real member, reached through the API stand-in's port-forward) and `nodes` workers,
+/// validated.
+struct Setup {
+    _moto: Moto,
+    env: Env,
+    api: KubeApi,
+    repo: kprov::repo::Repo,
+    kc: String,
+    etcd: Mutex<EtcdCluster>,
+    first: String,
+}
+
+/// [`Setup`], or `None` when a peer is missing (after its install hint) under
+/// `KPROV_SKIP_PEERS=1`.
+async fn setup(test: &str, nodes: u32) -> Option<Setup> {
+    let moto = Moto::start(test)?;
     let (status, body) = raw_http::request(moto.port, "PUT", "/kprov-state", "").unwrap();
     assert_eq!(status, 200, "create bucket: {body}");
     let mut env = Env::new(SimConfig {
@@ -220,11 +211,11 @@ async fn the_only_control_plane_is_replaced_from_an_etcd_snapshot_and_kills_resu
     })
     .await;
     env.s3 = Some(("s3://kprov-state/team".into(), moto.endpoint()));
-    let (api, repo, kubeconfig) = cluster_with_api(&env, 1, 2).await;
+    let (api, repo, kubeconfig) = cluster_with_api(&env, 1, nodes).await;
     let kc = kubeconfig.to_str().unwrap().to_string();
     let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
     let first = "demo-control-plane-0".to_string();
-    let Some(etcd) = tokio::task::block_in_place(|| {
+    let etcd = tokio::task::block_in_place(|| {
         EtcdCluster::start_named(
             test,
             &env.state.path().join("etcd"),
@@ -232,11 +223,8 @@ async fn the_only_control_plane_is_replaced_from_an_etcd_snapshot_and_kills_resu
             &etcd_ca.key_pem,
             std::slice::from_ref(&first),
         )
-    }) else {
-        return;
-    };
+    })?;
     forward(&api, &first, &etcd);
-    let etcd = Mutex::new(etcd);
     api.watch_cloud(lister(&env), Duration::from_millis(100));
     env.ok(&[
         "validate",
@@ -248,52 +236,70 @@ async fn the_only_control_plane_is_replaced_from_an_etcd_snapshot_and_kills_resu
         &kc,
     ])
     .await;
+    Some(Setup {
+        _moto: moto,
+        env,
+        api,
+        repo,
+        kc,
+        etcd: Mutex::new(etcd),
+        first,
+    })
+}
+
+/// Run `f` while a thread plays the control planes' machines ([`watch_step`]); returns the
+/// number of control planes that booted and restored.
+fn with_boots(s: &Setup, f: impl std::future::Future<Output = ()>) -> usize {
+    let cp = Mutex::new(ControlPlane {
+        current: s.first.clone(),
+        down: false,
+        boots: 0,
+    });
+    let boots = s.env.state.path().join("boots");
+    let stop = AtomicBool::new(false);
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let _stop = StopOnDrop(&stop);
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    watch_step(&s.env, &s.api, &s.etcd, &cp, &boots);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            rt.block_on(f);
+        })
+    });
+    let n = cp.lock().unwrap().boots;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_control_plane_is_replaced_from_an_etcd_snapshot_and_kills_resume() {
+    let test = "the_only_control_plane_is_replaced_from_an_etcd_snapshot";
+    let Some(s) = setup(test, 2).await else {
+        return;
+    };
+    let (env, kc, first) = (&s.env, s.kc.as_str(), &s.first);
 
     // refused without the flag: exit 2, naming it
     env.set_group_spec("control-plane", "size", "{cpu: 2, memory: 4Gi}")
         .await;
-    let mut plain = roll_args(&kc);
+    let mut plain = roll_args(kc);
     plain.retain(|a| *a != "--allow-control-plane-downtime");
     let out = env.run(&plain).await;
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--allow-control-plane-downtime"), "{err}");
-    assert_eq!(
-        running_control_planes(&env),
-        BTreeSet::from([first.clone()])
-    );
+    assert_eq!(running_control_planes(env), BTreeSet::from([first.clone()]));
 
-    let cp = Mutex::new(ControlPlane {
-        current: first.clone(),
-        down: false,
-        boots: 0,
-    });
-    let boots = env.state.path().join("boots");
-    let stop = AtomicBool::new(false);
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::block_in_place(|| {
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(&stop);
-            s.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    watch_step(&env, &api, &etcd, &cp, &boots);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-            rt.block_on(scenarios(&env, &api, &repo, &etcd, &cp, &kc));
-        })
-    });
+    let boots = with_boots(&s, scenarios(&s));
+    assert_eq!(boots, 4, "one restore per roll");
 }
 
 /// An uninterrupted roll, then one killed at each of three points of the cloud side.
-async fn scenarios(
-    env: &Env,
-    api: &KubeApi,
-    repo: &kprov::repo::Repo,
-    etcd: &Mutex<EtcdCluster>,
-    cp: &Mutex<ControlPlane>,
-    kc: &str,
-) {
+async fn scenarios(s: &Setup) {
+    let (env, api, repo, etcd, kc) = (&s.env, &s.api, &s.repo, &s.etcd, s.kc.as_str());
     let sizes = ["{cpu: 2, memory: 2Gi}", "{cpu: 2, memory: 4Gi}"];
     // (what is killed, the fault that holds kprov there)
     let kills: [(&str, Option<FaultRule>); 4] = [
@@ -375,14 +381,13 @@ async fn scenarios(
         let mut args = roll_args(kc);
         args.push("--force-unlock");
         let text = env.ok(&args).await;
-        let new = cp.lock().unwrap().current.clone();
+        let new = running_control_planes(env).into_iter().next().unwrap();
         assert!(
             text.contains(&format!("replaced by {new} from etcd backup")),
             "roll {k} (killed at {what}): {text}"
         );
         converged(env, api, repo, etcd, k, &new, &value).await;
     }
-    assert_eq!(cp.lock().unwrap().boots, 4, "one restore per roll");
 }
 
 /// After roll `k`: the control plane `new` and the 2 workers run, the Nodes are the running VMs,
@@ -453,77 +458,40 @@ async fn a_store_the_control_plane_cannot_read_is_refused_before_anything_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
     let test = "a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup";
-    let Some(moto) = Moto::start(test) else {
+    let Some(s) = setup(test, 1).await else {
         return;
     };
-    let (status, body) = raw_http::request(moto.port, "PUT", "/kprov-state", "").unwrap();
-    assert_eq!(status, 200, "create bucket: {body}");
-    let mut env = Env::default().await;
-    env.s3 = Some(("s3://kprov-state/team".into(), moto.endpoint()));
-    let (api, repo, kubeconfig) = cluster_with_api(&env, 1, 1).await;
-    let kc = kubeconfig.to_str().unwrap().to_string();
-    let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
-    let first = "demo-control-plane-0".to_string();
-    let Some(etcd) = tokio::task::block_in_place(|| {
-        EtcdCluster::start_named(
-            test,
-            &env.state.path().join("etcd"),
-            &etcd_ca.cert_pem,
-            &etcd_ca.key_pem,
-            std::slice::from_ref(&first),
-        )
-    }) else {
-        return;
-    };
-    forward(&api, &first, &etcd);
-    let etcd = Mutex::new(etcd);
-    api.watch_cloud(lister(&env), Duration::from_millis(100));
-    env.ok(&[
-        "validate",
-        "cluster",
-        "demo",
-        "--wait",
-        "60s",
-        "--kubeconfig",
-        &kc,
-    ])
-    .await;
-    etcd_put(&etcd, "/registry/kprov-test", "in the backup");
+    let (env, api, repo, etcd, kc) = (&s.env, &s.api, &s.repo, &s.etcd, s.kc.as_str());
+    etcd_put(etcd, "/registry/kprov-test", "in the backup");
     let out = env
-        .run(&["backup", "etcd", "demo", "--kubeconfig", &kc, "-o", "json"])
+        .run(&["backup", "etcd", "demo", "--kubeconfig", kc, "-o", "json"])
         .await;
     assert!(out.status.success(), "{out:?}");
     let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = b["id"].as_str().unwrap().to_string();
-    let restore = |extra: &'static [&'static str]| {
-        let mut args = vec![
-            "restore",
-            "etcd",
-            "demo",
-            "--backup",
-            &id,
-            "--yes",
-            "--kubeconfig",
-            &kc,
-            "--poll-interval",
-            "100ms",
-            "--validation-timeout",
-            "90s",
-        ];
-        args.extend_from_slice(extra);
-        args.into_iter().map(str::to_string).collect::<Vec<_>>()
-    };
+    let argv = [
+        "restore",
+        "etcd",
+        "demo",
+        "--backup",
+        &id,
+        "--yes",
+        "--kubeconfig",
+        kc,
+        "--poll-interval",
+        "100ms",
+        "--validation-timeout",
+        "90s",
+    ];
     // refused while the control plane runs: etcd's history would fork
-    let args = restore(&[]);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.run(&argv).await;
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("fork"), "{err}");
-    etcd_put(&etcd, "/registry/kprov-test", "after the backup");
+    etcd_put(etcd, "/registry/kprov-test", "after the backup");
 
     // the control plane is lost: its VM destroyed behind kprov's back
-    let uuid = env.sim.uuid_of(&first).unwrap();
+    let uuid = env.sim.uuid_of(&s.first).unwrap();
     let resp = reqwest::Client::new()
         .delete(format!(
             "{}/zstack/v1/vm-instances/{uuid}",
@@ -537,39 +505,20 @@ async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{resp:?}");
-    let cp = Mutex::new(ControlPlane {
-        current: first.clone(),
-        down: false,
-        boots: 0,
+    let boots = with_boots(&s, async {
+        let text = env.ok(&argv).await;
+        assert!(
+            text.contains(&format!("restored from backup {id}")),
+            "{text}"
+        );
     });
-    let boots = env.state.path().join("boots");
-    let stop = AtomicBool::new(false);
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::block_in_place(|| {
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(&stop);
-            s.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    watch_step(&env, &api, &etcd, &cp, &boots);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-            rt.block_on(async {
-                let text = env.ok(&argv).await;
-                assert!(
-                    text.contains(&format!("restored from backup {id}")),
-                    "{text}"
-                );
-            });
-        })
-    });
-    assert_eq!(cp.lock().unwrap().boots, 1, "one control plane restored");
+    assert_eq!(boots, 1, "one control plane restored");
     assert_eq!(
-        etcd_get(&etcd, "/registry/kprov-test"),
+        etcd_get(etcd, "/registry/kprov-test"),
         "in the backup",
         "etcd is the backup's"
     );
-    let running = running_vms(&env);
+    let running = running_vms(env);
     let nodes: BTreeSet<String> = api
         .nodes()
         .iter()

@@ -30,7 +30,7 @@ use crate::rolling_live::{
 use crate::zstack_e2e::Env;
 
 /// Sets `stop` when dropped, so the etcd thread ends even when an assertion fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// Point the stand-in's port-forward for `etcd-NAME` at member `name`.
-fn forward(api: &KubeApi, name: &str, etcd: &EtcdCluster) {
+pub(crate) fn forward(api: &KubeApi, name: &str, etcd: &EtcdCluster) {
     let m = etcd
         .members
         .iter()
