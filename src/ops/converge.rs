@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kprov_providers::{InstanceRequest, Role};
+use kprov_providers::{Instance, InstanceRequest, Role};
 
 use crate::apply::{self, journal::TaskState, Journal, Outcome, RenderContext, Settings, UserData};
 use crate::error::ExitError;
@@ -165,12 +165,21 @@ pub(super) async fn take_out_deleted(
         live.take_out(cp, Role::ControlPlane, None, progress)
             .await?;
     }
-    let nodes = leaving
+    // every node is drained before any Node is deleted: a drain a budget blocks stops the run
+    // with all of them cordoned and registered, none half gone
+    let nodes: Vec<&Instance> = leaving
         .iter()
+        .copied()
         .filter(|i| !i.is_control_plane())
-        .map(|i| live.take_out(i, Role::Node, None, progress));
-    for result in futures::future::join_all(nodes).await {
+        .collect();
+    let drains = nodes
+        .iter()
+        .map(|i| live.cordon_and_drain(&i.name, progress));
+    for result in futures::future::join_all(drains).await {
         result?;
+    }
+    for i in nodes {
+        live.delete_node(&i.name).await?;
     }
     Ok(())
 }
