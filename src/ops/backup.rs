@@ -94,18 +94,18 @@ pub async fn take(
                 "no backup was taken. fix: make the API server reachable (or pass --kubeconfig)",
             )
         })?;
-    take_with(repo, cluster, &live, None, progress).await
+    Ok(take_with(repo, cluster, &live, None, progress).await?.0)
 }
 
 /// As [`take`], through `live`; `node` names the control plane to snapshot (else the first
-/// whose etcd answers).
+/// whose etcd answers). Returns the snapshot too.
 pub(crate) async fn take_with(
     repo: &Repo,
     cluster: &str,
     live: &Live<'_>,
     node: Option<&str>,
     progress: &Progress,
-) -> anyhow::Result<Backup> {
+) -> anyhow::Result<(Backup, Vec<u8>)> {
     let nodes = match node {
         Some(n) => vec![n.to_string()],
         None => live.control_planes().await?,
@@ -132,7 +132,7 @@ pub(crate) async fn take_with(
                     .backups
                     .keep;
                 prune(repo, cluster, keep.max(1) as usize).await?;
-                return Ok(b);
+                return Ok((b, bytes));
             }
             Err(e) => {
                 tracing::warn!("no etcd snapshot from {n}: {e:#}");

@@ -155,19 +155,21 @@ pub(crate) async fn take(
     (old_id, old_name): (&str, &str),
     progress: &Progress,
 ) -> anyhow::Result<Pending> {
-    let backup = super::backup::take_with(repo, cluster, live, Some(old_name), progress).await?;
-    record(repo, cluster, &backup.id, (old_id, old_name)).await
+    let (backup, bytes) =
+        super::backup::take_with(repo, cluster, live, Some(old_name), progress).await?;
+    record(repo, cluster, &backup.id, bytes, (old_id, old_name)).await
 }
 
-/// Record a pending restore of backup `backup` (for the old control plane `old`, or `("", "")`
-/// when none is left): its encrypted copy for the replacement, then the record.
+/// Record a pending restore of backup `backup` (its snapshot `bytes`; for the old control
+/// plane `old`, or `("", "")` when none is left): its encrypted copy for the replacement, then
+/// the record.
 async fn record(
     repo: &Repo,
     cluster: &str,
     backup: &str,
+    mut bytes: Vec<u8>,
     (old_id, old_name): (&str, &str),
 ) -> anyhow::Result<Pending> {
-    let mut bytes = super::backup::read(repo, cluster, backup).await?;
     let size = bytes.len() as u64;
     let key = SnapshotKey::generate();
     key.apply(&mut bytes);
@@ -428,8 +430,8 @@ pub async fn from_backup(
             )))
         }
         None => {
-            super::backup::read(repo, cluster, backup).await?;
-            record(repo, cluster, backup, ("", "")).await?;
+            let bytes = super::backup::read(repo, cluster, backup).await?;
+            record(repo, cluster, backup, bytes, ("", "")).await?;
         }
     }
     // planned again: the renderer now gives the first control plane the restore

@@ -23,27 +23,6 @@ fn forward(api: &KubeApi, etcd: &EtcdCluster) {
     }
 }
 
-/// Set the Cluster document's `spec.etcd` to `value` (YAML).
-async fn set_cluster_etcd(env: &Env, value: &str) {
-    let out = env.run(&["get", "cluster", "demo", "-o", "yaml"]).await;
-    assert!(out.status.success(), "{out:?}");
-    let spec = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<String> = spec
-        .split("\n---\n")
-        .map(|d| {
-            let mut v: serde_yaml::Value = serde_yaml::from_str(d).unwrap();
-            if v["kind"] == "Cluster" {
-                v["spec"]["etcd"] = serde_yaml::from_str(value).unwrap();
-            }
-            serde_yaml::to_string(&v).unwrap()
-        })
-        .collect();
-    let file = env.state.path().join("etcd-edited.yaml");
-    std::fs::write(&file, docs.join("---\n")).unwrap();
-    env.ok(&["create", "-f", file.to_str().unwrap(), "--replace"])
-        .await;
-}
-
 /// `kprov ARGS`'s stdout (stderr has the progress lines and warnings), asserting success.
 async fn stdout(env: &Env, args: &[&str]) -> String {
     let out = env.run(args).await;
@@ -147,7 +126,9 @@ async fn round_trip(env: &Env, test: &str) {
             .parse()
             .unwrap(),
     );
-    set_cluster_etcd(env, "{backups: {keep: 2}}").await;
+    // the Cluster document is named after the cluster: the same edit as a group's
+    env.set_group_spec("demo", "etcd", "{backups: {keep: 2}}")
+        .await;
     let mut ids = vec![id];
     for _ in 0..2 {
         let t = stdout(
