@@ -88,6 +88,7 @@ fn desired() -> Desired {
         instances,
         endpoint: None,
         api_port: 6443,
+        api_load_balancer: None,
     }
 }
 

@@ -150,6 +150,22 @@ pub struct NetworkRequest {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What the engine asks a provider for as the cluster's control-plane endpoint: a stable
+/// address in front of every control plane (an AWS network load balancer, a ZStack VIP with a
+/// load balancer), made before the first instance so that every node, control planes
+/// included, can be created at once and keeps working when a control plane is replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRequest {
+    /// Cluster name.
+    pub cluster: String,
+    /// Tags to put on everything created for the endpoint (always includes [`TAG_CLUSTER`]).
+    pub tags: BTreeMap<String, String>,
+    /// API server port, on the endpoint and on the control planes behind it.
+    pub port: u16,
+    /// The address the user asked for (ZStack: the VIP's `requiredIp`); `None`: the cloud picks.
+    pub address: Option<String>,
+}
+
 /// A cluster network as the provider sees it (a VPC, an L3 network, a libvirt network ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
@@ -238,8 +254,12 @@ impl Instance {
 pub enum ResourceKind {
     /// A VM / instance / domain.
     Instance,
-    /// A load balancer (and its listeners / target groups).
+    /// A load balancer's listener (deleted before its load balancer).
+    Listener,
+    /// A load balancer (and, on AWS, its listeners and target groups).
     LoadBalancer,
+    /// A virtual IP a load balancer served (deleted after it).
+    Vip,
     /// A disk or volume left behind by an instance.
     Volume,
     /// A standalone tag object that outlives its resource.
@@ -265,7 +285,9 @@ impl ResourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Instance => "Instance",
+            ResourceKind::Listener => "Listener",
             ResourceKind::LoadBalancer => "LoadBalancer",
+            ResourceKind::Vip => "Vip",
             ResourceKind::Volume => "Volume",
             ResourceKind::Tag => "Tag",
             ResourceKind::SecurityGroup => "SecurityGroup",
@@ -517,10 +539,40 @@ pub trait Cloud: Send + Sync {
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance>;
 
     /// The `host:port` clients and joining nodes use for the API server when the provider
-    /// manages one (e.g. an AWS network load balancer made by `ensure_network`). `None` means
-    /// the engine uses the first control plane's address.
+    /// manages one and it is complete (made by [`Cloud::ensure_control_plane_endpoint`]).
+    /// Read-only. `None` means there is none (yet): the engine uses the first control plane's
+    /// address unless it asks for one.
     async fn control_plane_endpoint(&self, _cluster: &str) -> CloudResult<Option<String>> {
         Ok(None)
+    }
+
+    /// Problems with `req` found before anything changes (an address outside the network or
+    /// taken). Read-only; an empty list means go.
+    async fn check_control_plane_endpoint(
+        &self,
+        _req: &EndpointRequest,
+    ) -> CloudResult<Vec<PlanProblem>> {
+        Ok(Vec::new())
+    }
+
+    /// Make sure the control-plane endpoint `req` asks for exists, after
+    /// [`Cloud::ensure_network`] and before the first instance, and return its `host:port`.
+    /// Idempotent: every piece is found by tag (or deterministic id) before it is made, so a
+    /// re-run after a crash completes a half-made endpoint instead of making a second one.
+    /// Control planes created later are put behind it by `create_instance` (and by
+    /// [`Cloud::repair`] when a run died in between). A provider without load balancers
+    /// refuses.
+    async fn ensure_control_plane_endpoint(&self, req: &EndpointRequest) -> CloudResult<String> {
+        Err(CloudError::fatal(
+            self.name(),
+            "Unsupported",
+            format!(
+                "cluster {}: the {} provider cannot make a control-plane load balancer",
+                req.cluster,
+                self.name()
+            ),
+            "set spec.controlPlane.loadBalancer: none (nodes join the first control plane) or spec.controlPlane.endpoint to one you run",
+        ))
     }
 
     /// Drift that instance tags cannot show, e.g. a control plane missing from the API load

@@ -84,7 +84,8 @@ pub enum ApplyError {
         /// The `--timeout` that ran out.
         deadline: Duration,
     },
-    /// Creating the network failed, so no instance was attempted.
+    /// Creating the network (or the control planes' load balancer) failed, so no instance
+    /// was attempted.
     #[error("could not prepare the network of cluster {cluster}: {source}")]
     Network {
         /// The cluster the error is about.
@@ -155,13 +156,15 @@ async fn run(
         journal,
         progress,
         network_id: None,
+        provider_endpoint: None,
         outcome: Outcome::default(),
         failures: Vec::new(),
         not_attempted: 0,
     };
-    // Phase 1: network. Every instance depends on it.
-    if !creates.is_empty() {
+    // Phase 1: network, and the control planes' load balancer. Every instance depends on them.
+    if !creates.is_empty() || plan.api_load_balancer_missing {
         ex.network().await?;
+        ex.load_balancer().await?;
     }
     // Phase 2: deletes, then creates. A running instance whose spec changed is not in the plan's
     // changes: `rolling-update` replaces it with a surge instance first.
@@ -188,6 +191,8 @@ struct Executor<'a> {
     sem: Arc<Semaphore>,
     /// The cluster network, once ensured: every instance is created in it.
     network_id: Option<String>,
+    /// The provider's load balancer's `host:port`, once ensured.
+    provider_endpoint: Option<String>,
     outcome: Outcome,
     /// One line per change that failed, for [`ApplyError::Failed`].
     failures: Vec<String>,
@@ -239,6 +244,32 @@ impl Executor<'_> {
         bar.inc(1);
         bar.finish(format!("network {} ready", net.name));
         self.network_id = Some(net.id);
+        Ok(())
+    }
+
+    /// Ensure the provider's load balancer in front of the control planes, when the cluster
+    /// has one: its endpoint is known before the first instance, so every node starts at once.
+    async fn load_balancer(&mut self) -> Result<(), ApplyError> {
+        let Some(req) = &self.plan.api_load_balancer else {
+            return Ok(());
+        };
+        let bar = self.progress.phase("API load balancer", 1);
+        self.journal.started("load-balancer").await;
+        let cloud = &self.cloud;
+        let (endpoint, retries) =
+            retry::with_retry(&self.settings.retry, "ensure the API load balancer", || {
+                cloud.ensure_control_plane_endpoint(req)
+            })
+            .await
+            .map_err(|(source, _)| ApplyError::Network {
+                cluster: self.plan.cluster.clone(),
+                source,
+            })?;
+        self.outcome.retries += retries;
+        self.journal.done("load-balancer").await;
+        bar.inc(1);
+        bar.finish(format!("API load balancer at {endpoint}"));
+        self.provider_endpoint = Some(endpoint);
         Ok(())
     }
 
@@ -301,7 +332,12 @@ impl Executor<'_> {
     /// The endpoint new nodes join: the spec's, else the provider's load balancer, else a
     /// running control plane's address; `None` when the first control plane must go first.
     async fn known_endpoint(&self) -> Option<String> {
-        if let Some(e) = &self.plan.spec_endpoint {
+        if let Some(e) = self
+            .plan
+            .spec_endpoint
+            .as_ref()
+            .or(self.provider_endpoint.as_ref())
+        {
             return Some(e.clone());
         }
         match self.cloud.control_plane_endpoint(&self.plan.cluster).await {

@@ -219,7 +219,12 @@ impl Renderer {
         let ctx_ep = Some(ctx.control_plane_endpoint.trim())
             .filter(|e| !e.is_empty())
             .map(|e| with_port(e, port));
-        let spec_ep = self.spec_endpoint();
+        // A load balancer in front of every control plane (the spec's, or the one the provider
+        // makes, which is then the endpoint the executor hands over) is a stable endpoint: the
+        // designated first control plane initialises through it, like the spec's.
+        let spec_ep = self
+            .spec_endpoint()
+            .or_else(|| self.config.api_load_balancer().and(ctx_ep.clone()));
         Ok(match req.role {
             Role::ControlPlane => match (ctx_ep, spec_ep) {
                 (None, None) => NodeAction::Init,

@@ -62,7 +62,8 @@ pub async fn admin(repo: &Repo, name: &str, validity: Duration) -> anyhow::Resul
 }
 
 /// `https://HOST:PORT` of the API server: `spec.controlPlane.endpoint` (with `port` unless the
-/// endpoint has one), else the address of the first control-plane instance in the cloud.
+/// endpoint has one), else the provider's load balancer in front of the control planes, else
+/// the address of the first control-plane instance in the cloud.
 async fn server_url(spec: &ClusterSpec, cluster: &str) -> anyhow::Result<String> {
     let port = spec.control_plane.port;
     if let Some(ep) = spec
@@ -74,6 +75,13 @@ async fn server_url(spec: &ClusterSpec, cluster: &str) -> anyhow::Result<String>
         return Ok(format!("https://{}", host_port(ep, port)));
     }
     let cloud = crate::cloud::connect(cluster, spec).await?;
+    let lb = cloud
+        .control_plane_endpoint(cluster)
+        .await
+        .with_context(|| format!("looking up the API load balancer of cluster {cluster}"))?;
+    if let Some(ep) = lb {
+        return Ok(format!("https://{}", host_port(&ep, port)));
+    }
     let mut list = cloud.list_instances(cluster).await.with_context(|| {
         format!("listing the instances of cluster {cluster} to find its API server")
     })?;

@@ -51,6 +51,7 @@ pub async fn plan(repo: &Repo, name: &str) -> anyhow::Result<PlanReport> {
     let observed = cloud.list_instances(name).await?;
     let mut plan = plan::diff(&desired, &observed);
     plan.repairs = cloud.pending_repairs(name, &observed).await?;
+    check_load_balancer(cloud.as_ref(), name, &mut plan).await?;
 
     let mut report = PlanReport {
         cluster: name.to_string(),
@@ -87,6 +88,40 @@ impl PlanReport {
         self.renderer = Some(renderer);
         Ok(())
     }
+}
+
+/// The provider's load balancer in front of the control planes: when the cluster wants one
+/// that does not exist (completely), making it is part of the plan, after the provider found
+/// nothing wrong with it (exit 2 otherwise, nothing changed). A running control plane without
+/// one is refused: its certificates and kubeconfigs name its own address, not the new VIP.
+async fn check_load_balancer(cloud: &dyn Cloud, name: &str, plan: &mut Plan) -> anyhow::Result<()> {
+    let Some(req) = &plan.api_load_balancer else {
+        return Ok(());
+    };
+    if let Some(endpoint) = cloud.control_plane_endpoint(name).await? {
+        plan.control_plane_endpoint = Some(endpoint);
+        return Ok(());
+    }
+    if plan.live_control_planes > 0 {
+        return Err(ExitError::usage(format!(
+            "cluster {name} runs {} control plane(s) without the API load balancer its spec asks for (spec.controlPlane.loadBalancer, or more than one control plane); nothing was changed. Its certificates and kubeconfigs name the first control plane's address, so nodes cannot be moved to a new VIP in place. fix: set spec.controlPlane.loadBalancer: none (`kprov edit cluster {name}`) to keep joining the first control plane, or create the cluster with its control planes behind a load balancer from the start",
+            plan.live_control_planes
+        )));
+    }
+    let problems = cloud.check_control_plane_endpoint(req).await?;
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| format!("- {}\n  fix: {}", p.problem, p.fix))
+            .collect();
+        return Err(ExitError::usage(format!(
+            "the {} cloud cannot make the API load balancer of cluster {name} as specified; nothing was changed:\n{}",
+            cloud.name(),
+            lines.join("\n")
+        )));
+    }
+    plan.api_load_balancer_missing = true;
+    Ok(())
 }
 
 fn creating(plan: &Plan) -> Vec<InstanceRequest> {

@@ -195,10 +195,10 @@ fn targets(
 
 /// Control planes roll one at a time next to the others: refused with one control plane (no
 /// etcd quorum survives the swap) unless `--allow-control-plane-downtime`, and without a stable
-/// endpoint (`spec.controlPlane.endpoint`: nodes and kubelets would keep pointing at the old
+/// endpoint (`spec.controlPlane.endpoint` or the provider's load balancer: nodes and kubelets would keep pointing at the old
 /// control plane's address).
 fn refuse_control_plane(cfg: &ClusterConfig, name: &str, opts: &RollOptions) -> anyhow::Result<()> {
-    let total = control_planes(cfg);
+    let total = cfg.control_plane_count();
     let single = total == 1 && opts.allow_downtime;
     if total < 3 && !single {
         let hint = if total == 1 {
@@ -210,9 +210,9 @@ fn refuse_control_plane(cfg: &ClusterConfig, name: &str, opts: &RollOptions) -> 
             "cluster {name} has {total} control plane(s): replacing one loses etcd quorum (the whole control plane is down while it happens); nothing was replaced. fix: run 3 control planes (and spec.controlPlane.endpoint) before rolling them{hint}, or limit the update to workers with --instance-group-roles node"
         )));
     }
-    if cfg.cluster.spec.control_plane.endpoint.is_none() {
+    if cfg.cluster.spec.control_plane.endpoint.is_none() && cfg.api_load_balancer().is_none() {
         return Err(ExitError::usage(format!(
-            "cluster {name} has no stable control-plane endpoint: its nodes reach the API server at the first control plane's address, which a rolling update removes; nothing was replaced. fix: set spec.controlPlane.endpoint (a load balancer or VIP in front of the control planes), or limit the update to workers with --instance-group-roles node"
+            "cluster {name} has no stable control-plane endpoint: its nodes reach the API server at the first control plane's address, which a rolling update removes; nothing was replaced. fix: set spec.controlPlane.endpoint (a load balancer or VIP in front of the control planes; on ZStack and AWS kprov makes one with spec.controlPlane.loadBalancer), or limit the update to workers with --instance-group-roles node"
         )));
     }
     if single && opts.apply.cloud_only {
@@ -221,15 +221,6 @@ fn refuse_control_plane(cfg: &ClusterConfig, name: &str, opts: &RollOptions) -> 
         )));
     }
     Ok(())
-}
-
-/// How many control planes the spec asks for.
-fn control_planes(cfg: &ClusterConfig) -> i64 {
-    cfg.groups
-        .iter()
-        .filter(|g| g.spec.role == Role::ControlPlane)
-        .map(|g| g.spec.count.max(0))
-        .sum()
 }
 
 /// What a rolling update did.
@@ -266,7 +257,7 @@ pub async fn roll(
     }
     let mut groups = targets(&report, opts, recorded.as_ref(), restoring.is_some())?;
     let mut outcome = RollOutcome::default();
-    if opts.allow_downtime && control_planes(&report.config) == 1 {
+    if opts.allow_downtime && report.config.control_plane_count() == 1 {
         let pos = groups.iter().position(|(g, _)| {
             report
                 .config

@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use kprov_providers::{
-    instance_id, replacement_instance_id, GpuRequest, Instance, InstanceRequest, MachineSize,
-    NetworkRequest, TAG_CLUSTER, TAG_GENERATION, TAG_INDEX, TAG_INSTANCE_GROUP, TAG_INSTANCE_ID,
-    TAG_ROLE, TAG_SPEC_HASH,
+    instance_id, replacement_instance_id, EndpointRequest, GpuRequest, Instance, InstanceRequest,
+    MachineSize, NetworkRequest, TAG_CLUSTER, TAG_GENERATION, TAG_INDEX, TAG_INSTANCE_GROUP,
+    TAG_INSTANCE_ID, TAG_ROLE, TAG_SPEC_HASH,
 };
 
 use crate::report::{Paint, Tone};
@@ -29,6 +29,9 @@ pub struct Desired {
     pub endpoint: Option<String>,
     /// API server port.
     pub api_port: u16,
+    /// The load balancer the provider makes in front of the control planes
+    /// ([`crate::spec::ClusterConfig::api_load_balancer`]), if any.
+    pub api_load_balancer: Option<EndpointRequest>,
 }
 
 /// The machine size of an instance group.
@@ -152,7 +155,7 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
     Desired {
         network: NetworkRequest {
             cluster: cluster.clone(),
-            tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster)]),
+            tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster.clone())]),
         },
         instances,
         endpoint: cfg.cluster.spec.control_plane.endpoint.as_ref().map(|e| {
@@ -163,6 +166,12 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
             }
         }),
         api_port: cfg.cluster.spec.control_plane.port,
+        api_load_balancer: cfg.api_load_balancer().map(|_| EndpointRequest {
+            cluster: cluster.clone(),
+            tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster.clone())]),
+            port: cfg.cluster.spec.control_plane.port,
+            address: cfg.cluster.spec.control_plane.vip.map(|ip| ip.to_string()),
+        }),
     }
 }
 
@@ -247,6 +256,11 @@ pub struct Plan {
     pub spec_endpoint: Option<String>,
     /// Provider-level drift to repair (from `Cloud::pending_repairs`), one line each.
     pub repairs: Vec<String>,
+    /// The load balancer the provider makes in front of the control planes, if the cluster
+    /// has one: ensured before any instance is created.
+    pub api_load_balancer: Option<EndpointRequest>,
+    /// The provider's load balancer does not exist (completely) yet: making it is a change.
+    pub api_load_balancer_missing: bool,
     /// Control planes that exist and are kept: the cluster is running, so nodes created now
     /// join it with a bootstrap token it must hold (not one `kubeadm init` is about to make).
     pub live_control_planes: usize,
@@ -261,7 +275,12 @@ pub const FORCED: &str = "forced rolling update (--force)";
 impl Plan {
     /// Nothing for `update` to do (instances needing a rolling update do not count).
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.repairs.is_empty()
+        self.changes.is_empty() && self.repairs.is_empty() && !self.api_load_balancer_missing
+    }
+
+    /// How many changes `update` makes: instances, repairs and a missing load balancer.
+    pub fn change_count(&self) -> usize {
+        self.changes.len() + self.repairs.len() + usize::from(self.api_load_balancer_missing)
     }
 }
 
@@ -404,6 +423,8 @@ pub fn diff(desired: &Desired, observed: &[Instance]) -> Plan {
         api_port: desired.api_port,
         spec_endpoint: desired.endpoint.clone(),
         repairs: Vec::new(),
+        api_load_balancer: desired.api_load_balancer.clone(),
+        api_load_balancer_missing: false,
         live_control_planes: cps.len(),
         forceable,
     }
@@ -469,6 +490,22 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
         return out;
     }
     let (mut creates, mut deletes) = (Vec::new(), Vec::new());
+    if let Some(lb) = plan
+        .api_load_balancer
+        .as_ref()
+        .filter(|_| plan.api_load_balancer_missing)
+    {
+        creates.push(format!(
+            "  {:<9} {:<32} in front of the control planes, TCP :{}{}",
+            "LoadBalancer",
+            format!("kprov-{}-api", lb.cluster),
+            lb.port,
+            lb.address
+                .as_deref()
+                .map(|a| format!(" on {a}"))
+                .unwrap_or_default()
+        ));
+    }
     for c in &plan.changes {
         match c {
             Change::CreateNetwork(n) => creates.push(format!("  {:<9} {}", "Network", n.cluster)),
@@ -511,7 +548,7 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
         }
         out.push('\n');
     }
-    let n = plan.changes.len() + plan.repairs.len();
+    let n = plan.change_count();
     let _ = writeln!(
         out,
         "{n} change{} for cluster {}; {} instance{} unchanged.",

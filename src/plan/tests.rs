@@ -309,3 +309,68 @@ fn a_forced_replacement_is_a_new_generation_of_its_slot() {
         plan.changes
     );
 }
+
+/// `demo` with `cps` control planes and `control_plane` as its `spec.controlPlane` (flow YAML).
+fn with_control_planes(cps: u32, control_plane: &str, provider: &str) -> ClusterConfig {
+    cluster(&format!(
+        r#"apiVersion: kprov.io/v1alpha1
+kind: Cluster
+metadata: {{name: demo}}
+spec:
+  provider: {provider}
+  kubernetesVersion: {v}
+  controlPlane: {control_plane}
+---
+apiVersion: kprov.io/v1alpha1
+kind: InstanceGroup
+metadata: {{name: control-plane}}
+spec: {{role: control-plane, count: {cps}, arch: arm64, size: {{cpu: 4, memory: 8Gi}}}}
+"#,
+        v = crate::spec::versions::default_version()
+    ))
+}
+
+#[test]
+fn the_provider_load_balancer_is_asked_for_with_several_control_planes_or_when_named() {
+    let zstack = r#"{zstack: {endpoint: "http://127.0.0.1:9"}}"#;
+    let libvirt = "{libvirt: {uri: \"qemu:///system\"}}";
+    let lb = |cps, cp: &str, p| desired(&with_control_planes(cps, cp, p)).api_load_balancer;
+    let three = lb(3, "{}", zstack).expect("3 control planes on ZStack get a load balancer");
+    assert_eq!((three.port, three.address.as_deref()), (6443, None));
+    assert_eq!(
+        three.tags.get(TAG_CLUSTER).map(String::as_str),
+        Some("demo")
+    );
+    assert!(
+        lb(1, "{}", zstack).is_none(),
+        "one control plane: none by default"
+    );
+    let one = lb(1, "{loadBalancer: zstack, vip: 172.20.0.5}", zstack).expect("asked for");
+    assert_eq!(one.address.as_deref(), Some("172.20.0.5"));
+    assert!(lb(3, "{loadBalancer: none}", zstack).is_none());
+    assert!(lb(3, "{endpoint: api.example}", zstack).is_none());
+    assert!(
+        lb(3, "{}", libvirt).is_none(),
+        "libvirt has no load balancer yet"
+    );
+}
+
+#[test]
+fn a_missing_load_balancer_is_a_change_shown_first() {
+    let d = desired(&with_control_planes(
+        3,
+        "{vip: 172.20.0.5}",
+        r#"{zstack: {endpoint: "http://127.0.0.1:9"}}"#,
+    ));
+    let mut plan = diff(&d, &observe(&d.instances));
+    assert!(plan.is_empty(), "present and complete: nothing to do");
+    plan.api_load_balancer_missing = true;
+    assert!(!plan.is_empty());
+    assert_eq!(plan.change_count(), 1);
+    let text = render(&plan, &crate::report::Plain);
+    assert!(
+        text.contains("LoadBalancer kprov-demo-api") && text.contains("TCP :6443 on 172.20.0.5"),
+        "{text}"
+    );
+    assert!(text.contains("1 change for cluster demo"), "{text}");
+}

@@ -297,6 +297,14 @@ pub struct ControlPlaneSpec {
     /// API server port.
     #[serde(default = "default_api_port")]
     pub port: u16,
+    /// What kprov puts in front of the control planes as their endpoint; default: the
+    /// provider's load balancer when there are several control planes and no `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerKind>,
+    /// The address the load balancer's endpoint takes (ZStack: the VIP's `requiredIp`); default:
+    /// the cloud picks a free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for ControlPlaneSpec {
@@ -304,6 +312,41 @@ impl Default for ControlPlaneSpec {
         ControlPlaneSpec {
             endpoint: None,
             port: default_api_port(),
+            load_balancer: None,
+            vip: None,
+        }
+    }
+}
+
+/// The control-plane endpoint kprov makes (`spec.controlPlane.loadBalancer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadBalancerKind {
+    /// A ZStack VIP with a load balancer and a TCP listener whose backends are the control
+    /// planes' NICs.
+    Zstack,
+    /// An AWS network load balancer with a target group of the control planes.
+    Aws,
+    /// None: nodes join the first control plane's address (or `endpoint`).
+    None,
+}
+
+impl LoadBalancerKind {
+    /// Name as in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalancerKind::Zstack => "zstack",
+            LoadBalancerKind::Aws => "aws",
+            LoadBalancerKind::None => "none",
+        }
+    }
+
+    /// The provider this load balancer belongs to, if any.
+    pub fn provider(self) -> Option<&'static str> {
+        match self {
+            LoadBalancerKind::Zstack => Some("zstack"),
+            LoadBalancerKind::Aws => Some("aws"),
+            LoadBalancerKind::None => None,
         }
     }
 }
@@ -703,6 +746,32 @@ impl ClusterConfig {
     /// Cluster name.
     pub fn name(&self) -> &str {
         &self.cluster.metadata.name
+    }
+
+    /// How many control planes the instance groups ask for.
+    pub fn control_plane_count(&self) -> i64 {
+        self.groups
+            .iter()
+            .filter(|g| g.spec.role == Role::ControlPlane)
+            .map(|g| g.spec.count.max(0))
+            .sum()
+    }
+
+    /// The load balancer kprov makes in front of the control planes, if any: the spec's
+    /// `controlPlane.loadBalancer`, else (no `endpoint` and several control planes) the
+    /// provider's own, where it has one (ZStack, AWS; libvirt has none yet).
+    pub fn api_load_balancer(&self) -> Option<LoadBalancerKind> {
+        let cp = &self.cluster.spec.control_plane;
+        let kind = match cp.load_balancer {
+            Some(k) => k,
+            None if cp.endpoint.is_some() || self.control_plane_count() < 2 => return None,
+            None => match self.cluster.spec.provider {
+                ProviderSpec::Zstack(_) => LoadBalancerKind::Zstack,
+                ProviderSpec::Aws(_) => LoadBalancerKind::Aws,
+                ProviderSpec::Libvirt(_) => return None,
+            },
+        };
+        (kind != LoadBalancerKind::None).then_some(kind)
     }
 
     /// Every architecture used by an instance group, sorted.

@@ -9,8 +9,9 @@ use super::error::{SpecError, SpecErrors};
 use super::load::{LoadedSpec, Source};
 use super::quantity::{parse_duration, parse_mib};
 use super::{
-    versions, Addons, Arch, Assets, BootstrapSpec, Cluster, GpuMode, InstanceGroup,
-    InstanceGroupSpec, Networking, ProviderSpec, Role, Size, LABEL_CLUSTER,
+    versions, Addons, Arch, Assets, BootstrapSpec, Cluster, ControlPlaneSpec, GpuMode,
+    InstanceGroup, InstanceGroupSpec, LoadBalancerKind, Networking, ProviderSpec, Role, Size,
+    LABEL_CLUSTER,
 };
 
 /// Default size of an instance group that names neither `size` nor `flavor`.
@@ -88,6 +89,7 @@ pub fn validate(spec: &mut LoadedSpec) -> Result<(), SpecErrors> {
     let s = &cl.spec;
     check_networking(&mut col, &s.networking);
     check_provider(&mut col, &s.provider);
+    check_control_plane_endpoint(&mut col, &s.control_plane, &s.provider);
     check_bootstrap(&mut col, &s.bootstrap);
     if s.etcd.backups.keep == 0 {
         col.err(
@@ -234,6 +236,57 @@ fn check_networking(col: &mut Collector, net: &Networking) {
                 net.pod_cidr
             ),
             "use a /16 (the default 10.244.0.0/16) or at least a /22",
+        );
+    }
+}
+
+/// `spec.controlPlane`: a load balancer of the cluster's own provider, and at most one way of
+/// choosing the endpoint.
+fn check_control_plane_endpoint(
+    col: &mut Collector,
+    cp: &ControlPlaneSpec,
+    provider: &ProviderSpec,
+) {
+    if let Some(lb) = cp.load_balancer {
+        if let Some(p) = lb.provider().filter(|p| *p != provider.name()) {
+            col.err(
+                "spec.controlPlane.loadBalancer",
+                format!(
+                    "{} is a {p} load balancer, but the cluster's provider is {}",
+                    lb.as_str(),
+                    provider.name()
+                ),
+                match provider {
+                    ProviderSpec::Zstack(_) => "use loadBalancer: zstack (or none), or leave it out",
+                    ProviderSpec::Aws(_) => "use loadBalancer: aws (or none), or leave it out",
+                    ProviderSpec::Libvirt(_) => "libvirt has no load balancer yet: use loadBalancer: none with spec.controlPlane.endpoint pointing at your own",
+                },
+            );
+        }
+        if cp.endpoint.is_some() && lb != LoadBalancerKind::None {
+            col.err(
+                "spec.controlPlane.loadBalancer",
+                "both endpoint and loadBalancer are set: the endpoint would be either yours or the load balancer's",
+                "keep endpoint (a load balancer you run) or loadBalancer (kprov makes one), not both",
+            );
+        }
+    }
+    if cp.vip.is_some() && !matches!(provider, ProviderSpec::Zstack(_)) {
+        col.err(
+            "spec.controlPlane.vip",
+            format!(
+                "a VIP address is only chosen on ZStack, not on {}",
+                provider.name()
+            ),
+            "remove spec.controlPlane.vip",
+        );
+    } else if cp.vip.is_some()
+        && (cp.endpoint.is_some() || cp.load_balancer == Some(LoadBalancerKind::None))
+    {
+        col.err(
+            "spec.controlPlane.vip",
+            "vip is the address of the load balancer kprov makes, but this cluster gets none (endpoint set or loadBalancer: none)",
+            "remove spec.controlPlane.vip, or the endpoint",
         );
     }
 }

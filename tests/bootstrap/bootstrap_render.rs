@@ -458,6 +458,52 @@ fn spec_endpoint_makes_the_first_control_plane_init_or_join() {
 }
 
 #[test]
+fn a_provider_load_balancer_makes_the_first_control_plane_init_or_join_through_it() {
+    let v = Variant::default();
+    let mut cfg = fixtures::config(&v);
+    cfg.cluster.spec.control_plane.load_balancer = Some(kprov::spec::LoadBalancerKind::Zstack);
+    let r = kprov::bootstrap::Renderer::new(
+        cfg,
+        fixtures::placeholder_secrets(),
+        fixtures::PLACEHOLDER_HASH.into(),
+        Default::default(),
+    )
+    .expect("renderer");
+    // the executor hands every node the VIP it made before the first instance
+    let vip = kprov::apply::RenderContext {
+        control_plane_endpoint: "172.20.0.200:6443".into(),
+    };
+    let (first, _) = node(&v, NodeKind::FirstControlPlane);
+    assert_eq!(
+        r.action(&first, &vip).expect("action"),
+        NodeAction::InitOrJoin {
+            endpoint: "172.20.0.200:6443".into()
+        },
+        "the designated first initialises through the load balancer (or joins a running cluster)"
+    );
+    let (other, _) = node(&v, NodeKind::ExtraControlPlane);
+    assert_eq!(
+        r.action(&other, &vip).expect("action"),
+        NodeAction::JoinControlPlane {
+            endpoint: "172.20.0.200:6443".into()
+        }
+    );
+    let init = docs(
+        &r.kubeadm_init_config(&first, &r.action(&first, &vip).unwrap())
+            .unwrap(),
+    );
+    assert_eq!(
+        init[1]["controlPlaneEndpoint"].as_str(),
+        Some("172.20.0.200:6443")
+    );
+    assert_eq!(
+        init[1]["apiServer"]["certSANs"][0].as_str(),
+        Some("172.20.0.200"),
+        "the API server's certificate names the VIP"
+    );
+}
+
+#[test]
 fn a_worker_without_endpoint_is_an_error() {
     let v = Variant::default();
     let r = fixtures::renderer(&v);

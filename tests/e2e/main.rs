@@ -4,7 +4,8 @@
 //! kill -9 matrices, cloud faults through the fault proxy, locks and leases; the mirror check
 //! before a create (`asset_precheck`); rolling updates on the simulator (`rolling_update`), through the Kubernetes API stand-in
 //! (`rolling_live`; killed at API and etcd points of a control-plane roll, `rolling_crash`), scale-down and `delete ig` draining first (`scale_down`); kprov's etcd
-//! client against real etcd members (`etcd_members`).
+//! client against real etcd members (`etcd_members`); control planes behind a ZStack VIP and load
+//! balancer, killed at every load-balancer call (`zstack_ha`).
 
 use kprov_testkit::KprovBin;
 
@@ -24,3 +25,4 @@ mod rolling_update;
 mod s3_cli;
 mod scale_down;
 mod zstack_e2e;
+mod zstack_ha;

@@ -32,8 +32,9 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 
 use crate::{
-    Arch, Cloud, CloudError, CloudResult, FlavorInfo, ImageInfo, Instance, InstanceRequest,
-    Inventory, MachineSize, Network, NetworkRequest, PlanProblem, Resource, Role, TAG_CLUSTER,
+    Arch, Cloud, CloudError, CloudResult, EndpointRequest, FlavorInfo, ImageInfo, Instance,
+    InstanceRequest, Inventory, MachineSize, Network, NetworkRequest, PlanProblem, Resource, Role,
+    TAG_CLUSTER,
 };
 
 use super::choice::ImageChoice;
@@ -300,6 +301,27 @@ impl AwsCloud {
 impl Cloud for AwsCloud {
     async fn control_plane_endpoint(&self, cluster: &str) -> CloudResult<Option<String>> {
         self.api_endpoint(cluster).await
+    }
+
+    /// The network load balancer, its target group and listener, made with the rest of the
+    /// network (which is found, not made again): from now on this process treats the control
+    /// plane as load-balanced, so `create_instance` registers every control plane.
+    async fn ensure_control_plane_endpoint(&self, req: &EndpointRequest) -> CloudResult<String> {
+        self.ha_seen.store(true, Ordering::Relaxed);
+        let net = NetworkRequest {
+            cluster: req.cluster.clone(),
+            tags: req.tags.clone(),
+        };
+        self.ensure_cluster_network(&net).await?;
+        self.api_endpoint(&req.cluster)
+            .await?
+            .ok_or_else(|| CloudError::Protocol {
+                provider: PROVIDER,
+                message: format!(
+                    "the API load balancer of cluster {} has no DNS name after it was made",
+                    req.cluster
+                ),
+            })
     }
 
     async fn pending_repairs(

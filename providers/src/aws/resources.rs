@@ -213,7 +213,10 @@ impl AwsCloud {
                 .await
                 .map(|_| ())
                 .map_err(|e| self.err("DeleteVpc", e)),
-            ResourceKind::Tag | ResourceKind::StoragePool => {
+            ResourceKind::Tag
+            | ResourceKind::StoragePool
+            | ResourceKind::Listener
+            | ResourceKind::Vip => {
                 return Err(CloudError::fatal(
                     PROVIDER,
                     "Unsupported",

@@ -22,8 +22,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::{
-    Arch, Cloud, CloudError, CloudResult, FlavorInfo, GpuInfo, ImageInfo, Instance,
-    InstanceRequest, Inventory, Network, NetworkRequest, PlanProblem, Resource, ResourceKind,
+    Arch, Cloud, CloudError, CloudResult, EndpointRequest, FlavorInfo, GpuInfo, ImageInfo,
+    Instance, InstanceRequest, Inventory, Network, NetworkRequest, PlanProblem, Resource,
+    ResourceKind, Role,
 };
 
 use super::client::{ApiStats, Client};
@@ -414,6 +415,72 @@ impl Cloud for ZStackCloud {
     }
 
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance> {
+        let inst = self.create_vm(req).await?;
+        if req.role == Role::ControlPlane {
+            self.register_backend(&req.cluster, &inst.id).await?;
+        }
+        Ok(inst)
+    }
+
+    async fn control_plane_endpoint(&self, cluster: &str) -> CloudResult<Option<String>> {
+        self.api_endpoint(cluster).await
+    }
+
+    async fn check_control_plane_endpoint(
+        &self,
+        req: &EndpointRequest,
+    ) -> CloudResult<Vec<PlanProblem>> {
+        self.check_endpoint(req).await
+    }
+
+    /// A VIP, a load balancer on it and a TCP listener on the API port (`super::endpoint`).
+    async fn ensure_control_plane_endpoint(&self, req: &EndpointRequest) -> CloudResult<String> {
+        self.ensure_endpoint(req).await
+    }
+
+    async fn pending_repairs(
+        &self,
+        cluster: &str,
+        instances: &[Instance],
+    ) -> CloudResult<Vec<String>> {
+        Ok(self
+            .unregistered_backends(cluster, instances)
+            .await?
+            .into_iter()
+            .map(|(_, i, _)| format!("put {} ({}) behind the API load balancer", i.name, i.id))
+            .collect())
+    }
+
+    async fn repair(&self, cluster: &str, instances: &[Instance]) -> CloudResult<()> {
+        self.register_backends(cluster, instances).await
+    }
+
+    async fn list_resources(&self, cluster: &str) -> CloudResult<Vec<Resource>> {
+        let vms = self.vms_of_cluster(cluster).await?;
+        let endpoint = self.endpoint_resources(cluster).await?;
+        let mut owned: HashSet<&str> = vms.iter().map(|v| v.uuid.as_str()).collect();
+        owned.extend(endpoint.iter().map(|r| r.id.as_str()));
+        let cluster_tags: Vec<Tag> = self
+            .client
+            .query(Query::new("/user-tags").eq("tag", cluster_tag(cluster)))
+            .await?;
+        let orphan_owners: BTreeSet<String> = cluster_tags
+            .iter()
+            .filter(|t| !owned.contains(t.resource_uuid.as_str()))
+            .map(|t| t.resource_uuid.clone())
+            .collect();
+        self.vm_and_tag_resources(cluster, &vms, endpoint, orphan_owners)
+            .await
+    }
+
+    async fn delete_resource(&self, resource: &Resource) -> CloudResult<()> {
+        self.delete_one(resource).await
+    }
+}
+
+impl ZStackCloud {
+    /// The VM of `req`, found or created.
+    async fn create_vm(&self, req: &InstanceRequest) -> CloudResult<Instance> {
         let max = self.client.max_retries();
         let mut attempt = 0;
         loop {
@@ -480,18 +547,15 @@ impl Cloud for ZStackCloud {
         }
     }
 
-    async fn list_resources(&self, cluster: &str) -> CloudResult<Vec<Resource>> {
-        let vms = self.vms_of_cluster(cluster).await?;
-        let vm_ids: HashSet<&str> = vms.iter().map(|v| v.uuid.as_str()).collect();
-        let cluster_tags: Vec<Tag> = self
-            .client
-            .query(Query::new("/user-tags").eq("tag", cluster_tag(cluster)))
-            .await?;
-        let orphan_owners: BTreeSet<String> = cluster_tags
-            .iter()
-            .filter(|t| !vm_ids.contains(t.resource_uuid.as_str()))
-            .map(|t| t.resource_uuid.clone())
-            .collect();
+    /// The cluster's VMs, the endpoint's pieces, and the kprov tags left on resources that are
+    /// gone (`orphan_owners`), as resources to delete.
+    async fn vm_and_tag_resources(
+        &self,
+        cluster: &str,
+        vms: &[VmInstance],
+        endpoint: Vec<Resource>,
+        orphan_owners: BTreeSet<String>,
+    ) -> CloudResult<Vec<Resource>> {
         let mut uuids: Vec<String> = vms.iter().map(|v| v.uuid.clone()).collect();
         uuids.extend(orphan_owners.iter().cloned());
         let all_tags = if uuids.is_empty() {
@@ -525,11 +589,15 @@ impl Cloud for ZStackCloud {
             })
             .collect();
         orphans.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        out.extend(endpoint);
         out.extend(orphans);
         Ok(out)
     }
+}
 
-    async fn delete_resource(&self, resource: &Resource) -> CloudResult<()> {
+impl ZStackCloud {
+    /// [`Cloud::delete_resource`].
+    async fn delete_one(&self, resource: &Resource) -> CloudResult<()> {
         match resource.kind {
             ResourceKind::Instance => {
                 let id = &resource.id;
@@ -597,6 +665,9 @@ impl Cloud for ZStackCloud {
                         }
                     }
                 }
+            }
+            ResourceKind::Listener | ResourceKind::LoadBalancer | ResourceKind::Vip => {
+                self.delete_endpoint_part(resource).await
             }
             ResourceKind::Network => {
                 // ZStack L3 networks are infrastructure kprov does not own (ensure_network

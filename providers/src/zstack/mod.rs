@@ -9,6 +9,7 @@
 //! * [`errors`]: error-body classification into [`crate::CloudError`];
 //! * [`model`]: serde types of ZStack inventories;
 //! * [`tags`]: how kprov tags map to ZStack user tags;
+//! * `endpoint` (private): the control-plane endpoint (VIP, load balancer, listener);
 //! * [`cloud`]: the adapter [`ZStackCloud`] and its [`crate::Cloud`] implementation;
 //! * `infra` (private): the infrastructure read from the management node, and the image, size,
 //!   L3 network and hosts chosen from it;
@@ -17,6 +18,7 @@
 pub mod client;
 pub mod cloud;
 pub mod config;
+mod endpoint;
 pub mod errors;
 mod infra;
 pub mod model;

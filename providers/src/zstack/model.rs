@@ -275,10 +275,15 @@ pub struct L3Network {
 impl L3Network {
     /// Whether the `Userdata` service (user-data delivery at 169.254.169.254) is enabled.
     pub fn has_userdata(&self) -> bool {
+        self.has_service("Userdata")
+    }
+
+    /// Whether network service `kind` (`Userdata`, `LoadBalancer`, ...) is enabled.
+    pub fn has_service(&self, kind: &str) -> bool {
         self.network_services.iter().any(|s| {
             s.network_service_type
                 .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case("Userdata"))
+                .is_some_and(|t| t.eq_ignore_ascii_case(kind))
         })
     }
 
@@ -452,6 +457,64 @@ pub struct Tag {
     /// `User` / `System`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+}
+
+/// `VipInventory` (API doc §8): a virtual IP on an L3 network.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Vip {
+    /// VIP uuid.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// The L3 network the address is on.
+    pub l3_network_uuid: Option<String>,
+    /// The address.
+    pub ip: Option<String>,
+}
+
+/// `LoadBalancerListenerVmNicRefInventory`: one backend NIC of a listener.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ListenerNicRef {
+    /// The backend NIC.
+    pub vm_nic_uuid: String,
+    /// `Active`, `Inactive` (its VM is stopped) or `Pending`.
+    pub status: Option<String>,
+}
+
+/// `LoadBalancerListenerInventory`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Listener {
+    /// Listener uuid.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// The load balancer it belongs to.
+    pub load_balancer_uuid: Option<String>,
+    /// The port the VIP serves.
+    pub load_balancer_port: Option<u16>,
+    /// The backends' port.
+    pub instance_port: Option<u16>,
+    /// `tcp`, `udp`, `http`, `https`.
+    pub protocol: Option<String>,
+    /// Backend NICs.
+    pub vm_nic_refs: Vec<ListenerNicRef>,
+}
+
+/// `LoadBalancerInventory`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// Load balancer uuid.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// The VIP it serves.
+    pub vip_uuid: Option<String>,
+    /// Its listeners.
+    pub listeners: Vec<Listener>,
 }
 
 #[cfg(test)]

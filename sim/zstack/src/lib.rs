@@ -3,8 +3,8 @@
 //! It follows `docs/providers/zstack-api.md` (§11 "Simulator contract"): the `/zstack/v1` paths,
 //! session and AccessKey auth, 202 + `api-jobs` polling for every async call, the query
 //! language with its operator-precedence quirk, the VM state machine, IP allocation, host
-//! placement by architecture and capacity, PCI/mdev device claims, tags, and ZStack's error
-//! shapes. A fault-injection API (`/_sim/...`, or the [`SimHandle`] methods) makes the failure
+//! placement by architecture and capacity, PCI/mdev device claims, tags, VIPs and load
+//! balancers (listeners, VM NIC backends, cascading deletes), and ZStack's error shapes. A fault-injection API (`/_sim/...`, or the [`SimHandle`] methods) makes the failure
 //! modes a real management node shows reproducible.
 //!
 //! ```no_run

@@ -34,6 +34,13 @@ pub(crate) enum Kind {
     MdevSpec,
     SystemTag,
     UserTag,
+    Vip,
+    /// A VIP's `servicesRefs` (for dotted joins only).
+    VipServiceRef,
+    LoadBalancer,
+    LbListener,
+    /// A listener's `vmNicRefs` (for dotted joins only).
+    LbNicRef,
 }
 
 /// Query paths (after `/zstack/v1/`) and the kind they list (`sdk/Query*Action.java`).
@@ -57,6 +64,9 @@ pub(crate) const QUERY_PATHS: &[(&str, Kind)] = &[
     ("mdev-device-specs", Kind::MdevSpec),
     ("system-tags", Kind::SystemTag),
     ("user-tags", Kind::UserTag),
+    ("vips", Kind::Vip),
+    ("load-balancers/listeners", Kind::LbListener),
+    ("load-balancers", Kind::LoadBalancer),
 ];
 
 /// Fields the GPU view adds to a PCI device.
@@ -97,6 +107,11 @@ impl Kind {
             Kind::MdevDevice => keys_of::<MdevDevice>(),
             Kind::MdevSpec => keys_of::<MdevDeviceSpec>(),
             Kind::SystemTag | Kind::UserTag => keys_of::<Tag>(),
+            Kind::Vip => keys_of::<Vip>(),
+            Kind::VipServiceRef => keys_of::<VipServicesRef>(),
+            Kind::LoadBalancer => keys_of::<LoadBalancer>(),
+            Kind::LbListener => keys_of::<LbListener>(),
+            Kind::LbNicRef => keys_of::<LbVmNicRef>(),
         }
     }
 
@@ -127,6 +142,13 @@ impl Kind {
             (Kind::PciDevice | Kind::Gpu, "pciSpec") => R("pciSpecUuid", Kind::PciSpec),
             (Kind::MdevDevice, "host") => R("hostUuid", Kind::Host),
             (Kind::MdevDevice, "vmInstance") => R("vmInstanceUuid", Kind::Vm),
+            (Kind::Vip, "l3Network") => R("l3NetworkUuid", Kind::L3),
+            (Kind::Vip, "servicesRefs") => E(Kind::VipServiceRef),
+            (Kind::LoadBalancer, "vip") => R("vipUuid", Kind::Vip),
+            (Kind::LoadBalancer, "listeners") => E(Kind::LbListener),
+            (Kind::LbListener, "loadBalancer") => R("loadBalancerUuid", Kind::LoadBalancer),
+            (Kind::LbListener, "vmNicRefs") => E(Kind::LbNicRef),
+            (Kind::LbNicRef, "vmNic") => R("vmNicUuid", Kind::Nic),
             _ => return None,
         })
     }

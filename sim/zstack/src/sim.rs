@@ -4,7 +4,7 @@ use crate::cloud::CloudState;
 use crate::error::SimError;
 use crate::faults::{FaultAction, FaultEngine, FaultEvent, FaultRule};
 use crate::inventory::Inventory;
-use crate::model::{PciDevice, VmInstance};
+use crate::model::{LoadBalancer, PciDevice, Vip, VmInstance};
 use crate::stats::Stats;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -359,8 +359,18 @@ impl SimHandle {
         self.shared.read(|c| c.pci_devices.clone())
     }
 
+    /// A snapshot of all VIPs.
+    pub fn vips(&self) -> Vec<Vip> {
+        self.shared.read(|c| c.vips.clone())
+    }
+
+    /// A snapshot of all load balancers (their listeners and NIC refs embedded).
+    pub fn load_balancers(&self) -> Vec<LoadBalancer> {
+        self.shared.read(|c| c.load_balancers.clone())
+    }
+
     /// The uuid of the first seeded or created resource with this name (image, offering, L3,
-    /// zone, cluster, host, storage, PCI spec/device, VM) — handy in tests.
+    /// zone, cluster, host, storage, PCI spec/device, VM, VIP, load balancer) — handy in tests.
     pub fn uuid_of(&self, name: &str) -> Option<String> {
         self.shared.read(|c| {
             let pairs = c
@@ -377,7 +387,9 @@ impl SimHandle {
                 .chain(c.pci_device_specs.iter().map(|x| (&x.name, &x.uuid)))
                 .chain(c.pci_devices.iter().map(|x| (&x.name, &x.uuid)))
                 .chain(c.mdev_device_specs.iter().map(|x| (&x.name, &x.uuid)))
-                .chain(c.vms.iter().map(|x| (&x.name, &x.uuid)));
+                .chain(c.vms.iter().map(|x| (&x.name, &x.uuid)))
+                .chain(c.vips.iter().map(|x| (&x.name, &x.uuid)))
+                .chain(c.load_balancers.iter().map(|x| (&x.name, &x.uuid)));
             pairs
                 .into_iter()
                 .find(|(n, _)| *n == name)

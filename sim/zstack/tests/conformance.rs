@@ -1,9 +1,13 @@
-//! The 15 conformance checks of docs/providers/zstack-api.md §12.
+//! The 25 conformance checks of docs/providers/zstack-api.md §12 (16-25: VIPs and load balancers).
 //!
 //! Set `KPROV_ZSTACK_ENDPOINT` (e.g. `http://mn:8080`) plus `KPROV_ZSTACK_ACCOUNT` /
 //! `KPROV_ZSTACK_PASSWORD` to run them against a real ZStack; otherwise each test starts the
 //! simulator in-process. Simulator-only expectations (the exact codes the spec leaves
 //! "unconfirmed") are asserted only in-process and printed otherwise, so they can be recorded.
+
+// Checks 16-25 (VIPs and load balancers, §8) are in conformance/lb.rs.
+#[path = "conformance/lb.rs"]
+mod lb;
 
 use kprov_testkit::zstack_sim::*;
 use kprov_zstack_sim::SimConfig;

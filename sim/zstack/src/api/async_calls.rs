@@ -7,10 +7,11 @@ use crate::cloud::{AddImageParams, CloudState, CreateVmParams};
 use crate::error::ErrorCode;
 use crate::sim::lock;
 use axum::response::Response;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 /// `systemTags`/`userTags`: top-level ones override those inside `params`.
-fn tags_of(body: &Value, params: &Value, key: &str) -> Vec<String> {
+pub(super) fn tags_of(body: &Value, params: &Value, key: &str) -> Vec<String> {
     let pick = |v: Option<&Value>| {
         v.and_then(Value::as_array).map(|a| {
             a.iter()
@@ -24,31 +25,50 @@ fn tags_of(body: &Value, params: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn params_of(body: &Value) -> Value {
+/// The body's `params` object (`{}` when absent or not an object).
+pub(super) fn params_of(body: &Value) -> Value {
     match body.get("params") {
         Some(p @ Value::Object(_)) => p.clone(),
         _ => json!({}),
     }
 }
 
+/// A call's `params` parsed into `T` (a malformed one is SYS.1007 naming `msg`), with the
+/// `systemTags` and `userTags` (top-level ones first) taken out: `(params, system, user)`.
+pub(super) fn parse_params<T: DeserializeOwned>(
+    body: &Value,
+    msg: &str,
+) -> Result<(T, Vec<String>, Vec<String>), ErrorCode> {
+    let mut params = params_of(body);
+    let sys = tags_of(body, &params, "systemTags");
+    let user = tags_of(body, &params, "userTags");
+    if let Some(o) = params.as_object_mut() {
+        o.remove("systemTags");
+        o.remove("userTags");
+    }
+    let p = serde_json::from_value(params)
+        .map_err(|e| ErrorCode::invalid_argument(format!("invalid parameters of {msg}: {e}")))?;
+    Ok((p, sys, user))
+}
+
+/// `deleteMode` of a delete call: absent, `Permissive` or `Enforcing`, else SYS.1007.
+pub(super) fn check_delete_mode(ctx: &Ctx) -> Result<(), ErrorCode> {
+    match ctx.param("deleteMode") {
+        Some(m) if m != "Permissive" && m != "Enforcing" => Err(ErrorCode::invalid_argument(
+            format!("deleteMode[{m}] is not one of [Permissive, Enforcing]"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `POST vm-instances` (`CreateVmInstance`), serialized on the new VM's uuid.
 pub(super) fn create_vm(ctx: &Ctx) -> Response {
     submit(ctx, "CreateVmInstance", |body| {
-        let mut params = params_of(body);
-        let sys = tags_of(body, &params, "systemTags");
-        let user = tags_of(body, &params, "userTags");
-        if let Some(o) = params.as_object_mut() {
-            o.remove("systemTags");
-            o.remove("userTags");
-        }
-        let mut p: CreateVmParams = match serde_json::from_value(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return Ok(Prepared::failed(ErrorCode::invalid_argument(format!(
-                    "invalid parameters of APICreateVmInstanceMsg: {e}"
-                ))))
-            }
-        };
+        let (mut p, sys, user): (CreateVmParams, _, _) =
+            match parse_params(body, "APICreateVmInstanceMsg") {
+                Ok(x) => x,
+                Err(e) => return Ok(Prepared::failed(e)),
+            };
         p.system_tags = sys;
         p.user_tags = user;
         // The VM's uuid is known up front so that actions on it queue behind its creation.
@@ -151,12 +171,8 @@ pub(super) fn vm_action(ctx: &Ctx, vm: String) -> Response {
 /// `DELETE vm-instances/{uuid}` (`DestroyVmInstance`).
 pub(super) fn destroy_vm(ctx: &Ctx, vm: String) -> Response {
     submit(ctx, "DestroyVmInstance", |_| {
-        if let Some(m) = ctx.param("deleteMode") {
-            if m != "Permissive" && m != "Enforcing" {
-                return Ok(Prepared::failed(ErrorCode::invalid_argument(format!(
-                    "deleteMode[{m}] is not one of [Permissive, Enforcing]"
-                ))));
-            }
+        if let Err(e) = check_delete_mode(ctx) {
+            return Ok(Prepared::failed(e));
         }
         let u = vm.clone();
         Ok(Prepared::new(Some(vm.clone()), move |c| {
@@ -271,20 +287,10 @@ pub(super) fn create_tag(ctx: &Ctx, type_: &'static str) -> Response {
 /// `POST images` (`AddImage`).
 pub(super) fn add_image(ctx: &Ctx) -> Response {
     submit(ctx, "AddImage", |body| {
-        let mut params = params_of(body);
-        let sys = tags_of(body, &params, "systemTags");
-        let user = tags_of(body, &params, "userTags");
-        if let Some(o) = params.as_object_mut() {
-            o.remove("systemTags");
-            o.remove("userTags");
-        }
-        let mut p: AddImageParams = match serde_json::from_value(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return Ok(Prepared::failed(ErrorCode::invalid_argument(format!(
-                    "invalid parameters of APIAddImageMsg: {e}"
-                ))))
-            }
+        let (mut p, sys, user): (AddImageParams, _, _) = match parse_params(body, "APIAddImageMsg")
+        {
+            Ok(x) => x,
+            Err(e) => return Ok(Prepared::failed(e)),
         };
         p.system_tags = sys;
         p.user_tags = user;

@@ -1,15 +1,15 @@
 //! The `/zstack/v1` entry point: stats, request-level faults, then dispatch to the API.
 
 use super::async_calls::{
-    add_image, create_tag, create_vm, destroy_vm, image_action, mdev, pci_attach_detach,
-    pci_spec_to_vm, renew_session, vm_action,
+    add_image, check_delete_mode, create_tag, create_vm, destroy_vm, image_action, mdev,
+    pci_attach_detach, pci_spec_to_vm, renew_session, vm_action,
 };
 use super::context::Ctx;
 use super::jobs::{done, submit, Prepared};
+use super::lb_calls;
 use super::response::{api_error, json_resp, text};
 use super::routing::{route, Api, RouteErr};
 use super::sync_calls::{free_ips, job_query, login, run_query};
-use crate::error::ErrorCode;
 use crate::faults::FaultResponse;
 use crate::sim::{lock, DropConnection, Shared};
 use axum::extract::{Request, State};
@@ -141,15 +141,19 @@ fn dispatch(ctx: &Ctx, api: Api) -> Response {
         }),
         Api::AddImage => add_image(ctx),
         Api::DeleteImage(id) => submit(ctx, "DeleteImage", |_| {
-            if let Some(m) = ctx.param("deleteMode") {
-                if m != "Permissive" && m != "Enforcing" {
-                    return Ok(Prepared::failed(ErrorCode::invalid_argument(format!(
-                        "deleteMode[{m}] is not one of [Permissive, Enforcing]"
-                    ))));
-                }
+            if let Err(e) = check_delete_mode(ctx) {
+                return Ok(Prepared::failed(e));
             }
             Ok(Prepared::new(None, move |c| Ok(done(c.delete_image(&id)))))
         }),
         Api::ImageAction(id) => image_action(ctx, id),
+        Api::CreateVip => lb_calls::create_vip(ctx),
+        Api::DeleteVip(id) => lb_calls::delete_vip(ctx, id),
+        Api::CreateLoadBalancer => lb_calls::create_load_balancer(ctx),
+        Api::DeleteLoadBalancer(id) => lb_calls::delete_load_balancer(ctx, id),
+        Api::CreateListener(lb) => lb_calls::create_listener(ctx, lb),
+        Api::DeleteListener(id) => lb_calls::delete_listener(ctx, id),
+        Api::AddVmNics(l) => lb_calls::add_vm_nics(ctx, l),
+        Api::RemoveVmNics(l) => lb_calls::remove_vm_nics(ctx, l),
     }
 }

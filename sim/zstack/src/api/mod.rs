@@ -2,13 +2,14 @@
 //! `/_sim/...` control API.
 //!
 //! A request goes `handler::zstack` → `routing::route` → `handler::dispatch` → a sync call
-//! (`sync_calls`) or an async one (`async_calls`, run by the job machinery in `jobs`).
+//! (`sync_calls`) or an async one (`async_calls`, `lb_calls`, run by the job machinery in `jobs`).
 
 mod async_calls;
 mod context;
 mod control;
 mod handler;
 mod jobs;
+mod lb_calls;
 mod response;
 mod routing;
 mod sync_calls;

@@ -28,6 +28,14 @@ pub(super) enum Api {
     DeleteImage(String),
     ImageAction(String),
     FreeIps(String),
+    CreateVip,
+    DeleteVip(String),
+    CreateLoadBalancer,
+    DeleteLoadBalancer(String),
+    CreateListener(String),
+    DeleteListener(String),
+    AddVmNics(String),
+    RemoveVmNics(String),
 }
 
 /// Why a request maps to no API: unknown path (404) or known path, wrong method (405).
@@ -137,6 +145,38 @@ pub(super) fn route(method: &Method, rest: &str) -> Result<(Api, String), RouteE
         ["l3-networks", id, "ip", "free"] => {
             one("GET", Api::FreeIps(owned(id)), "l3-networks/{uuid}/ip/free")
         }
+        ["vips"] if m == "POST" => Ok((Api::CreateVip, "/zstack/v1/vips".into())),
+        ["vips", id] if m == "DELETE" => {
+            Ok((Api::DeleteVip(owned(id)), "/zstack/v1/vips/{uuid}".into()))
+        }
+        ["load-balancers"] if m == "POST" => {
+            Ok((Api::CreateLoadBalancer, "/zstack/v1/load-balancers".into()))
+        }
+        // `load-balancers/listeners...` is never a load balancer named "listeners".
+        ["load-balancers", "listeners", id] if m == "DELETE" => Ok((
+            Api::DeleteListener(owned(id)),
+            "/zstack/v1/load-balancers/listeners/{uuid}".into(),
+        )),
+        ["load-balancers", "listeners", id, "vm-instances", "nics"] => match m {
+            "POST" => Ok((
+                Api::AddVmNics(owned(id)),
+                "/zstack/v1/load-balancers/listeners/{uuid}/vm-instances/nics".into(),
+            )),
+            "DELETE" => Ok((
+                Api::RemoveVmNics(owned(id)),
+                "/zstack/v1/load-balancers/listeners/{uuid}/vm-instances/nics".into(),
+            )),
+            _ => Err(RouteErr::Method),
+        },
+        ["load-balancers", id] if *id != "listeners" && m == "DELETE" => Ok((
+            Api::DeleteLoadBalancer(owned(id)),
+            "/zstack/v1/load-balancers/{uuid}".into(),
+        )),
+        ["load-balancers", id, "listeners"] if *id != "listeners" => one(
+            "POST",
+            Api::CreateListener(owned(id)),
+            "load-balancers/{uuid}/listeners",
+        ),
         _ => {
             for (p, kind) in QUERY_PATHS {
                 let ps: Vec<&str> = p.split('/').collect();

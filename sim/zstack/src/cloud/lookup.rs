@@ -37,6 +37,14 @@ impl CloudState {
                     || x.all_volumes.iter().any(|v| v.uuid == u)
             })
             || self.tags.iter().any(|x| x.uuid == u)
+            || self.vips.iter().any(|x| x.uuid == u)
+            || self.load_balancers.iter().any(|x| {
+                x.uuid == u
+                    || x.server_group_uuid.as_deref() == Some(u)
+                    || x.listeners
+                        .iter()
+                        .any(|l| l.uuid == u || l.server_group_uuid.as_deref() == Some(u))
+            })
     }
 
     /// The resource type name (`VmInstanceVO`, ...) of a uuid, for tag validation.
@@ -73,6 +81,12 @@ impl CloudState {
             Some("BackupStorageVO")
         } else if self.primary_storages.iter().any(|x| x.uuid == u) {
             Some("PrimaryStorageVO")
+        } else if self.vips.iter().any(|x| x.uuid == u) {
+            Some("VipVO")
+        } else if self.load_balancers.iter().any(|x| x.uuid == u) {
+            Some("LoadBalancerVO")
+        } else if self.listener_pos(u).is_some() {
+            Some("LoadBalancerListenerVO")
         } else {
             None
         }

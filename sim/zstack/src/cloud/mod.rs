@@ -13,11 +13,15 @@ mod identity;
 mod images;
 mod ips;
 mod jobs;
+mod lb_nics;
+mod load_balancers;
 mod lookup;
+mod params;
 mod persist;
 mod placement;
 mod query_source;
 mod tags;
+mod vips;
 mod vm_actions;
 mod vm_create;
 
@@ -27,6 +31,8 @@ mod tests;
 pub(crate) use identity::{AccessKey, Account, Session};
 pub(crate) use images::AddImageParams;
 pub(crate) use jobs::{Job, JobOutcome};
+pub(crate) use load_balancers::{CreateListenerParams, CreateLoadBalancerParams};
+pub(crate) use vips::CreateVipParams;
 pub(crate) use vm_create::CreateVmParams;
 
 use crate::error::ErrorCode;
@@ -56,6 +62,10 @@ pub(crate) struct CloudState {
     pub mdev_device_specs: Vec<MdevDeviceSpec>,
     pub mdev_devices: Vec<MdevDevice>,
     pub vms: Vec<VmInstance>,
+    /// Virtual IPs (their addresses are taken from the same pool as NIC addresses).
+    pub vips: Vec<Vip>,
+    /// Load balancers with their listeners and NIC refs embedded.
+    pub load_balancers: Vec<LoadBalancer>,
     pub tags: Vec<Tag>,
     pub accounts: Vec<Account>,
     pub access_keys: Vec<AccessKey>,
@@ -63,6 +73,8 @@ pub(crate) struct CloudState {
     pub jobs: Vec<Job>,
     /// Monotonic counter for libvirt-style NIC names.
     pub nic_counter: u64,
+    /// Last row id given to a listener's NIC ref or server-group ref (the `id` fields).
+    pub lb_ref_counter: u64,
 }
 
 /// Lowercase hex SHA-512, the password form clients send.
@@ -83,6 +95,35 @@ pub(crate) fn is_zstack_uuid(s: &str) -> bool {
             .expect("static regex")
     })
     .is_match(s)
+}
+
+/// The `resourceUuid` format check every create runs first (`ApiMediatorImpl`): SYS.1007.
+pub(crate) fn check_resource_uuid(r: Option<&str>) -> Result<(), ErrorCode> {
+    match r {
+        Some(r) if !is_zstack_uuid(r) => Err(ErrorCode::invalid_argument(format!(
+            "resourceUuid[{r}] is not a valid uuid. A valid uuid is a UUID(v4 recommended) with '-' stripped"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl CloudState {
+    /// The uuid a create persists its `vo` (`VmInstanceVO`, `VipVO`, ...) under: `resourceUuid`
+    /// or a fresh one. A uuid any resource already has surfaces when the VO is persisted, as an
+    /// unhandled exception: SYS.1000.
+    pub(crate) fn claim_uuid(
+        &self,
+        resource_uuid: Option<&str>,
+        vo: &str,
+    ) -> Result<String, ErrorCode> {
+        let uuid = resource_uuid.map(str::to_string).unwrap_or_else(new_uuid);
+        if self.uuid_exists(&uuid) {
+            return Err(ErrorCode::internal(format!(
+                "could not persist {vo}: a resource with uuid[{uuid}] already exists (duplicate primary key)"
+            )));
+        }
+        Ok(uuid)
+    }
 }
 
 /// SYS.1007 for a `field` naming a resource that does not exist, worded like the MN's.

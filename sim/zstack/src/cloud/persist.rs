@@ -129,6 +129,7 @@ impl CloudState {
         for u in expunging {
             self.expunge_finish(&u);
         }
+        let mut settled = Vec::new();
         for v in &mut self.vms {
             let to = match v.state.as_str() {
                 "Starting" | "Rebooting" => "Running",
@@ -139,6 +140,15 @@ impl CloudState {
             v.state = to.into();
             if to != "Running" && v.host_uuid.is_some() {
                 v.last_host_uuid = v.host_uuid.take();
+            }
+            settled.push((v.uuid.clone(), to));
+        }
+        // What the interrupted transitions do to the VMs' load-balancer refs.
+        for (u, to) in settled {
+            match to {
+                "Running" => self.set_lb_nic_status(&u, "Active"),
+                "Stopped" => self.set_lb_nic_status(&u, "Inactive"),
+                _ => self.remove_lb_nics_of(&u),
             }
         }
     }

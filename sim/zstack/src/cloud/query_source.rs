@@ -100,6 +100,27 @@ impl Source for CloudState {
                 .filter(|t| t.type_ == "User")
                 .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
                 .collect(),
+            Kind::Vip => all(&self.vips),
+            Kind::VipServiceRef => self
+                .vips
+                .iter()
+                .flat_map(|v| v.services_refs.iter())
+                .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+                .collect(),
+            Kind::LoadBalancer => all(&self.load_balancers),
+            Kind::LbListener => self
+                .load_balancers
+                .iter()
+                .flat_map(|l| l.listeners.iter())
+                .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+                .collect(),
+            Kind::LbNicRef => self
+                .load_balancers
+                .iter()
+                .flat_map(|l| l.listeners.iter())
+                .flat_map(|l| l.vm_nic_refs.iter())
+                .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+                .collect(),
         }
     }
 

@@ -32,6 +32,24 @@ impl CloudState {
         t
     }
 
+    /// Stores a create call's user and system tags on the new resource (duplicates once).
+    pub(super) fn add_create_tags(
+        &mut self,
+        uuid: &str,
+        rtype: &str,
+        user: &[String],
+        system: &[String],
+    ) {
+        for (tags, type_) in [(user, "User"), (system, "System")] {
+            let mut seen = HashSet::new();
+            for t in tags {
+                if seen.insert(t.clone()) {
+                    self.add_tag(uuid, rtype, t, type_);
+                }
+            }
+        }
+    }
+
     /// `CreateUserTag` / `CreateSystemTag` (§7): validates, refuses duplicates (SYS.1006).
     pub fn create_tag(&mut self, params: &Value, type_: &str) -> Result<Value, ErrorCode> {
         let get = |k: &str| {

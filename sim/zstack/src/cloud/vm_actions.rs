@@ -68,13 +68,15 @@ impl CloudState {
         Ok(true)
     }
 
-    /// Running on the host `start_begin` chose, which becomes its last host.
+    /// Running on the host `start_begin` chose, which becomes its last host. Its NICs on
+    /// load-balancer listeners become `Active` again.
     pub fn start_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         if let Some(v) = self.vm_mut(uuid) {
             v.state = "Running".into();
             v.last_host_uuid = v.host_uuid.clone();
             v.last_op_date = GsonTime::now();
         }
+        self.set_lb_nic_status(uuid, "Active");
         self.vm_result(uuid)
     }
 
@@ -98,7 +100,8 @@ impl CloudState {
         }
     }
 
-    /// Stopped VMs release their host (ZStack nulls `hostUuid`, keeps `lastHostUuid`).
+    /// Stopped VMs release their host (ZStack nulls `hostUuid`, keeps `lastHostUuid`); their
+    /// NICs on load-balancer listeners become `Inactive`.
     pub fn stop_finish(&mut self, uuid: &str) -> Result<Value, ErrorCode> {
         if let Some(v) = self.vm_mut(uuid) {
             v.state = "Stopped".into();
@@ -107,6 +110,7 @@ impl CloudState {
             }
             v.last_op_date = GsonTime::now();
         }
+        self.set_lb_nic_status(uuid, "Inactive");
         self.vm_result(uuid)
     }
 
@@ -145,7 +149,8 @@ impl CloudState {
         }
     }
 
-    /// Destroyed VMs keep IPs, tags and devices until expunged (§11.5), but not their host.
+    /// Destroyed VMs keep IPs, tags and devices until expunged (§11.5), but not their host;
+    /// their NICs leave every load-balancer listener.
     pub fn destroy_finish(&mut self, uuid: &str) -> Value {
         if let Some(v) = self.vm_mut(uuid) {
             v.state = "Destroyed".into();
@@ -154,6 +159,7 @@ impl CloudState {
             }
             v.last_op_date = GsonTime::now();
         }
+        self.remove_lb_nics_of(uuid);
         json!({})
     }
 
@@ -167,11 +173,13 @@ impl CloudState {
         Ok(())
     }
 
-    /// Deletes the VM and frees its IPs (with the NICs), tags and devices.
+    /// Deletes the VM and frees its IPs (with the NICs, which leave any listener), tags and
+    /// devices.
     pub fn expunge_finish(&mut self, uuid: &str) -> Value {
         let Some(pos) = self.vms.iter().position(|v| v.uuid == uuid) else {
             return json!({});
         };
+        self.remove_lb_nics_of(uuid);
         let vm = self.vms.remove(pos);
         let mut owned: HashSet<String> = HashSet::from([vm.uuid.clone()]);
         owned.extend(vm.vm_nics.iter().map(|n| n.uuid.clone()));

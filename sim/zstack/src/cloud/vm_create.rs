@@ -3,7 +3,7 @@
 
 use super::placement::{pci_passthrough_free, PlacementReq};
 use super::tags::validate_system_tag_format;
-use super::{arg_not_found, is_zstack_uuid, new_uuid, CloudState};
+use super::{arg_not_found, check_resource_uuid, new_uuid, CloudState};
 use crate::error::ErrorCode;
 use crate::model::*;
 use crate::time::GsonTime;
@@ -89,13 +89,7 @@ impl CloudState {
     pub fn create_vm_begin(&mut self, p: &CreateVmParams) -> Result<String, ErrorCode> {
         let plan = self.validate_create_vm(p)?;
 
-        // The uuid conflict surfaces when the VO is persisted: an unhandled exception, SYS.1000.
-        let uuid = p.resource_uuid.clone().unwrap_or_else(new_uuid);
-        if self.uuid_exists(&uuid) {
-            return Err(ErrorCode::internal(format!(
-                "could not persist VmInstanceVO: a resource with uuid[{uuid}] already exists (duplicate primary key)"
-            )));
-        }
+        let uuid = self.claim_uuid(p.resource_uuid.as_deref(), "VmInstanceVO")?;
 
         let placement = self.place_new_vm(p, &plan)?;
         let nics = self.allocate_nics(&plan.l3s, &plan.static_ips, &uuid)?;
@@ -103,18 +97,7 @@ impl CloudState {
         self.claim_create_devices(&plan.claims, placement.host.as_deref(), &uuid);
         let vm = new_vm_inventory(p, plan, uuid.clone(), placement, nics);
         self.vms.push(vm);
-        let mut seen_user = HashSet::new();
-        for t in &p.user_tags {
-            if seen_user.insert(t.clone()) {
-                self.add_tag(&uuid, "VmInstanceVO", t, "User");
-            }
-        }
-        let mut seen_sys = HashSet::new();
-        for t in &p.system_tags {
-            if seen_sys.insert(t.clone()) {
-                self.add_tag(&uuid, "VmInstanceVO", t, "System");
-            }
-        }
+        self.add_create_tags(&uuid, "VmInstanceVO", &p.user_tags, &p.system_tags);
         Ok(uuid)
     }
 
@@ -582,13 +565,7 @@ impl CloudState {
 /// The request's own fields, checked before anything is looked up: `resourceUuid` format,
 /// name, strategy and type. Returns the name, the strategy and the VM type.
 fn check_create_fields(p: &CreateVmParams) -> Result<(String, &str, &str), ErrorCode> {
-    if let Some(r) = &p.resource_uuid {
-        if !is_zstack_uuid(r) {
-            return Err(ErrorCode::invalid_argument(format!(
-                "resourceUuid[{r}] is not a valid uuid. A valid uuid is a UUID(v4 recommended) with '-' stripped"
-            )));
-        }
-    }
+    check_resource_uuid(p.resource_uuid.as_deref())?;
     let name = p.name.clone().unwrap_or_default();
     if name.is_empty() || name.chars().count() > 255 {
         return Err(ErrorCode::invalid_argument(

@@ -19,7 +19,7 @@ impl Inventory {
     /// The default seeded cloud: one zone, an aarch64 cluster of 4 hosts (48 cores / 256 GiB;
     /// hosts 1 and 2 carry 4 NVIDIA A100 each, host 3 two mdev-split T4s), an x86_64 cluster of
     /// 2 hosts (32 cores / 128 GiB), arm64 + amd64 Ubuntu images, 4 offerings, the `k8s-net` L3
-    /// with DHCP + Userdata, storages and one AccessKey pair for the admin account.
+    /// with DHCP + Userdata + LoadBalancer, storages and one AccessKey pair for the admin account.
     pub fn default_seed() -> Self {
         let (zone, clusters, hosts) = Self::seed_compute();
         let (images, instance_offerings) = Self::seed_catalog();
@@ -148,7 +148,8 @@ impl Inventory {
     }
 
     /// `k8s-net`: 172.20.0.0/22 (allocating from 172.20.0.10; gateway 172.20.0.1) with the DHCP
-    /// and Userdata network services.
+    /// and Userdata network services of the flat provider and, as on a VPC network, the
+    /// LoadBalancer service of the virtual-router provider (so its VMs can be LB backends).
     fn seed_network() -> L3Network {
         L3Network {
             name: "k8s-net".into(),
@@ -162,13 +163,11 @@ impl Inventory {
                 gateway: "172.20.0.1".into(),
                 ..Default::default()
             }],
-            network_services: ["DHCP", "Userdata"]
-                .iter()
-                .map(|t| NetworkServiceRef {
-                    network_service_type: (*t).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            network_services: vec![
+                service("DHCP", "Flat"),
+                service("Userdata", "Flat"),
+                service("LoadBalancer", "vrouter"),
+            ],
             ..Default::default()
         }
     }
@@ -237,5 +236,15 @@ impl Inventory {
             }
         }
         (vec![a100, t4], pci_devices, mdev_devices)
+    }
+}
+
+/// A network service of `provider` (`Flat`, `vrouter`): its provider uuid is derived from the
+/// provider's name, as `normalize` does for services that name none.
+fn service(type_: &str, provider: &str) -> NetworkServiceRef {
+    NetworkServiceRef {
+        network_service_type: type_.into(),
+        network_service_provider_uuid: super::derived_uuid("network-service-provider", provider),
+        ..Default::default()
     }
 }

@@ -24,6 +24,13 @@ fn seed_is_as_documented() {
         .pci_devices
         .iter()
         .all(|d| d.vendor_id == "10de" && is_hex32(&d.uuid)));
+    assert_eq!(inv.l3_networks.len(), 1, "kprov picks the only Userdata L3");
+    let services: Vec<&str> = inv.l3_networks[0]
+        .network_services
+        .iter()
+        .map(|s| s.network_service_type.as_str())
+        .collect();
+    assert_eq!(services, ["DHCP", "Userdata", "LoadBalancer"]);
     let r = &inv.l3_networks[0].ip_ranges[0];
     assert_eq!(r.network_cidr, "172.20.0.0/22");
     assert_eq!(r.prefix_len, 22);

@@ -10,6 +10,7 @@
 mod catalog;
 mod device;
 mod infra;
+mod lb;
 mod network;
 mod session;
 mod tag;
@@ -18,6 +19,7 @@ mod vm;
 pub use catalog::{Image, ImageBackupStorageRef, InstanceOffering};
 pub use device::{MdevDevice, MdevDeviceSpec, PciDevice, PciDeviceSpec};
 pub use infra::{BackupStorage, Cluster, Host, PrimaryStorage, Zone};
+pub use lb::{LbListener, LbServerGroupRef, LbVmNicRef, LoadBalancer, Vip, VipServicesRef};
 pub use network::{IpRange, L3Network, NetworkServiceRef};
 pub use session::SessionView;
 pub use tag::Tag;
