@@ -402,3 +402,55 @@ async fn kill_9_at_every_load_balancer_call_of_the_delete_then_rerun_leaves_noth
     );
     assert!(killed_at.len() >= 5, "only {killed_at:?}");
 }
+
+/// An L3 network without the LoadBalancer service (a flat network): `update --yes` of a
+/// cluster of 3 control planes is refused before anything is made, naming the network and the
+/// ways out; with `loadBalancer: none` the same cluster is created, nodes joining the first
+/// control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flat_network_without_load_balancers_is_refused_before_anything_is_made() {
+    let mut inventory = kprov_zstack_sim::Inventory::default_seed();
+    for l3 in &mut inventory.l3_networks {
+        l3.network_services
+            .retain(|s| s.network_service_type != "LoadBalancer");
+    }
+    let env = Env::new(SimConfig {
+        job_delay: Duration::from_millis(10),
+        inventory,
+        ..SimConfig::default()
+    })
+    .await;
+    create(&env).await;
+    let out = env.run(&["update", "cluster", "demo", "--yes"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("L3 network `k8s-net` has no LoadBalancer network service")
+            && err.contains("loadBalancer: none")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(env.sim.vm_count(), 0, "no VM made");
+    assert_no_endpoint(&env, "after the refusal").await;
+    // the Cluster document is named like the cluster
+    env.set_group_spec("demo", "controlPlane", "{port: 6443, loadBalancer: none}")
+        .await;
+    env.ok(&["update", "cluster", "demo", "--yes"]).await;
+    assert_eq!(env.live_vm_names().len(), 5);
+    assert!(
+        seen(&env).await.vips.is_empty(),
+        "no VIP with loadBalancer: none"
+    );
+    let first = env
+        .sim
+        .vms()
+        .into_iter()
+        .find(|v| v.name == "demo-control-plane-0")
+        .and_then(|v| v.vm_nics[0].ip.clone())
+        .unwrap();
+    assert_eq!(
+        bootstrap_var(&env, "demo-nodes-0", "KPROV_API_ENDPOINT"),
+        format!("{first}:6443"),
+        "nodes join the first control plane"
+    );
+}
