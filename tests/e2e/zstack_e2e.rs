@@ -337,6 +337,20 @@ async fn full_lifecycle_plan_apply_noop_delete() {
     );
 }
 
+/// Run `kprov ARGS` and kill it with SIGKILL once it blocks in the call fault `rule` holds;
+/// false when it finished before reaching it. The fault rules are cleared either way.
+pub(crate) async fn kill_at_fault(env: &Env, args: &[&str], rule: &str) -> bool {
+    let mut child = env
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = kill_when_fired(env, &mut child, rule).await;
+    env.sim.clear_faults();
+    killed
+}
+
 /// Wait for `child` to block inside the hanging call, then kill it with SIGKILL.
 pub(crate) async fn kill_when_fired(env: &Env, child: &mut Child, rule: &str) -> bool {
     let until = Instant::now() + Duration::from_secs(30);
@@ -366,14 +380,7 @@ async fn kill_9_at_many_points_then_rerun_converges() {
             .sim
             .add_fault(FaultRule::latency(60_000, 0).nth(n).times(1))
             .unwrap();
-        let mut child = env
-            .cmd(&["update", "cluster", "demo", "--yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let killed = kill_when_fired(&env, &mut child, &rule).await;
-        env.sim.clear_faults();
+        let killed = kill_at_fault(&env, &["update", "cluster", "demo", "--yes"], &rule).await;
         if !killed {
             break; // the run finished before its nth call: every point is covered
         }
@@ -427,14 +434,7 @@ async fn kill_9_at_every_delete_call_then_rerun_leaves_nothing() {
             .sim
             .add_fault(FaultRule::hang(false).nth(n).times(1))
             .unwrap();
-        let mut child = env
-            .cmd(&["delete", "cluster", "demo", "--yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let killed = kill_when_fired(&env, &mut child, &rule).await;
-        env.sim.clear_faults();
+        let killed = kill_at_fault(&env, &["delete", "cluster", "demo", "--yes"], &rule).await;
         if !killed {
             // The delete finished before its nth call: every call has been a kill point.
             env.assert_empty_cloud().await;

@@ -6,13 +6,12 @@
 //! session), never through kprov.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use kprov_zstack_sim::{FaultRule, SimConfig};
 use serde_json::Value;
 
-use crate::zstack_e2e::{kill_when_fired, Env};
+use crate::zstack_e2e::{kill_at_fault, Env};
 
 /// The load-balancer APIs (the VIP's, the load balancer's, the listener's and its backends').
 const LB_PATHS: &str = "^/zstack/v1/(vips|load-balancers)";
@@ -325,14 +324,7 @@ async fn kill_9_at_every_load_balancer_call_of_the_create_then_rerun_converges()
                 rule = rule.method(m);
             }
             let rule = env.sim.add_fault(rule).unwrap();
-            let mut child = env
-                .cmd(&["update", "cluster", "demo", "--yes"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let killed = kill_when_fired(&env, &mut child, &rule).await;
-            env.sim.clear_faults();
+            let killed = kill_at_fault(&env, &["update", "cluster", "demo", "--yes"], &rule).await;
             if !killed {
                 // every call of this kind has been a kill point; start the next from nothing
                 assert_one_endpoint(&env, "a run that was not killed").await;
@@ -376,14 +368,7 @@ async fn kill_9_at_every_load_balancer_call_of_the_delete_then_rerun_leaves_noth
             .sim
             .add_fault(FaultRule::hang(n % 2 == 0).path(LB_PATHS).nth(n).times(1))
             .unwrap();
-        let mut child = env
-            .cmd(&["delete", "cluster", "demo", "--yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let killed = kill_when_fired(&env, &mut child, &rule).await;
-        env.sim.clear_faults();
+        let killed = kill_at_fault(&env, &["delete", "cluster", "demo", "--yes"], &rule).await;
         if !killed {
             assert_no_endpoint(&env, "a delete that was not killed").await;
             break;

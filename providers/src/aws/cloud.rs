@@ -308,6 +308,11 @@ impl Cloud for AwsCloud {
     /// plane as load-balanced, so `create_instance` registers every control plane.
     async fn ensure_control_plane_endpoint(&self, req: &EndpointRequest) -> CloudResult<String> {
         self.ha_seen.store(true, Ordering::Relaxed);
+        // Usually `ensure_network` made it already (the plan's check saw several control
+        // planes): one lookup then, not the whole network again.
+        if let Some(endpoint) = self.api_endpoint(&req.cluster).await? {
+            return Ok(endpoint);
+        }
         let net = NetworkRequest {
             cluster: req.cluster.clone(),
             tags: req.tags.clone(),

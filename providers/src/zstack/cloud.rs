@@ -103,29 +103,33 @@ impl ZStackCloud {
     }
 
     pub(super) async fn get_vm(&self, uuid: &str) -> CloudResult<Option<VmInstance>> {
+        self.get_one("/vm-instances", uuid, "QueryVmInstance").await
+    }
+
+    /// One inventory by uuid from a query path (`/vm-instances`, `/vips`, ...), or `None`.
+    pub(super) async fn get_one<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        uuid: &str,
+        api: &str,
+    ) -> CloudResult<Option<T>> {
         let v = self
             .client
-            .get(
-                &format!("/vm-instances/{}", encode_segment(uuid)),
-                "QueryVmInstance",
-            )
+            .get(&format!("{path}/{}", encode_segment(uuid)), api)
             .await?;
         let first = v
             .get("inventories")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
             .cloned();
-        match first {
-            None => Ok(None),
-            Some(item) => {
-                serde_json::from_value(item)
-                    .map(Some)
-                    .map_err(|e| CloudError::Protocol {
-                        provider: PROVIDER,
-                        message: format!("QueryVmInstance: unexpected inventory shape: {e}"),
-                    })
-            }
-        }
+        first
+            .map(|item| {
+                serde_json::from_value(item).map_err(|e| CloudError::Protocol {
+                    provider: PROVIDER,
+                    message: format!("{api}: unexpected inventory shape: {e}"),
+                })
+            })
+            .transpose()
     }
 
     pub(super) async fn vms_by_uuid(&self, ids: &[String]) -> CloudResult<Vec<VmInstance>> {

@@ -64,32 +64,6 @@ fn part_name(cluster: &str) -> String {
 }
 
 impl ZStackCloud {
-    /// One inventory by uuid from a query path (`/vips`, `/load-balancers`, ...), or `None`.
-    async fn get_one<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        uuid: &str,
-        api: &str,
-    ) -> CloudResult<Option<T>> {
-        let v = self
-            .client
-            .get(&format!("{path}/{}", encode_segment(uuid)), api)
-            .await?;
-        let first = v
-            .get("inventories")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .cloned();
-        first
-            .map(|item| {
-                serde_json::from_value(item).map_err(|e| CloudError::Protocol {
-                    provider: PROVIDER,
-                    message: format!("{api}: unexpected inventory shape: {e}"),
-                })
-            })
-            .transpose()
-    }
-
     async fn find_vip(&self, cluster: &str) -> CloudResult<Option<Vip>> {
         self.get_one("/vips", &part_uuid(cluster, Part::Vip), "QueryVip")
             .await
