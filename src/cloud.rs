@@ -121,7 +121,14 @@ pub async fn connect(cluster: &str, spec: &ClusterSpec) -> anyhow::Result<Arc<dy
                 &l.uri,
                 l.pool.clone(),
                 match &l.network {
-                    crate::spec::LibvirtNetwork::Nat => lv::NetworkMode::Nat { cidr: None },
+                    // a kube-vip VIP the user chose fixes the NAT network's /24 (its .1 is
+                    // the host, .2-.199 are leased, .200-.254 are free for VIPs)
+                    crate::spec::LibvirtNetwork::Nat => lv::NetworkMode::Nat {
+                        cidr: spec.control_plane.vip.map(|ip| {
+                            let o = ip.octets();
+                            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+                        }),
+                    },
                     crate::spec::LibvirtNetwork::Existing(n) => {
                         lv::NetworkMode::Existing(n.clone())
                     }

@@ -162,8 +162,12 @@ pub struct EndpointRequest {
     pub tags: BTreeMap<String, String>,
     /// API server port, on the endpoint and on the control planes behind it.
     pub port: u16,
-    /// The address the user asked for (ZStack: the VIP's `requiredIp`); `None`: the cloud picks.
+    /// The address the user asked for (ZStack: the VIP's `requiredIp`; libvirt: kube-vip's
+    /// VIP); `None`: the cloud picks.
     pub address: Option<String>,
+    /// What holds the endpoint, as the spec names it (`zstack`, `aws`, `kube-vip`): shown in
+    /// plans; a provider refuses a kind it cannot serve.
+    pub kind: String,
 }
 
 /// A cluster network as the provider sees it (a VPC, an L3 network, a libvirt network ...).
@@ -538,8 +542,8 @@ pub trait Cloud: Send + Sync {
     /// Create an instance, idempotently by `req.id`: if it exists already, return it.
     async fn create_instance(&self, req: &InstanceRequest) -> CloudResult<Instance>;
 
-    /// The `host:port` clients and joining nodes use for the API server when the provider
-    /// manages one and it is complete (made by [`Cloud::ensure_control_plane_endpoint`]).
+    /// The `host:port` (or bare `host`: the API server's port) clients and joining nodes use
+    /// for the API server when the provider manages one and it is complete (made by [`Cloud::ensure_control_plane_endpoint`]).
     /// Read-only. `None` means there is none (yet): the engine uses the first control plane's
     /// address unless it asks for one.
     async fn control_plane_endpoint(&self, _cluster: &str) -> CloudResult<Option<String>> {

@@ -634,3 +634,156 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+fn vip_req(cluster: &str, address: Option<&str>) -> EndpointRequest {
+    EndpointRequest {
+        cluster: cluster.into(),
+        tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster.to_string())]),
+        port: 6443,
+        address: address.map(str::to_string),
+        kind: "kube-vip".into(),
+    }
+}
+
+/// The DHCP `<host>` entries of a network, as libvirt holds them (`name ip` each).
+fn dhcp_hosts(network: &str) -> Vec<String> {
+    let conn = virt::connect::Connect::open(Some("test:///default")).expect("open");
+    let xml = conn
+        .lookup_network_by_name(network)
+        .expect("network")
+        .xml_desc(0)
+        .expect("xml");
+    drop(conn);
+    xml.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("<host "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_kube_vip_address_is_reserved_outside_the_dhcp_range_found_again_and_deleted() {
+    let e = env();
+    let cloud = LibvirtCloud::connect(cfg(
+        &e,
+        "test:///default".into(),
+        NetworkMode::Nat {
+            cidr: Some("192.168.177.0/24".into()),
+        },
+    ))
+    .unwrap();
+    let (c, net) = ("vipdemo", "kprov.vipdemo");
+    // before the network exists there is nothing to check yet, and no endpoint
+    assert!(cloud
+        .check_control_plane_endpoint(&vip_req(c, None))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(cloud.control_plane_endpoint(c).await.unwrap(), None);
+    cloud.ensure_network(&net_req(c)).await.unwrap();
+    // an address inside kprov's DHCP range (.2-.199) is refused at plan time, naming it
+    let p = cloud
+        .check_control_plane_endpoint(&vip_req(c, Some("192.168.177.50")))
+        .await
+        .unwrap();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].problem
+            .contains("192.168.177.50 is inside the DHCP range 192.168.177.2-192.168.177.199"),
+        "{p:?}"
+    );
+    let err = cloud
+        .ensure_control_plane_endpoint(&vip_req(c, Some("192.168.177.50")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("inside the DHCP range"), "{err}");
+    assert!(dhcp_hosts(net).is_empty(), "nothing reserved by a refusal");
+    // the default: the highest free address outside the range, reserved once
+    let ep = cloud
+        .ensure_control_plane_endpoint(&vip_req(c, None))
+        .await
+        .unwrap();
+    assert_eq!(ep, "192.168.177.254:6443");
+    assert_eq!(
+        dhcp_hosts(net),
+        ["<host name='kprov-vipdemo-api' ip='192.168.177.254'/>"]
+    );
+    assert_eq!(
+        cloud
+            .ensure_control_plane_endpoint(&vip_req(c, None))
+            .await
+            .unwrap(),
+        ep
+    );
+    assert_eq!(
+        dhcp_hosts(net).len(),
+        1,
+        "a second ensure reserves nothing new"
+    );
+    assert_eq!(
+        cloud.control_plane_endpoint(c).await.unwrap().as_deref(),
+        Some("192.168.177.254")
+    );
+    // a second cluster's VIP on the same network (an existing network shared by both) skips it
+    let shared = LibvirtCloud::connect(cfg(
+        &e,
+        "test:///default".into(),
+        NetworkMode::Existing(net.into()),
+    ))
+    .unwrap();
+    let taken = shared
+        .check_control_plane_endpoint(&vip_req("other", Some("192.168.177.254")))
+        .await
+        .unwrap();
+    assert!(
+        taken[0]
+            .problem
+            .contains("already reserved in the network (host kprov-vipdemo-api)"),
+        "{taken:?}"
+    );
+    assert_eq!(
+        shared
+            .ensure_control_plane_endpoint(&vip_req("other", None))
+            .await
+            .unwrap(),
+        "192.168.177.253:6443"
+    );
+    // the reservation is a resource of each cluster; deleting one leaves the other's
+    let res = shared.list_resources("other").await.unwrap();
+    let vips: Vec<&Resource> = res.iter().filter(|r| r.kind == ResourceKind::Vip).collect();
+    assert_eq!(vips.len(), 1, "{res:?}");
+    assert!(
+        res.iter().all(|r| r.kind != ResourceKind::Network),
+        "not its network: {res:?}"
+    );
+    shared.delete_resource(vips[0]).await.unwrap();
+    shared.delete_resource(vips[0]).await.unwrap(); // gone already: done
+    assert_eq!(
+        dhcp_hosts(net),
+        ["<host name='kprov-vipdemo-api' ip='192.168.177.254'/>"]
+    );
+    assert_eq!(shared.control_plane_endpoint("other").await.unwrap(), None);
+    // another kind, and user-mode networking, are refused with the fix
+    let mut zstack = vip_req(c, None);
+    zstack.kind = "zstack".into();
+    let p = cloud.check_control_plane_endpoint(&zstack).await.unwrap();
+    assert!(p[0].fix.contains("kube-vip"), "{p:?}");
+    let user = LibvirtCloud::connect(cfg(
+        &e,
+        "test:///default".into(),
+        NetworkMode::User {
+            forwards: BTreeMap::new(),
+        },
+    ))
+    .unwrap();
+    let p = user
+        .check_control_plane_endpoint(&vip_req(c, None))
+        .await
+        .unwrap();
+    assert!(
+        p[0].problem.contains("user-mode networking") && p[0].fix.contains("loadBalancer: none"),
+        "{p:?}"
+    );
+    delete_all(&cloud, c).await;
+    assert!(cloud.list_resources(c).await.unwrap().is_empty());
+}

@@ -5,7 +5,7 @@
 use kprov_providers::InstanceRequest;
 
 use super::{
-    manifests, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer,
+    manifests, static_pods, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer,
     CONTAINERD_UNIT_PATH, CRI_SOCKET, ENV_PATH, NVIDIA_RUNTIME, RESTORE_ENV_PATH, SCRIPT_PATH,
 };
 use crate::apply::RenderContext;
@@ -62,6 +62,7 @@ impl Renderer {
                 ));
             }
         }
+        files.extend(static_pods::files(&self.config, &action)?);
         files.push(NodeFile::text(
             SCRIPT_PATH,
             "0700",

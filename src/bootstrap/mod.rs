@@ -25,6 +25,7 @@ mod redact; // taking secrets out of rendered user-data
 mod render; // the Renderer: decides a node's action, assembles its #cloud-config
 mod restore; // the etcd snapshot a replacement of the only control plane restores
 mod script; // bootstrap.sh and bootstrap.env, and the binaries the script downloads
+pub mod static_pods; // kube-vip: static pods holding the API VIP on every control plane
 pub mod templates; // the tera templates, compiled in
 mod user_data; // fitting user-data into a provider's size limit (gzip)
 mod yaml; // YAML scalars the templates embed verbatim

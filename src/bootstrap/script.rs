@@ -117,6 +117,10 @@ impl Renderer {
         );
         ctx.insert("join", &!matches!(action, NodeAction::Init));
         ctx.insert(
+            "static_pods",
+            &super::static_pods::kube_vip_endpoint(&self.config, action).is_some(),
+        );
+        ctx.insert(
             "restore",
             &(action.carries_ca_keys() && self.restore.is_some()),
         );

@@ -72,6 +72,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "manifests/nvidia-device-plugin.yaml.tera",
         include_str!("../../templates/manifests/nvidia-device-plugin.yaml.tera"),
     ),
+    (
+        "static-pods/kube-vip.yaml.tera",
+        include_str!("../../templates/static-pods/kube-vip.yaml.tera"),
+    ),
 ];
 
 /// The error chain of a tera error as one line (tera's own message is only "Failed to render").

@@ -170,6 +170,13 @@ impl Catalogue {
                 push(component, a.image, arches.clone());
             }
         }
+        // kube-vip runs as a static pod on the control planes (libvirt's API VIP)
+        if config.api_load_balancer() == Some(crate::spec::LoadBalancerKind::KubeVip) {
+            let kv = crate::bootstrap::static_pods::KUBE_VIP;
+            for a in ADDON_IMAGES.iter().filter(|a| a.component == kv) {
+                push(kv, a.image, cp.clone());
+            }
+        }
         let mut files = Vec::new();
         for b in release.files_for(assets::runtime_from_file_repository(assets)) {
             for &arch in &all {

@@ -166,11 +166,12 @@ pub fn desired(cfg: &ClusterConfig) -> Desired {
             }
         }),
         api_port: cfg.cluster.spec.control_plane.port,
-        api_load_balancer: cfg.api_load_balancer().map(|_| EndpointRequest {
+        api_load_balancer: cfg.api_load_balancer().map(|kind| EndpointRequest {
             cluster: cluster.clone(),
             tags: BTreeMap::from([(TAG_CLUSTER.to_string(), cluster.clone())]),
             port: cfg.cluster.spec.control_plane.port,
             address: cfg.cluster.spec.control_plane.vip.map(|ip| ip.to_string()),
+            kind: kind.as_str().to_string(),
         }),
     }
 }
@@ -495,8 +496,13 @@ pub fn render(plan: &Plan, paint: &dyn Paint) -> String {
         .as_ref()
         .filter(|_| plan.api_load_balancer_missing)
     {
+        let how = if lb.kind == "kube-vip" {
+            "kube-vip static pods on the control planes holding a VIP,"
+        } else {
+            "in front of the control planes,"
+        };
         creates.push(format!(
-            "  {:<9} {:<32} in front of the control planes, TCP :{}{}",
+            "  {:<9} {:<32} {how} TCP :{}{}",
             "LoadBalancer",
             format!("kprov-{}-api", lb.cluster),
             lb.port,

@@ -349,10 +349,14 @@ fn the_provider_load_balancer_is_asked_for_with_several_control_planes_or_when_n
     assert_eq!(one.address.as_deref(), Some("172.20.0.5"));
     assert!(lb(3, "{loadBalancer: none}", zstack).is_none());
     assert!(lb(3, "{endpoint: api.example}", zstack).is_none());
-    assert!(
-        lb(3, "{}", libvirt).is_none(),
-        "libvirt has no load balancer yet"
+    let kube_vip = lb(3, "{}", libvirt).expect("3 control planes on libvirt get kube-vip");
+    assert_eq!(
+        (kube_vip.kind.as_str(), three.kind.as_str()),
+        ("kube-vip", "zstack")
     );
+    assert!(lb(1, "{}", libvirt).is_none());
+    let pinned = lb(1, "{loadBalancer: kube-vip, vip: 192.168.150.240}", libvirt).expect("named");
+    assert_eq!(pinned.address.as_deref(), Some("192.168.150.240"));
 }
 
 #[test]

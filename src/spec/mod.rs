@@ -301,8 +301,8 @@ pub struct ControlPlaneSpec {
     /// provider's load balancer when there are several control planes and no `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerKind>,
-    /// The address the load balancer's endpoint takes (ZStack: the VIP's `requiredIp`); default:
-    /// the cloud picks a free one.
+    /// The address the load balancer's endpoint takes (ZStack: the VIP's `requiredIp`; libvirt:
+    /// kube-vip's VIP, outside the network's DHCP range); default: the cloud picks a free one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<std::net::Ipv4Addr>,
 }
@@ -327,6 +327,10 @@ pub enum LoadBalancerKind {
     Zstack,
     /// An AWS network load balancer with a target group of the control planes.
     Aws,
+    /// kube-vip as a static pod on every control plane, holding a VIP on the cluster's L2
+    /// network by ARP (libvirt: outside the DHCP range kprov configures).
+    #[serde(rename = "kube-vip")]
+    KubeVip,
     /// None: nodes join the first control plane's address (or `endpoint`).
     None,
 }
@@ -337,17 +341,26 @@ impl LoadBalancerKind {
         match self {
             LoadBalancerKind::Zstack => "zstack",
             LoadBalancerKind::Aws => "aws",
+            LoadBalancerKind::KubeVip => "kube-vip",
             LoadBalancerKind::None => "none",
         }
     }
 
-    /// The provider this load balancer belongs to, if any.
+    /// The provider this load balancer belongs to, if any. kube-vip needs a VIP that moves by
+    /// ARP inside one L2 segment, which only libvirt's networks give kprov (ZStack and AWS
+    /// networks drop traffic to addresses they did not assign).
     pub fn provider(self) -> Option<&'static str> {
         match self {
             LoadBalancerKind::Zstack => Some("zstack"),
             LoadBalancerKind::Aws => Some("aws"),
+            LoadBalancerKind::KubeVip => Some("libvirt"),
             LoadBalancerKind::None => None,
         }
+    }
+
+    /// Static pods on the control planes hold the endpoint (nothing in the cloud forwards).
+    pub fn is_static_pod(self) -> bool {
+        self == LoadBalancerKind::KubeVip
     }
 }
 
@@ -759,7 +772,7 @@ impl ClusterConfig {
 
     /// The load balancer kprov makes in front of the control planes, if any: the spec's
     /// `controlPlane.loadBalancer`, else (no `endpoint` and several control planes) the
-    /// provider's own, where it has one (ZStack, AWS; libvirt has none yet).
+    /// provider's own (ZStack's VIP + load balancer, AWS's NLB, kube-vip on libvirt).
     pub fn api_load_balancer(&self) -> Option<LoadBalancerKind> {
         let cp = &self.cluster.spec.control_plane;
         let kind = match cp.load_balancer {
@@ -768,7 +781,7 @@ impl ClusterConfig {
             None => match self.cluster.spec.provider {
                 ProviderSpec::Zstack(_) => LoadBalancerKind::Zstack,
                 ProviderSpec::Aws(_) => LoadBalancerKind::Aws,
-                ProviderSpec::Libvirt(_) => return None,
+                ProviderSpec::Libvirt(_) => LoadBalancerKind::KubeVip,
             },
         };
         (kind != LoadBalancerKind::None).then_some(kind)

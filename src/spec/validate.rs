@@ -251,15 +251,27 @@ fn check_control_plane_endpoint(
         if let Some(p) = lb.provider().filter(|p| *p != provider.name()) {
             col.err(
                 "spec.controlPlane.loadBalancer",
-                format!(
-                    "{} is a {p} load balancer, but the cluster's provider is {}",
-                    lb.as_str(),
-                    provider.name()
-                ),
+                if lb.is_static_pod() {
+                    format!(
+                        "{} needs a libvirt network, but the cluster's provider is {} (kube-vip moves its VIP by ARP, and cloud networks drop traffic to addresses they did not assign)",
+                        lb.as_str(),
+                        provider.name()
+                    )
+                } else {
+                    format!(
+                        "{} is a {p} load balancer, but the cluster's provider is {}",
+                        lb.as_str(),
+                        provider.name()
+                    )
+                },
                 match provider {
-                    ProviderSpec::Zstack(_) => "use loadBalancer: zstack (or none), or leave it out",
+                    ProviderSpec::Zstack(_) => {
+                        "use loadBalancer: zstack (or none), or leave it out"
+                    }
                     ProviderSpec::Aws(_) => "use loadBalancer: aws (or none), or leave it out",
-                    ProviderSpec::Libvirt(_) => "libvirt has no load balancer yet: use loadBalancer: none with spec.controlPlane.endpoint pointing at your own",
+                    ProviderSpec::Libvirt(_) => {
+                        "use loadBalancer: kube-vip (or none), or leave it out"
+                    }
                 },
             );
         }
@@ -271,11 +283,11 @@ fn check_control_plane_endpoint(
             );
         }
     }
-    if cp.vip.is_some() && !matches!(provider, ProviderSpec::Zstack(_)) {
+    if cp.vip.is_some() && matches!(provider, ProviderSpec::Aws(_)) {
         col.err(
             "spec.controlPlane.vip",
             format!(
-                "a VIP address is only chosen on ZStack, not on {}",
+                "a VIP address is only chosen on ZStack and libvirt, not on {}",
                 provider.name()
             ),
             "remove spec.controlPlane.vip",

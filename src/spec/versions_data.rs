@@ -179,6 +179,8 @@ pub static RELEASES: &[Release] = &[
 // - nfs-provisioner: kubernetes-sigs/nfs-subdir-external-provisioner chart values.yaml (v4.0.2).
 // - nvidia-device-plugin: NVIDIA/k8s-device-plugin tag v0.20.0,
 //   deployments/static/nvidia-device-plugin.yml.
+// - kube-vip: kube-vip/kube-vip release v1.0.0 (`kube-vip manifest pod` of that release writes
+//   the environment the static pod template uses).
 /// Images of CNI plugins and add-ons (same for every Kubernetes release).
 pub static ADDON_IMAGES: &[AddonImage] = &[
     AddonImage {
@@ -224,5 +226,9 @@ pub static ADDON_IMAGES: &[AddonImage] = &[
     AddonImage {
         component: "nvidia-device-plugin",
         image: "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
+    },
+    AddonImage {
+        component: "kube-vip",
+        image: "ghcr.io/kube-vip/kube-vip:v1.0.0",
     },
 ];

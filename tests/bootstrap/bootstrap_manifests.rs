@@ -11,6 +11,7 @@ use kprov_testkit::peers;
 
 use crate::fixtures::{self, Variant};
 use kprov::bootstrap::manifests::{self, COMPONENTS};
+use kprov::bootstrap::static_pods;
 use kprov::spec::versions;
 use kprov_providers::Arch;
 use serde::Deserialize;
@@ -74,6 +75,16 @@ fn schema_version(python: &Path, cluster: &str) -> String {
     format!("{}.{}.0", best.0, best.1)
 }
 
+/// The kube-vip static pod with the placeholders filled in as `kprov_static_pods` does.
+fn installed_kube_vip(cfg: &kprov::spec::ClusterConfig) -> String {
+    let text = static_pods::kube_vip_manifest(cfg, "192.168.150.253:6443").expect("render");
+    assert!(
+        text.contains("@KPROV_NODE_INTERFACE@") && text.contains("@KPROV_KUBE_VIP_KUBECONFIG@")
+    );
+    text.replace("@KPROV_NODE_INTERFACE@", "enp1s0")
+        .replace("@KPROV_KUBE_VIP_KUBECONFIG@", "/etc/kubernetes/admin.conf")
+}
+
 #[test]
 fn manifests_pass_kubernetes_validate_strict() {
     let test = "manifests_pass_kubernetes_validate_strict";
@@ -93,6 +104,10 @@ fn manifests_pass_kubernetes_validate_strict() {
             std::fs::write(&path, &m.content).expect("write");
             files.push(path);
         }
+        // the kube-vip static pod, as the bootstrap script installs it on a control plane
+        let path = dir.path().join(format!("{i}-kube-vip.yaml"));
+        std::fs::write(&path, installed_kube_vip(&cfg)).expect("write");
+        files.push(path);
     }
     let mut validated = 0;
     for release in versions::supported() {
@@ -206,6 +221,7 @@ fn metallb_custom_resources_match_their_crds() {
 fn pod_specs(doc: &serde_yaml::Value) -> Option<&serde_yaml::Value> {
     match doc["kind"].as_str()? {
         "DaemonSet" | "Deployment" | "StatefulSet" => Some(&doc["spec"]["template"]["spec"]),
+        "Pod" => Some(&doc["spec"]),
         _ => None,
     }
 }
@@ -225,9 +241,20 @@ fn images_come_from_the_table_through_the_mirror_and_workloads_pin_arches() {
             .map(|a| a.as_str().to_string())
             .collect();
         let mut used = BTreeSet::new();
-        for c in COMPONENTS {
-            let m = manifests::render_component(c, &cfg).expect("render");
-            for d in docs(&m.content) {
+        let mut rendered: Vec<(&str, String)> = COMPONENTS
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    manifests::render_component(c, &cfg)
+                        .expect("render")
+                        .content,
+                )
+            })
+            .collect();
+        rendered.push((static_pods::KUBE_VIP, installed_kube_vip(&cfg)));
+        for (c, content) in &rendered {
+            for d in docs(content) {
                 let Some(spec) = pod_specs(&d) else { continue };
                 let name = d["metadata"]["name"].as_str().unwrap_or("?");
                 for list in ["initContainers", "containers"] {
@@ -240,6 +267,10 @@ fn images_come_from_the_table_through_the_mirror_and_workloads_pin_arches() {
                         }
                         used.insert(image.to_string());
                     }
+                }
+                if d["kind"] == "Pod" {
+                    // a static pod runs on the node whose kubelet reads it: no affinity
+                    continue;
                 }
                 let terms = spec["affinity"]["nodeAffinity"]
                     ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]

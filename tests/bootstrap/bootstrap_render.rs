@@ -797,3 +797,74 @@ fn package_repository_becomes_apt_sources_and_yum_repos() {
     );
     assert!(doc.get("apt").is_none() && doc.get("yum_repos").is_none());
 }
+
+#[test]
+fn kube_vip_goes_to_every_control_plane_and_no_worker() {
+    let v = Variant::default();
+    let mut cfg = fixtures::config(&v);
+    assert_eq!(
+        cfg.api_load_balancer(),
+        Some(kprov::spec::LoadBalancerKind::KubeVip),
+        "libvirt with several control planes: kube-vip by default"
+    );
+    let r = kprov::bootstrap::Renderer::new(
+        cfg.clone(),
+        fixtures::placeholder_secrets(),
+        fixtures::PLACEHOLDER_HASH.into(),
+        Default::default(),
+    )
+    .expect("renderer");
+    let vip = kprov::apply::RenderContext {
+        control_plane_endpoint: "192.168.150.253:6443".into(),
+    };
+    let kube_vip = |r: &kprov::bootstrap::Renderer, kind| {
+        let (req, _) = node(&v, kind);
+        let files = r.files(&req, &vip).expect("files");
+        let script = files
+            .iter()
+            .find(|f| f.path == kprov::bootstrap::SCRIPT_PATH)
+            .expect("script")
+            .content
+            .clone();
+        let pod = files
+            .iter()
+            .find(|f| f.path == "/etc/kprov/static-pods/kube-vip.yaml")
+            .map(|f| f.content.clone());
+        (pod, script.contains("kprov_static_pods"))
+    };
+    for kind in [NodeKind::FirstControlPlane, NodeKind::ExtraControlPlane] {
+        let (pod, installs) = kube_vip(&r, kind);
+        let pod = pod.unwrap_or_else(|| panic!("{kind:?} has no kube-vip"));
+        assert!(installs, "{kind:?}: the script installs it");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&pod).expect("YAML");
+        let env: std::collections::BTreeMap<&str, &str> = doc["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(env["address"], "192.168.150.253");
+        assert_eq!(env["port"], "6443");
+        assert_eq!((env["vip_arp"], env["cp_enable"]), ("true", "true"));
+        assert_eq!(env["vip_leaderelection"], "true");
+        let image = doc["spec"]["containers"][0]["image"].as_str().unwrap();
+        assert!(
+            image.starts_with(fixtures::MIRROR_REGISTRY) && image.contains("kube-vip:v"),
+            "from the mirror: {image}"
+        );
+    }
+    assert_eq!(
+        kube_vip(&r, NodeKind::Worker),
+        (None, false),
+        "workers hold no VIP"
+    );
+    cfg.cluster.spec.control_plane.load_balancer = Some(kprov::spec::LoadBalancerKind::None);
+    let none = kprov::bootstrap::Renderer::new(
+        cfg,
+        fixtures::placeholder_secrets(),
+        fixtures::PLACEHOLDER_HASH.into(),
+        Default::default(),
+    )
+    .expect("renderer");
+    assert_eq!(kube_vip(&none, NodeKind::ExtraControlPlane), (None, false));
+}

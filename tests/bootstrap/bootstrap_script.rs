@@ -493,3 +493,147 @@ fn the_image_containerd_is_kept_only_for_the_versions_kprovs_config_suits() {
     let runc = section(&script, "if ! command -v runc", "  fi");
     assert!(runc.contains("\"/usr/local/sbin/runc\""), "{runc}");
 }
+
+/// A directory with stand-ins for `kubeadm` (records its arguments and what the manifest
+/// directory held at that moment; `join` fails `fail_joins` times, `reset` empties the manifest
+/// directory as kubeadm's does) and `ip` (the node's interface `enp9s0` with 192.168.150.17).
+fn static_pod_stand_ins(dir: &Path, manifests: &Path, fail_joins: usize) -> (PathBuf, PathBuf) {
+    let bin = dir.join("stand-in-bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let calls = dir.join("calls");
+    let kubeadm = bin.join("kubeadm");
+    std::fs::write(
+        &kubeadm,
+        format!(
+            "#!/bin/bash\n{{ echo \"$*\"; cat '{m}'/*.yaml 2>/dev/null | grep -E 'vip_interface|path: \"?/etc/kubernetes' | tr -s ' ' ; }} >> '{c}'\n\
+             case \"$1\" in\n  reset) rm -f '{m}'/*.yaml ;;\n  join) [ \"$(grep -c '^join' '{c}')\" -gt {fail_joins} ] ;;\nesac\n",
+            m = manifests.display(),
+            c = calls.display()
+        ),
+    )
+    .expect("kubeadm stand-in");
+    std::fs::write(
+        bin.join("ip"),
+        "#!/bin/bash\ncase \"$*\" in\n  *'route get'*) echo \"$4 dev enp9s0 src 192.168.150.17 uid 0\" ;;\n  *'addr show'*) echo '1: lo    inet 127.0.0.1/8 scope host lo'; echo '2: enp9s0    inet 192.168.150.17/24 brd 192.168.150.255 scope global enp9s0' ;;\nesac\n",
+    )
+    .expect("ip stand-in");
+    for f in ["kubeadm", "ip"] {
+        std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    (kubeadm, calls)
+}
+
+#[test]
+fn kube_vip_is_installed_before_kubeadm_with_the_nodes_interface_and_the_right_kubeconfig() {
+    let v = Variant::default();
+    let mut cfg = fixtures::config(&v);
+    cfg.cluster.spec.control_plane.load_balancer = Some(kprov::spec::LoadBalancerKind::KubeVip);
+    let vip = kprov::apply::RenderContext {
+        control_plane_endpoint: "192.168.150.253:6443".into(),
+    };
+    for (kind, phase, fail_joins) in [
+        (NodeKind::FirstControlPlane, "phase_kubeadm_init", 0),
+        (NodeKind::ExtraControlPlane, "phase_kubeadm_join", 1),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifests = dir.path().join("manifests");
+        let (kubeadm, calls) = static_pod_stand_ins(dir.path(), &manifests, fail_joins);
+        let r = Renderer::new(
+            cfg.clone(),
+            fixtures::placeholder_secrets(),
+            fixtures::PLACEHOLDER_HASH.into(),
+            BootstrapOptions {
+                kubeadm_path: Some(kubeadm.to_str().unwrap().into()),
+                ..BootstrapOptions::default()
+            },
+        )
+        .expect("renderer");
+        let (req, _) = node(&v, kind);
+        let files = r.files(&req, &vip).expect("files");
+        let etc = dir.path().join("etc");
+        let mut script = PathBuf::new();
+        for f in &files {
+            if let Some(name) = f.path.strip_prefix("/etc/kprov/") {
+                let to = etc.join(name);
+                std::fs::create_dir_all(to.parent().unwrap()).expect("mkdir");
+                std::fs::write(to, &f.content).expect("write");
+            }
+            if f.path == bootstrap::SCRIPT_PATH {
+                script = dir.path().join("bootstrap.sh");
+                std::fs::write(&script, &f.content).expect("write");
+            }
+        }
+        assert!(
+            etc.join("static-pods/kube-vip.yaml").exists(),
+            "{kind:?}: the user-data writes kube-vip"
+        );
+        // the script sets its own PATH: the stand-ins go in front of it after sourcing
+        let out = bash(
+            &format!(
+                ". '{}'\nPATH='{}':$PATH\n{phase}",
+                script.display(),
+                kubeadm.parent().unwrap().display()
+            ),
+            None,
+            &[
+                ("KPROV_SOURCE_ONLY", "1"),
+                ("KPROV_ENV", etc.join("bootstrap.env").to_str().unwrap()),
+                ("KPROV_ETC", etc.to_str().unwrap()),
+                ("KPROV_MANIFESTS_DIR", manifests.to_str().unwrap()),
+                ("KPROV_JOIN_RETRY_DELAY", "1"),
+            ],
+        );
+        let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{kind:?}: {phase} failed:\n{}{}\n{recorded}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let runs: Vec<&str> = recorded.lines().collect();
+        // every init/join ran with kube-vip in place, naming the node's interface
+        let kubeadm_runs: Vec<usize> = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("init ") || l.starts_with("join "))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(kubeadm_runs.len(), 1 + fail_joins, "{kind:?}:\n{recorded}");
+        let kubeconfig = if kind == NodeKind::FirstControlPlane {
+            "/etc/kubernetes/super-admin.conf"
+        } else {
+            "/etc/kubernetes/admin.conf"
+        };
+        for i in kubeadm_runs {
+            assert!(
+                runs[i]
+                    .contains("--ignore-preflight-errors=DirAvailable--etc-kubernetes-manifests"),
+                "{kind:?}: kubeadm accepts the filled manifest directory: {}",
+                runs[i]
+            );
+            let state = runs[i + 1..]
+                .iter()
+                .take(2)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                state.contains("value: \"enp9s0\"") && state.contains(kubeconfig),
+                "{kind:?}: kube-vip in place (interface enp9s0, {kubeconfig}) when kubeadm ran:\n{recorded}"
+            );
+        }
+        let installed =
+            std::fs::read_to_string(manifests.join("kube-vip.yaml")).expect("installed");
+        assert!(!installed.contains("@KPROV_"), "{installed}");
+        assert!(
+            installed.contains("value: \"192.168.150.253\""),
+            "{installed}"
+        );
+        assert!(
+            installed.contains("/etc/kubernetes/admin.conf")
+                && !installed.contains("super-admin.conf"),
+            "{kind:?}: kube-vip uses admin.conf once kubeadm is done:\n{installed}"
+        );
+    }
+}

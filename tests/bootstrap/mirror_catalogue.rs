@@ -210,6 +210,16 @@ fn env_file(files: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 fn other_file_images(files: &BTreeMap<String, String>, at: &str) -> BTreeSet<String> {
     let mut images = BTreeSet::new();
     for (path, text) in files {
+        if path.starts_with(kprov::bootstrap::static_pods::STATIC_PODS_DIR) {
+            // static pods: the kubelet pulls their images
+            let (found, elsewhere) = fetch_trace::manifest_images(text);
+            assert!(
+                elsewhere.is_empty(),
+                "{at}: {path}: image-like strings outside `image:`: {elsewhere:?}"
+            );
+            images.extend(found);
+            continue;
+        }
         let handled = path.starts_with("/etc/kprov/manifests")
             || path.starts_with("/etc/kprov/kubeadm-")
             || path.ends_with("hosts.toml")

@@ -30,8 +30,8 @@ use super::{
     volume_prefix, DomainType, LibvirtConfig, NetworkMode, PROVIDER, USER_NET_GUEST_ADDRESS,
 };
 use crate::{
-    Arch, Cloud, CloudError, CloudResult, GpuMode, ImageInfo, Instance, InstanceRequest, Inventory,
-    Network, NetworkRequest, PlanProblem, Resource,
+    Arch, Cloud, CloudError, CloudResult, EndpointRequest, GpuMode, ImageInfo, Instance,
+    InstanceRequest, Inventory, Network, NetworkRequest, PlanProblem, Resource,
 };
 
 pub use super::domain::{
@@ -554,8 +554,25 @@ impl Cloud for LibvirtCloud {
         }
     }
 
+    async fn check_control_plane_endpoint(
+        &self,
+        req: &EndpointRequest,
+    ) -> CloudResult<Vec<PlanProblem>> {
+        self.check_endpoint(req).await
+    }
+
+    async fn ensure_control_plane_endpoint(&self, req: &EndpointRequest) -> CloudResult<String> {
+        self.ensure_endpoint(req).await
+    }
+
+    async fn control_plane_endpoint(&self, cluster: &str) -> CloudResult<Option<String>> {
+        self.reserved_endpoint(cluster).await
+    }
+
     async fn list_resources(&self, cluster: &str) -> CloudResult<Vec<Resource>> {
-        self.owned_resources(cluster).await
+        let mut out = self.owned_resources(cluster).await?;
+        out.extend(self.vip_resources(cluster).await?);
+        Ok(out)
     }
 
     async fn delete_resource(&self, resource: &Resource) -> CloudResult<()> {

@@ -24,6 +24,7 @@
 pub mod cloud;
 mod connection;
 mod domain;
+mod endpoint;
 mod errors;
 mod network;
 mod passthrough;

@@ -1,5 +1,6 @@
 //! The cluster network: QEMU user-mode networking, an existing libvirt network, or a NAT
-//! network `kprov.CLUSTER` made on a free 192.168.100-199.0/24; and a network's CIDR.
+//! network `kprov.CLUSTER` made on a free 192.168.100-199.0/24 (DHCP leases .2-.199, the rest
+//! is kept for VIPs); and a network's CIDR.
 
 use std::collections::BTreeSet;
 
@@ -85,7 +86,7 @@ impl LibvirtCloud {
                                 None => (0..100u32)
                                     .map(|i| format!("192.168.{}.0/24", 100 + (h[0] as u32 + i) % 100))
                                     .find(|c| !taken.contains(c))
-                                    .ok_or_else(|| CloudError::fatal(PROVIDER, "NoFreeCidr", "no free 192.168.100-199.0/24 for the NAT network", "set spec.provider.libvirt.natCIDR"))?,
+                                    .ok_or_else(|| CloudError::fatal(PROVIDER, "NoFreeCidr", "no free 192.168.100-199.0/24 for the NAT network", "remove an unused libvirt network on 192.168.100-199.0/24, set spec.controlPlane.vip (its /24 becomes the network's), or use an existing network"))?,
                             };
                             let base: std::net::Ipv4Addr = cidr.split('/').next().unwrap_or("").parse().map_err(|_| {
                                 CloudError::fatal(PROVIDER, "BadCidr", format!("NAT CIDR {cidr:?} is not an IPv4 /24"), "use e.g. 192.168.150.0/24")
@@ -96,7 +97,7 @@ impl LibvirtCloud {
                                 name: name.clone(),
                                 forward: Forward { mode: "nat".into() },
                                 bridge: Bridge { name: format!("kp{}", &hex::encode(h)[..10]), stp: "on".into(), delay: "0".into() },
-                                ip: Ip { address: at(1), netmask: "255.255.255.0".into(), dhcp: Dhcp { range: Range { start: at(2), end: at(254) } } },
+                                ip: Ip { address: at(1), netmask: "255.255.255.0".into(), dhcp: Dhcp { range: Range { start: at(2), end: at(199) } } },
                             };
                             let x = to_xml(&doc).map_err(|e| CloudError::Protocol { provider: PROVIDER, message: e.to_string() })?;
                             let n = conn.define_network_xml(&x).map_err(|e| verr(&format!("defining network {name}"), e))?;

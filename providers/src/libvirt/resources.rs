@@ -175,6 +175,7 @@ impl LibvirtCloud {
                     Err(e) => Err(verr(&format!("undefining network {}", r.id), e)),
                 }
             }
+            ResourceKind::Vip => Self::delete_vip(conn, &r),
             other => Err(CloudError::fatal(
                 PROVIDER,
                 "UnknownKind",
