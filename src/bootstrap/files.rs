@@ -2,7 +2,7 @@
 //! all nodes share, then kubeadm configuration, and for the first control plane the cluster's
 //! keys and manifests.
 
-use kprov_providers::InstanceRequest;
+use kprov_providers::{InstanceRequest, Role};
 
 use super::{
     manifests, static_pods, templates, BootstrapError, Manifest, NodeAction, NodeFile, Renderer,
@@ -60,6 +60,12 @@ impl Renderer {
                     "0600",
                     self.kubeadm_join_config(req, endpoint)?,
                 ));
+                // `kubeadm join --control-plane` takes the cluster's CAs and service-account
+                // keys from disk: no certificates uploaded into the cluster (whose Secret
+                // kubeadm deletes after 2 h, which would fail a later replacement)
+                if req.role == Role::ControlPlane {
+                    self.push_key_files(&mut files);
+                }
             }
         }
         files.extend(static_pods::files(&self.config, &action)?);

@@ -78,14 +78,6 @@ impl Renderer {
                 .expires
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
-        ctx.insert(
-            "certificate_key",
-            &if multi || matches!(action, NodeAction::InitOrJoin { .. }) {
-                self.secrets.certificate_key.clone()
-            } else {
-                String::new()
-            },
-        );
         ctx.insert("api_port", &spec.control_plane.port);
         ctx.insert("kubernetes_version", &format!("v{}", self.release.version));
         ctx.insert("image_repository", &assets::kubeadm_image_repository(a));
@@ -114,7 +106,6 @@ impl Renderer {
         ctx.insert("api_server_endpoint", endpoint);
         ctx.insert("ca_cert_hash", &self.discovery_hash);
         ctx.insert("control_plane", &(req.role == Role::ControlPlane));
-        ctx.insert("certificate_key", &self.secrets.certificate_key);
         ctx.insert("api_port", &self.config.cluster.spec.control_plane.port);
         templates::render("kubeadm-join.yaml.tera", &ctx)
     }

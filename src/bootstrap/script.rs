@@ -133,8 +133,6 @@ impl Renderer {
     /// `/etc/kprov/bootstrap.env`: the script's settings (no secrets).
     pub fn bootstrap_env(&self, req: &InstanceRequest, action: &NodeAction) -> String {
         let q = yaml::shell_quote;
-        let upload =
-            self.control_plane_count() > 1 || matches!(action, NodeAction::InitOrJoin { .. });
         let mut vars: Vec<(&str, String)> = vec![
             ("KPROV_CLUSTER", self.config.name().to_string()),
             ("KPROV_NODE_NAME", req.name.clone()),
@@ -145,15 +143,6 @@ impl Renderer {
             (
                 "KPROV_API_ENDPOINT",
                 action.endpoint().unwrap_or_default().to_string(),
-            ),
-            (
-                "KPROV_UPLOAD_CERTS",
-                if upload && action.carries_ca_keys() {
-                    "1"
-                } else {
-                    "0"
-                }
-                .to_string(),
             ),
             ("KPROV_BIN_DIR", self.options.bin_dir.clone()),
             ("KPROV_KUBEADM", self.options.kubeadm()),

@@ -129,6 +129,7 @@ async fn delete_group(cli: &Cli, a: &DeleteArgs) -> anyhow::Result<()> {
             asset_check: None,
             live: a.drain.live()?,
             cloud_only: a.drain.cloudonly,
+            snapshot_to: None,
         };
         ops::groups::delete_group(&repo, report, group, &opts, &progress).await
     }

@@ -168,6 +168,7 @@ impl ApplyArgs {
             }),
             live: self.drain.live()?,
             cloud_only: self.drain.cloudonly,
+            snapshot_to: None,
         })
     }
 

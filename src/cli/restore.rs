@@ -21,8 +21,9 @@ pub struct RestoreArgs {
 pub enum RestoreWhat {
     /// A cluster whose control planes are all lost, from an etcd backup (`kprov get backups
     /// NAME`): the missing control planes are created, the first restores the backup before
-    /// `kubeadm init` with the cluster's PKI, the others join it. Needs an s3:// state store
-    /// the control planes can fetch the backup from; refused while a control plane runs.
+    /// `kubeadm init` with the cluster's PKI, the others join it. The control plane fetches the
+    /// backup from an s3:// state store, or (file:// store) from the file repository through
+    /// --snapshot-to; refused while a control plane runs.
     Etcd(EtcdRestoreArgs),
 }
 
@@ -40,6 +41,13 @@ pub struct EtcdRestoreArgs {
     /// How long the API server may take to answer again and the cluster to validate.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub validation_timeout: String,
+    /// Where the control plane fetches the etcd snapshot from when the state store is a
+    /// `file://` directory it cannot read: an upload target of the cluster's
+    /// `spec.assets.fileRepository` (`file:///DIR` the repository serves, `s3://BUCKET[/PREFIX]`
+    /// or `https://HOST/PATH` taking PUTs, as for `mirror --files-to`). The copy there is
+    /// encrypted with a key only the node's user-data holds, and removed once restored.
+    #[arg(long, value_name = "TARGET")]
+    pub snapshot_to: Option<String>,
     /// How the control planes are created.
     #[command(flatten)]
     pub apply: ApplyArgs,
@@ -52,6 +60,7 @@ pub async fn run(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<()> {
     let name = current_cluster(a.cluster.as_deref(), cli.name.as_deref(), &repo).await?;
     let progress = cli.terminal().progress();
     let mut opts = a.apply.options(&format!("restore etcd {name} --yes"))?;
+    opts.snapshot_to = a.snapshot_to.clone();
     opts.live.validation_timeout = crate::spec::quantity::parse_duration(&a.validation_timeout)
         .map_err(|e| {
             ExitError::usage(format!(

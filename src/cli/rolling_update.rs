@@ -38,10 +38,17 @@ pub struct RollingUpdateArgs {
     /// snapshotted through the API into the state store, the old control plane deleted, and the
     /// replacement restores the snapshot before `kubeadm init`. The API server is down
     /// meanwhile; writes after the snapshot are lost. Needs spec.controlPlane.endpoint and an
-    /// s3:// state store the control plane can fetch the snapshot from. Killed, the same
-    /// command continues the restore.
+    /// s3:// state store the control plane can fetch the snapshot from (or --snapshot-to).
+    /// Killed, the same command continues the restore.
     #[arg(long)]
     pub allow_control_plane_downtime: bool,
+    /// Where the control plane fetches the etcd snapshot from when the state store is a
+    /// `file://` directory it cannot read: an upload target of the cluster's
+    /// `spec.assets.fileRepository` (`file:///DIR` the repository serves, `s3://BUCKET[/PREFIX]`
+    /// or `https://HOST/PATH` taking PUTs, as for `mirror --files-to`). The copy there is
+    /// encrypted with a key only the node's user-data holds, and removed once restored.
+    #[arg(long, value_name = "TARGET")]
+    pub snapshot_to: Option<String>,
     /// How long a replacement may take to be a Ready Node, and the cluster to validate after
     /// each step.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
@@ -76,6 +83,7 @@ impl RollingUpdateArgs {
         let mut opts = self.apply.options("rolling-update --yes")?;
         opts.live.validation_timeout = duration("--validation-timeout", &self.validation_timeout)?;
         opts.live.fail_on_validate_error = self.fail_on_validate_error;
+        opts.snapshot_to = self.snapshot_to.clone();
         Ok(opts)
     }
 }

@@ -304,6 +304,54 @@ pub async fn upload(
     }
 }
 
+/// Remove a file from the target; one already gone is removed.
+pub async fn remove(
+    http: &reqwest::Client,
+    target: &FileTarget,
+    file: &FileAsset,
+) -> Result<(), MirrorError> {
+    let refused = |status: u16, message: String| MirrorError::WriteRefused {
+        target: target.location(&file.upstream_url),
+        what: format!("removing file {}", file.upstream_url),
+        status,
+        message,
+    };
+    match target {
+        FileTarget::Dir(d) => {
+            match tokio::fs::remove_file(d.join(relative_path(&file.upstream_url))).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(refused(0, e.to_string()))
+                }
+                _ => Ok(()),
+            }
+        }
+        FileTarget::Http(base) => {
+            let resp = http
+                .delete(base_url(base, &file.upstream_url))
+                .send()
+                .await
+                .map_err(|e| refused(0, e.to_string()))?;
+            match resp.status().as_u16() {
+                s if resp.status().is_success() || s == 404 => Ok(()),
+                s => Err(refused(s, resp.text().await.unwrap_or_default())),
+            }
+        }
+        FileTarget::S3(url) => {
+            let (client, bucket, key) = s3_location(url, &file.upstream_url).await?;
+            client
+                .delete_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| {
+                    refused(0, format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+                })?;
+            Ok(())
+        }
+    }
+}
+
 /// A download error names the file by its upstream URL too (the source may be a mirror).
 fn name_upstream(e: MirrorError, f: &FileAsset, src: &str) -> MirrorError {
     if src == f.upstream_url {

@@ -34,6 +34,10 @@ pub struct ApplyOptions {
     /// Delete instances without taking them out of the cluster first (kops' `--cloudonly`):
     /// no drain, no etcd member removal, for a cluster whose API server is broken.
     pub cloud_only: bool,
+    /// Where an etcd restore puts the replacement's encrypted snapshot copy when the state
+    /// store cannot hand the node a URL (`file://`): an upload target of the cluster's file
+    /// repository (`s3://`, `file:///DIR`, `http(s)://`), `--snapshot-to`.
+    pub snapshot_to: Option<String>,
 }
 
 /// Apply `report`'s plan to its cloud. Every provider call is idempotent and the plan is made

@@ -18,6 +18,8 @@
 //! snapshot is taken (nothing written since the last one is lost); once it is going or gone,
 //! the recorded snapshot is the one restored.
 
+mod detour; // the copy's way through the file repository for file:// stores
+
 use std::time::Duration;
 
 use std::collections::BTreeSet;
@@ -39,6 +41,7 @@ use crate::report::Progress;
 use super::live::{Live, LiveOptions};
 use super::plan::PlanReport;
 use super::rolling::{run, RollOptions, RollOutcome};
+use crate::mirror::files::FileTarget;
 
 /// How long the presigned URL of the copy stays valid: the replacement fetches it at boot,
 /// but a replacement the cloud is slow to start (or a re-run hours later) re-renders it.
@@ -70,6 +73,13 @@ pub(crate) struct Pending {
     pub size: u64,
     /// The backup it is (`NAME/secrets/etcd-backups/ID.db`; its id says when it was taken).
     pub backup: String,
+    /// Where the node fetches the copy when the store cannot hand out a URL: its place in the
+    /// cluster's file repository (`--snapshot-to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The `--snapshot-to` target the copy was uploaded to (removed from there at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_to: Option<String>,
 }
 
 impl Pending {
@@ -101,8 +111,13 @@ pub(crate) async fn pending(repo: &Repo, cluster: &str) -> anyhow::Result<Option
     Ok(Some(p))
 }
 
-/// Refuse (exit 2, nothing changed) a store the replacement cannot fetch the copy from.
-pub(crate) async fn check_store(repo: &Repo, cluster: &str) -> anyhow::Result<()> {
+/// Refuse (exit 2, nothing changed) a store the replacement cannot fetch the copy from, unless
+/// `snapshot_to` puts it into the cluster's file repository (or an earlier run did).
+pub(crate) async fn check_store(
+    repo: &Repo,
+    cluster: &str,
+    snapshot_to: Option<&str>,
+) -> anyhow::Result<()> {
     let url = repo
         .store
         .share_url(&copy_key(cluster), URL_TTL)
@@ -110,11 +125,26 @@ pub(crate) async fn check_store(repo: &Repo, cluster: &str) -> anyhow::Result<()
         .context(
             "asking the state store for a URL the replacement can fetch the etcd snapshot from",
         )?;
-    if url.is_none() {
+    if url.is_some()
+        || pending(repo, cluster)
+            .await?
+            .is_some_and(|p| p.url.is_some())
+    {
+        return Ok(());
+    }
+    let Some(to) = snapshot_to else {
         return Err(ExitError::usage(format!(
-            "--allow-control-plane-downtime: the replacement of cluster {cluster}'s control plane fetches the etcd snapshot from the state store, and {} cannot give it a URL (only this machine reads it); nothing was replaced. \
-             fix: move the cluster to an s3:// state store the control plane can reach (`kprov state copy`), or run 3 control planes and roll them without downtime",
+            "the replacement of cluster {cluster}'s control plane fetches the etcd snapshot from the state store, and {} cannot give it a URL (only this machine reads it); nothing was replaced. \
+             fix: pass --snapshot-to with an upload target of the cluster's file repository (spec.assets.fileRepository), move the cluster to an s3:// state store the control plane can reach (`kprov state copy`), or run 3 control planes and roll them without downtime",
             repo.store.url()
+        )));
+    };
+    FileTarget::parse(to).map_err(|e| ExitError::usage(e.to_string()))?;
+    let stored = repo.require(cluster).await?;
+    if stored.config.cluster.spec.assets.file_repository.is_none() {
+        return Err(ExitError::usage(format!(
+            "--snapshot-to {to}: the etcd snapshot goes into cluster {cluster}'s file repository, but its spec.assets.fileRepository is not set, so the control plane would not know where to fetch it; nothing was replaced. \
+             fix: set spec.assets.fileRepository to the URL the nodes reach {to} at (`kprov edit cluster {cluster}`)"
         )));
     }
     Ok(())
@@ -129,13 +159,14 @@ pub(crate) async fn node_restore(
     let Some(p) = pending(repo, cluster).await? else {
         return Ok(None);
     };
-    let url = repo
-        .store
-        .share_url(&copy_key(cluster), URL_TTL)
-        .await?
+    let shared = match &p.url {
+        Some(u) => Some(u.clone()),
+        None => repo.store.share_url(&copy_key(cluster), URL_TTL).await?,
+    };
+    let url = shared
         .with_context(|| {
             format!(
-                "a restore of cluster {cluster}'s etcd is pending, but the state store {} cannot give the replacement a URL for the snapshot; fix: use the s3:// store the restore was started from",
+                "a restore of cluster {cluster}'s etcd is pending, but the state store {} cannot give the replacement a URL for the snapshot; fix: use the s3:// store the restore was started from, or re-run with --snapshot-to (an upload target of spec.assets.fileRepository)",
                 repo.store.url()
             )
         })?;
@@ -153,11 +184,20 @@ pub(crate) async fn take(
     cluster: &str,
     live: &Live<'_>,
     (old_id, old_name): (&str, &str),
+    snapshot_to: Option<&str>,
     progress: &Progress,
 ) -> anyhow::Result<Pending> {
     let (backup, bytes) =
         super::backup::take_with(repo, cluster, live, Some(old_name), progress).await?;
-    record(repo, cluster, &backup.id, bytes, (old_id, old_name)).await
+    record(
+        repo,
+        cluster,
+        &backup.id,
+        bytes,
+        (old_id, old_name),
+        snapshot_to,
+    )
+    .await
 }
 
 /// Record a pending restore of backup `backup` (its snapshot `bytes`; for the old control
@@ -169,6 +209,7 @@ async fn record(
     backup: &str,
     mut bytes: Vec<u8>,
     (old_id, old_name): (&str, &str),
+    snapshot_to: Option<&str>,
 ) -> anyhow::Result<Pending> {
     let size = bytes.len() as u64;
     let key = SnapshotKey::generate();
@@ -180,10 +221,19 @@ async fn record(
         .with_context(|| {
             format!("storing the replacement's copy of the etcd snapshot as {copy}")
         })?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    // a store that cannot hand the node a URL: the copy goes to the file repository too
+    let shareable = repo.store.share_url(&copy, URL_TTL).await?.is_some();
+    let url = match snapshot_to.filter(|_| !shareable) {
+        Some(to) => Some(detour::upload(repo, cluster, to, &sha256, &bytes).await?),
+        None => None,
+    };
     let p = Pending {
         old_id: old_id.to_string(),
         old_name: old_name.to_string(),
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256,
+        url,
+        snapshot_to: snapshot_to.filter(|_| !shareable).map(str::to_string),
         key: hex::encode(key.key),
         nonce: hex::encode(key.nonce),
         size,
@@ -203,6 +253,11 @@ async fn record(
 
 /// The restore is done: the marker and the copy go (the snapshot stays, the last backup).
 pub(crate) async fn finish(repo: &Repo, cluster: &str) -> anyhow::Result<()> {
+    if let Some(p) = pending(repo, cluster).await? {
+        if let Some(to) = &p.snapshot_to {
+            detour::remove(repo, cluster, to, &p.sha256).await;
+        }
+    }
     for key in [marker_key(cluster), copy_key(cluster)] {
         repo.store
             .delete(&key, Condition::None)
@@ -327,7 +382,15 @@ async fn snapshot_and_delete(
         (Ok(live), _) => {
             live.validate("before the rolling update", progress).await?;
             live.cordon_and_drain(&old.name, progress).await?;
-            take(repo, cluster, &live, (&old.id, &old.name), progress).await?
+            take(
+                repo,
+                cluster,
+                &live,
+                (&old.id, &old.name),
+                opts.apply.snapshot_to.as_deref(),
+                progress,
+            )
+            .await?
         }
         (Err(e), Some(p)) if p.old_id == old.id => {
             tracing::warn!("{e:#}");
@@ -402,7 +465,7 @@ pub async fn from_backup(
     opts: &super::ApplyOptions,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    check_store(repo, cluster).await?;
+    check_store(repo, cluster, opts.snapshot_to.as_deref()).await?;
     let report = super::plan::plan(repo, cluster).await?;
     let running: Vec<String> = report
         .cloud
@@ -431,7 +494,15 @@ pub async fn from_backup(
         }
         None => {
             let bytes = super::backup::read(repo, cluster, backup).await?;
-            record(repo, cluster, backup, bytes, ("", "")).await?;
+            record(
+                repo,
+                cluster,
+                backup,
+                bytes,
+                ("", ""),
+                opts.snapshot_to.as_deref(),
+            )
+            .await?;
         }
     }
     // planned again: the renderer now gives the first control plane the restore

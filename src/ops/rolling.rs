@@ -267,7 +267,7 @@ pub async fn roll(
         });
         let update = pos.map(|i| groups.remove(i).1.remove(0));
         if update.is_some() || restoring.is_some() {
-            restore::check_store(repo, &name).await?;
+            restore::check_store(repo, &name, opts.apply.snapshot_to.as_deref()).await?;
             restore::replace(
                 repo,
                 &mut report,

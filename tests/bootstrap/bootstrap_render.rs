@@ -154,7 +154,7 @@ fn embedded_files_round_trip_through_yaml() {
 }
 
 #[test]
-fn workers_and_extra_control_planes_carry_no_private_key() {
+fn control_planes_carry_the_cluster_keys_and_workers_none() {
     let v = Variant::default();
     let (secrets, _) = fixtures::real_secrets();
     let r = fixtures::real_renderer(&v);
@@ -167,17 +167,19 @@ fn workers_and_extra_control_planes_carry_no_private_key() {
             &secrets.etcd_ca.key_pem,
             &secrets.service_account.key_pem,
         ];
-        if kind == NodeKind::FirstControlPlane {
+        // every control plane gets the CAs and the service-account key from kprov (`kubeadm
+        // join --control-plane` reads them from disk): nothing is uploaded into the cluster
+        if matches!(
+            kind,
+            NodeKind::FirstControlPlane | NodeKind::ExtraControlPlane
+        ) {
             assert!(
                 text.contains("PRIVATE KEY"),
-                "the first control plane needs the CA keys"
+                "{kind:?}: a control plane needs the CA keys"
             );
             for k in keys {
                 let first_line = k.lines().nth(1).expect("key body");
-                assert!(
-                    text.contains(first_line),
-                    "a CA key is missing from the first control plane"
-                );
+                assert!(text.contains(first_line), "{kind:?}: a CA key is missing");
             }
         } else {
             assert!(
@@ -196,11 +198,9 @@ fn workers_and_extra_control_planes_carry_no_private_key() {
                 "{kind:?} needs the bootstrap token"
             );
         }
-        let has_cert_key = text.contains(&secrets.certificate_key);
-        assert_eq!(
-            has_cert_key,
-            kind != NodeKind::Worker && kind != NodeKind::GpuWorker,
-            "{kind:?}: certificate key presence"
+        assert!(
+            !text.contains(&secrets.certificate_key) && !text.contains("upload-certs"),
+            "{kind:?}: no certificates go through the cluster's kubeadm-certs Secret"
         );
     }
 }
@@ -257,8 +257,8 @@ fn kubeadm_configs_carry_spec_and_secrets() {
     assert_eq!(expires.timestamp(), secrets.token.expires.timestamp());
     assert_eq!(
         ic["certificateKey"].as_str(),
-        Some(secrets.certificate_key.as_str()),
-        "3 control planes: certs are uploaded"
+        None,
+        "3 control planes, but no certs are uploaded: each carries the keys"
     );
     assert_eq!(
         ic["nodeRegistration"]["name"].as_str(),
@@ -337,10 +337,11 @@ fn kubeadm_configs_carry_spec_and_secrets() {
             Some(hash.as_str())
         );
         let is_cp = kind == NodeKind::ExtraControlPlane;
+        assert_eq!(jc["controlPlane"].is_mapping(), is_cp, "{kind:?}");
         assert_eq!(
-            jc["controlPlane"]["certificateKey"].as_str().is_some(),
-            is_cp,
-            "{kind:?}"
+            jc["controlPlane"]["certificateKey"].as_str(),
+            None,
+            "{kind:?}: the keys are on disk, not downloaded"
         );
         let labels = jc["nodeRegistration"]["kubeletExtraArgs"]
             .as_sequence()

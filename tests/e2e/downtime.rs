@@ -190,7 +190,7 @@ fn roll_args(kc: &str) -> Vec<&str> {
 /// real member, reached through the API stand-in's port-forward) and `nodes` workers,
 /// validated.
 struct Setup {
-    _moto: Moto,
+    _moto: Option<Moto>,
     env: Env,
     api: KubeApi,
     repo: kprov::repo::Repo,
@@ -202,15 +202,22 @@ struct Setup {
 /// [`Setup`], or `None` when a peer is missing (after its install hint) under
 /// `KPROV_SKIP_PEERS=1`.
 async fn setup(test: &str, nodes: u32) -> Option<Setup> {
-    let moto = Moto::start(test)?;
-    let (status, body) = raw_http::request(moto.port, "PUT", "/kprov-state", "").unwrap();
-    assert_eq!(status, 200, "create bucket: {body}");
+    setup_on(test, nodes, true).await
+}
+
+/// [`setup`] with the state in moto's S3 (`s3`) or in a `file://` directory.
+async fn setup_on(test: &str, nodes: u32, s3: bool) -> Option<Setup> {
+    let moto = if s3 { Some(Moto::start(test)?) } else { None };
     let mut env = Env::new(SimConfig {
         job_delay: Duration::from_millis(20),
         ..SimConfig::default()
     })
     .await;
-    env.s3 = Some(("s3://kprov-state/team".into(), moto.endpoint()));
+    if let Some(moto) = &moto {
+        let (status, body) = raw_http::request(moto.port, "PUT", "/kprov-state", "").unwrap();
+        assert_eq!(status, 200, "create bucket: {body}");
+        env.s3 = Some(("s3://kprov-state/team".into(), moto.endpoint()));
+    }
     let (api, repo, kubeconfig) = cluster_with_api(&env, 1, nodes).await;
     let kc = kubeconfig.to_str().unwrap().to_string();
     let etcd_ca = kprov::secrets::load(&repo, "demo").await.unwrap().etcd_ca;
@@ -452,7 +459,20 @@ async fn a_store_the_control_plane_cannot_read_is_refused_before_anything_change
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("s3://") && err.contains("file://"), "{err}");
+    assert!(err.contains("--snapshot-to"), "{err}");
     assert_eq!(running_vms(&env), before, "nothing changed");
+    // --snapshot-to without a file repository the node could fetch it from: refused too
+    let mut args = roll_args(kc);
+    args.extend(["--snapshot-to", "file:///var/tmp/nowhere"]);
+    let out = env.run(&args).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spec.assets.fileRepository is not set"),
+        "{err}"
+    );
+    assert_eq!(running_vms(&env), before, "nothing changed");
+    assert!(!std::path::Path::new("/var/tmp/nowhere").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,6 +481,56 @@ async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
     let Some(s) = setup(test, 1).await else {
         return;
     };
+    restored_from_a_backup(&s, &[]).await;
+}
+
+/// The same with the state in a `file://` directory, which the node cannot read: the snapshot
+/// copy goes to the cluster's file repository (a real nginx serving a directory) through
+/// `--snapshot-to file:///DIR`, the node fetches it from there, and it is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_a_file_store_is_restored_through_its_file_repository() {
+    let test = "a_cluster_on_a_file_store_is_restored_through_its_file_repository";
+    let Some(s) = setup_on(test, 1, false).await else {
+        return;
+    };
+    let dir = s.env.state.path().join("file-repository");
+    let Some(nginx) = kprov_testkit::nginx::Nginx::start(test, &dir) else {
+        return;
+    };
+    s.env
+        .set_group_spec(
+            "demo",
+            "assets",
+            &format!("{{fileRepository: \"http://{}/put\"}}", nginx.addr),
+        )
+        .await;
+    let served = nginx.root.join("put");
+    let to = format!("file://{}", served.display());
+    // (the repository holds no Kubernetes binaries here: no node runs their install)
+    restored_from_a_backup(&s, &["--snapshot-to", &to, "--skip-asset-check"]).await;
+    let fetched: Vec<String> = nginx
+        .requests("GET")
+        .into_iter()
+        .filter(|r| r.contains("/put/kprov/etcd-restore/demo/snapshot-"))
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        1,
+        "the node fetched the copy once: {fetched:?}"
+    );
+    assert!(fetched[0].ends_with(" 200"), "{fetched:?}");
+    assert!(
+        !served
+            .join("kprov/etcd-restore/demo")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "the copy is removed from the file repository once restored"
+    );
+}
+
+/// Back up etcd, lose the only control plane, `restore etcd` (with `extra` arguments) and check
+/// the restored cluster.
+async fn restored_from_a_backup(s: &Setup, extra: &[&str]) {
     let (env, api, repo, etcd, kc) = (&s.env, &s.api, &s.repo, &s.etcd, s.kc.as_str());
     etcd_put(etcd, "/registry/kprov-test", "in the backup");
     let out = env
@@ -469,7 +539,7 @@ async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
     assert!(out.status.success(), "{out:?}");
     let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = b["id"].as_str().unwrap().to_string();
-    let argv = [
+    let mut argv = vec![
         "restore",
         "etcd",
         "demo",
@@ -483,6 +553,7 @@ async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
         "--validation-timeout",
         "90s",
     ];
+    argv.extend(extra);
     // refused while the control plane runs: etcd's history would fork
     let out = env.run(&argv).await;
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -505,7 +576,7 @@ async fn a_cluster_whose_control_plane_is_lost_is_restored_from_a_backup() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{resp:?}");
-    let boots = with_boots(&s, async {
+    let boots = with_boots(s, async {
         let text = env.ok(&argv).await;
         assert!(
             text.contains(&format!("restored from backup {id}")),
