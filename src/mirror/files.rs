@@ -223,6 +223,21 @@ async fn s3_location(
     Ok((client, parsed.bucket, key))
 }
 
+/// The error of a write `target` refused (`status`, 0 without one), naming what was done to
+/// which file.
+fn write_refused<'a>(
+    target: &'a FileTarget,
+    file: &'a FileAsset,
+    doing: &'a str,
+) -> impl Fn(u16, String) -> MirrorError + 'a {
+    move |status, message| MirrorError::WriteRefused {
+        target: target.location(&file.upstream_url),
+        what: format!("{doing} {}", file.upstream_url),
+        status,
+        message,
+    }
+}
+
 /// Upload a verified local file to the target.
 pub async fn upload(
     http: &reqwest::Client,
@@ -230,12 +245,7 @@ pub async fn upload(
     file: &FileAsset,
     local: &Path,
 ) -> Result<(), MirrorError> {
-    let refused = |status: u16, message: String| MirrorError::WriteRefused {
-        target: target.location(&file.upstream_url),
-        what: format!("file {}", file.upstream_url),
-        status,
-        message,
-    };
+    let refused = write_refused(target, file, "file");
     match target {
         FileTarget::Dir(d) => {
             let dest = d.join(relative_path(&file.upstream_url));
@@ -310,12 +320,7 @@ pub async fn remove(
     target: &FileTarget,
     file: &FileAsset,
 ) -> Result<(), MirrorError> {
-    let refused = |status: u16, message: String| MirrorError::WriteRefused {
-        target: target.location(&file.upstream_url),
-        what: format!("removing file {}", file.upstream_url),
-        status,
-        message,
-    };
+    let refused = write_refused(target, file, "removing file");
     match target {
         FileTarget::Dir(d) => {
             match tokio::fs::remove_file(d.join(relative_path(&file.upstream_url))).await {

@@ -239,6 +239,16 @@ async fn record(
         size,
         backup: backup.to_string(),
     };
+    // a fresh snapshot replaces an earlier run's: its copy in the file repository goes
+    if let Some(prev) = pending(repo, cluster).await? {
+        if let Some(to) = prev
+            .snapshot_to
+            .as_deref()
+            .filter(|_| prev.sha256 != p.sha256)
+        {
+            detour::remove(repo, cluster, to, &prev.sha256).await;
+        }
+    }
     let marker = marker_key(cluster);
     repo.store
         .put(

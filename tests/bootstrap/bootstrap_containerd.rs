@@ -97,13 +97,7 @@ fn hosts_toml_redirects_a_real_pull_to_the_mirror() {
     let release =
         kprov::spec::versions::release(&cfg.cluster.spec.kubernetes_version).expect("release");
     let tag = release.pause;
-    let r = kprov::bootstrap::Renderer::new(
-        cfg.clone(),
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(cfg.clone(), Default::default());
 
     // Push a real image where the mirror keeps registry.k8s.io/pause:TAG.
     let image = tiny_image("pause", b"#!/bin/sh\nexec sleep 3600\n");
@@ -257,13 +251,7 @@ fn hosts_toml_redirects_a_pull_from_an_upstream_with_a_port() {
             port_of(&upstream_host)
         )
     );
-    let r = kprov::bootstrap::Renderer::new(
-        cfg.clone(),
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(cfg.clone(), Default::default());
     let Some((c, certs_d, hosts)) = node_containerd(test, &r, &v, dir.path()) else {
         return;
     };

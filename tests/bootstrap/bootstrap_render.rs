@@ -404,13 +404,7 @@ fn spec_endpoint_makes_the_first_control_plane_init_or_join() {
     let v = Variant::default();
     let mut cfg = fixtures::config(&v);
     cfg.cluster.spec.control_plane.endpoint = Some("api.demo.internal".into());
-    let r = kprov::bootstrap::Renderer::new(
-        cfg,
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(cfg, Default::default());
     let (req, _) = node(&v, NodeKind::FirstControlPlane);
     let ctx = kprov::apply::RenderContext {
         control_plane_endpoint: "api.demo.internal:6443".into(),
@@ -463,13 +457,7 @@ fn a_provider_load_balancer_makes_the_first_control_plane_init_or_join_through_i
     let v = Variant::default();
     let mut cfg = fixtures::config(&v);
     cfg.cluster.spec.control_plane.load_balancer = Some(kprov::spec::LoadBalancerKind::Zstack);
-    let r = kprov::bootstrap::Renderer::new(
-        cfg,
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(cfg, Default::default());
     // the executor hands every node the VIP it made before the first instance
     let vip = kprov::apply::RenderContext {
         control_plane_endpoint: "172.20.0.200:6443".into(),
@@ -808,13 +796,7 @@ fn kube_vip_goes_to_every_control_plane_and_no_worker() {
         Some(kprov::spec::LoadBalancerKind::KubeVip),
         "libvirt with several control planes: kube-vip by default"
     );
-    let r = kprov::bootstrap::Renderer::new(
-        cfg.clone(),
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(cfg.clone(), Default::default());
     let vip = kprov::apply::RenderContext {
         control_plane_endpoint: "192.168.150.253:6443".into(),
     };
@@ -860,12 +842,6 @@ fn kube_vip_goes_to_every_control_plane_and_no_worker() {
         "workers hold no VIP"
     );
     cfg.cluster.spec.control_plane.load_balancer = Some(kprov::spec::LoadBalancerKind::None);
-    let none = kprov::bootstrap::Renderer::new(
-        cfg,
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        Default::default(),
-    )
-    .expect("renderer");
+    let none = fixtures::renderer_with(cfg, Default::default());
     assert_eq!(kube_vip(&none, NodeKind::ExtraControlPlane), (None, false));
 }

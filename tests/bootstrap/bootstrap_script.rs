@@ -86,16 +86,7 @@ fn renderer_with_files(url: &str, options: BootstrapOptions) -> (Renderer, Varia
     };
     let mut cfg = fixtures::config(&v);
     cfg.cluster.spec.assets.file_repository = Some(format!("{url}/files"));
-    (
-        Renderer::new(
-            cfg,
-            fixtures::placeholder_secrets(),
-            fixtures::PLACEHOLDER_HASH.into(),
-            options,
-        )
-        .expect("renderer"),
-        v,
-    )
+    (fixtures::renderer_with(cfg, options), v)
 }
 
 #[test]
@@ -207,13 +198,7 @@ fn phases_report_to_log_console_and_callback() {
             callback_url: Some(server.url.clone()),
             ..BootstrapOptions::default()
         };
-        let r = Renderer::new(
-            fixtures::config(&v),
-            fixtures::placeholder_secrets(),
-            fixtures::PLACEHOLDER_HASH.into(),
-            opts,
-        )
-        .expect("renderer");
+        let r = fixtures::renderer_with(fixtures::config(&v), opts);
         let (req, ctx) = node(&v, NodeKind::Worker);
         let files = r.files(&req, &ctx).expect("files");
         let env = files
@@ -301,13 +286,7 @@ fn join_is_retried_with_backoff_through_the_configured_kubeadm() {
         ..BootstrapOptions::default()
     };
     let v = Variant::default();
-    let r = Renderer::new(
-        fixtures::config(&v),
-        fixtures::placeholder_secrets(),
-        fixtures::PLACEHOLDER_HASH.into(),
-        opts,
-    )
-    .expect("renderer");
+    let r = fixtures::renderer_with(fixtures::config(&v), opts);
     let (req, ctx) = node(&v, NodeKind::Worker);
     let files = r.files(&req, &ctx).expect("files");
     let etc = dir.path().join("etc");
@@ -539,16 +518,13 @@ fn kube_vip_is_installed_before_kubeadm_with_the_nodes_interface_and_the_right_k
         let dir = tempfile::tempdir().expect("tempdir");
         let manifests = dir.path().join("manifests");
         let (kubeadm, calls) = static_pod_stand_ins(dir.path(), &manifests, fail_joins);
-        let r = Renderer::new(
+        let r = fixtures::renderer_with(
             cfg.clone(),
-            fixtures::placeholder_secrets(),
-            fixtures::PLACEHOLDER_HASH.into(),
             BootstrapOptions {
                 kubeadm_path: Some(kubeadm.to_str().unwrap().into()),
                 ..BootstrapOptions::default()
             },
-        )
-        .expect("renderer");
+        );
         let (req, _) = node(&v, kind);
         let files = r.files(&req, &vip).expect("files");
         let etc = dir.path().join("etc");

@@ -210,11 +210,16 @@ pub fn real_secrets() -> &'static (ClusterSecrets, String) {
 
 /// A renderer with placeholder secrets.
 pub fn renderer(v: &Variant) -> Renderer {
+    renderer_with(config(v), BootstrapOptions::default())
+}
+
+/// A renderer of `config` (placeholder secrets) with `options`.
+pub fn renderer_with(config: kprov::spec::ClusterConfig, options: BootstrapOptions) -> Renderer {
     Renderer::new(
-        config(v),
+        config,
         placeholder_secrets(),
         PLACEHOLDER_HASH.into(),
-        BootstrapOptions::default(),
+        options,
     )
     .expect("renderer")
 }

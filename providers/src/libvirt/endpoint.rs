@@ -81,7 +81,11 @@ impl NetFacts {
 
     /// Why `ip` cannot be the VIP of `name`'s entry (`None`: it can).
     fn unusable(&self, ip: Ipv4Addr, name: &str) -> Option<String> {
-        let (net, prefix) = self.subnet?;
+        let Some((net, prefix)) = self.subnet else {
+            return Some(format!(
+                "{ip} cannot be checked: the network has no IPv4 address"
+            ));
+        };
         let size = 1u64 << (32 - prefix);
         let v = u32::from(ip);
         if (v as u64) < net as u64 || (v as u64) >= net as u64 + size {
