@@ -15,7 +15,6 @@
 //! `--drain-timeout` naming the pod and keeps the node's instance.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -150,12 +149,7 @@ pub(crate) fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBu
 /// allowed). Returns whether kprov was killed (false: it finished before request `n`).
 pub(crate) fn kill_at_api_call(env: &Env, api: &KubeApi, args: &[&str], n: usize) -> bool {
     api.hang_at(n);
-    let mut child = env
-        .cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_quiet(args);
     let until = std::time::Instant::now() + Duration::from_secs(180);
     let killed = loop {
         if api.hung() {

@@ -106,6 +106,15 @@ impl Env {
         c
     }
 
+    /// Start `kprov ARGS` with its output discarded (a run the test kills).
+    pub(crate) fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub(crate) async fn run(&self, args: &[&str]) -> Output {
         let mut c = self.cmd(args);
         tokio::task::spawn_blocking(move || c.output().unwrap())
@@ -340,12 +349,7 @@ async fn full_lifecycle_plan_apply_noop_delete() {
 /// Run `kprov ARGS` and kill it with SIGKILL once it blocks in the call fault `rule` holds;
 /// false when it finished before reaching it. The fault rules are cleared either way.
 pub(crate) async fn kill_at_fault(env: &Env, args: &[&str], rule: &str) -> bool {
-    let mut child = env
-        .cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_quiet(args);
     let killed = kill_when_fired(env, &mut child, rule).await;
     env.sim.clear_faults();
     killed

@@ -49,7 +49,7 @@ impl NetFacts {
             .and_then(|a| match (a.get("prefix"), a.get("netmask")) {
                 (Some(p), _) => p.parse::<u32>().ok().filter(|p| *p <= 32),
                 (None, Some(m)) => Some(u32::from(m.parse::<Ipv4Addr>().ok()?).count_ones()),
-                _ => None,
+                _ => Some(24),
             });
         let subnet = gateway
             .zip(prefix)
@@ -69,6 +69,12 @@ impl NetFacts {
             ranges,
             hosts,
         }
+    }
+
+    /// The subnet as `NET/PREFIX`.
+    pub(super) fn cidr(&self) -> Option<String> {
+        self.subnet
+            .map(|(net, prefix)| format!("{}/{prefix}", Ipv4Addr::from(net)))
     }
 
     /// The address reserved under `name`, if any.

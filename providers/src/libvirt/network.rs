@@ -15,15 +15,7 @@ use crate::{CloudError, CloudResult, Network, NetworkRequest};
 impl LibvirtCloud {
     /// The IPv4 CIDR of a libvirt network's XML (its first `<ip>`).
     pub(super) fn network_cidr(xml: &str) -> Option<String> {
-        let ip = attrs_of(xml, "ip").into_iter().next()?;
-        let addr: std::net::Ipv4Addr = ip.get("address")?.parse().ok()?;
-        let prefix = match (ip.get("prefix"), ip.get("netmask")) {
-            (Some(p), _) => p.parse::<u32>().ok()?,
-            (None, Some(m)) => u32::from(m.parse::<std::net::Ipv4Addr>().ok()?).count_ones(),
-            _ => 24,
-        };
-        let net = u32::from(addr) & (u32::MAX.checked_shl(32 - prefix).unwrap_or(0));
-        Some(format!("{}/{prefix}", std::net::Ipv4Addr::from(net)))
+        super::endpoint::NetFacts::of(xml).cidr()
     }
 
     /// Find or make the cluster network ([`crate::Cloud::ensure_network`]).
